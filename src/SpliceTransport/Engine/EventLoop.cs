@@ -1,0 +1,240 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.IO.Pipelines;
+using System.Runtime.CompilerServices;
+using Microsoft.Extensions.Logging;
+using SpliceTransport.Interop;
+
+namespace SpliceTransport.Engine;
+
+/// <summary>
+/// One thread, one epoll instance, one wake-up eventfd, and a queue of work for the thread.
+///
+/// Triggering mode: edge-triggered (EPOLLET). Each descriptor is registered once, for EPOLLIN, EPOLLOUT and
+/// EPOLLRDHUP together, and never modified again, so a send or receive costs no epoll_ctl. The price is the
+/// edge-triggered contract: an event arrives only when readiness changes, so every handler either drives its
+/// descriptor to EAGAIN or remembers that it is still ready (see <see cref="Transport.SocketReadiness"/>).
+/// One-shot mode would make every wait an epoll_ctl(MOD): twice the system calls for a keep-alive request.
+///
+/// Invariant: every system call on a descriptor registered here, and every continuation of the pumps that
+/// own it, runs on this loop's thread. That is what lets the pumps keep their state without locks.
+/// The loop is also a <see cref="PipeScheduler"/>, so pipe continuations land back on its thread.
+/// </summary>
+internal sealed unsafe class EventLoop : PipeScheduler, IDisposable
+{
+    /// <summary>Events taken per epoll_wait; more only costs memory, fewer only costs calls.</summary>
+    private const int MaxEventsPerWait = 256;
+
+    /// <summary>The epoll data value of the wake-up eventfd; real registrations use the descriptor number.</summary>
+    private const ulong WakeToken = ulong.MaxValue;
+
+    /// <summary>
+    /// Work items run per turn before the loop looks at epoll again, so a flood of scheduled continuations
+    /// cannot starve socket events (and the other way round: events are handled in bounded batches too).
+    /// </summary>
+    private const int MaxWorkItemsPerTurn = 1024;
+
+    /// <summary>How long a failed epoll_wait (other than EINTR) backs off before trying again.</summary>
+    private static readonly TimeSpan FailureBackoff = TimeSpan.FromMilliseconds(10);
+
+    private readonly FileDescriptorHandle _epoll;
+    private readonly FileDescriptorHandle _wakeEvent;
+    private readonly ConcurrentQueue<WorkItem> _work = new();
+    private readonly Thread _thread;
+    private readonly ILogger _logger;
+    private IEpollHandler?[] _handlers = new IEpollHandler?[1024];
+
+    /// <summary>
+    /// 1 while the loop is awake (or a wake-up is already on its way): producers then only enqueue.
+    /// 0 just before the loop blocks in epoll_wait: the next producer writes the eventfd.
+    /// </summary>
+    private int _awake = 1;
+    private volatile bool _stopping;
+
+    public EventLoop(int index, ILogger logger)
+    {
+        Index = index;
+        _logger = logger;
+        _epoll = new FileDescriptorHandle(LibC.ThrowIfFailed(LibC.epoll_create1(LibC.EPOLL_CLOEXEC), "epoll_create1"));
+        _wakeEvent = new FileDescriptorHandle(LibC.ThrowIfFailed(LibC.eventfd(0, LibC.EFD_NONBLOCK | LibC.EFD_CLOEXEC), "eventfd"));
+        LibC.ThrowIfFailed(LibC.epoll_ctl(_epoll, LibC.EPOLL_CTL_ADD, _wakeEvent.Fd, LibC.EPOLLIN | LibC.EPOLLET, WakeToken), "epoll_ctl", "eventfd");
+        // Named so that /proc/<pid>/task/*/comm shows which threads are ours (15 characters at most there).
+        _thread = new Thread(Run) { IsBackground = true, Name = $"splice-loop-{index}" };
+    }
+
+    /// <summary>The loop's position in its group, for names and logs.</summary>
+    public int Index { get; }
+
+    /// <summary>True when called on this loop's thread.</summary>
+    public bool IsOnLoopThread => Thread.CurrentThread == _thread;
+
+    public void Start() => _thread.Start();
+
+    /// <summary>Runs <paramref name="action"/> on the loop thread, after the work already queued.</summary>
+    public override void Schedule(Action<object?> action, object? state)
+    {
+        _work.Enqueue(new WorkItem(action, state));
+        if (Volatile.Read(ref _awake) == 0 && Interlocked.Exchange(ref _awake, 1) == 0)
+        {
+            Wake();
+        }
+    }
+
+    /// <summary>Registers <paramref name="fd"/> edge-triggered for reads, writes and peer hang-ups. Loop thread only.</summary>
+    public void Register(FileDescriptorHandle fd, IEpollHandler handler, uint events = LibC.EPOLLIN | LibC.EPOLLOUT | LibC.EPOLLRDHUP)
+    {
+        Debug.Assert(IsOnLoopThread);
+        int number = fd.Fd;
+        if (number >= _handlers.Length)
+        {
+            Array.Resize(ref _handlers, Math.Max(number + 1, _handlers.Length * 2));
+        }
+        _handlers[number] = handler;
+        if (LibC.epoll_ctl(_epoll, LibC.EPOLL_CTL_ADD, number, events | LibC.EPOLLET, (ulong)number) != 0)
+        {
+            _handlers[number] = null;
+            throw LibC.Fail("epoll_ctl", "EPOLL_CTL_ADD");
+        }
+    }
+
+    /// <summary>
+    /// Forgets <paramref name="fd"/>. Loop thread only, and before the descriptor is closed: a stale event for
+    /// the number may still be in the current batch, and it then finds no handler (or a new connection's,
+    /// which treats it as a spurious wake-up).
+    /// </summary>
+    public void Unregister(FileDescriptorHandle fd)
+    {
+        Debug.Assert(IsOnLoopThread);
+        int number = fd.Fd;
+        if (number < _handlers.Length)
+        {
+            _handlers[number] = null;
+        }
+        // Closing the descriptor removes it from the epoll set anyway; deleting first makes that immediate
+        // even when a duplicate of the descriptor (an IConnectionSocketFeature user's) keeps the file open.
+        LibC.epoll_ctl(_epoll, LibC.EPOLL_CTL_DEL, number, 0, 0);
+    }
+
+    /// <summary>An awaitable that continues on the loop thread after the work queued so far: a fair yield.</summary>
+    public YieldAwaitable Yield() => new(this);
+
+    private void Wake()
+    {
+        ulong one = 1;
+        // EAGAIN means the counter is already non-zero, so a wake-up is pending anyway.
+        LibC.write(_wakeEvent, (byte*)&one, sizeof(ulong));
+    }
+
+    private void Run()
+    {
+        byte* events = stackalloc byte[MaxEventsPerWait * LibC.EpollEventSize];
+        while (!_stopping)
+        {
+            RunQueuedWork();
+
+            int timeout = 0;
+            if (_work.IsEmpty)
+            {
+                Volatile.Write(ref _awake, 0);
+                // A producer that enqueued before the store above saw _awake == 1 and did not wake us:
+                // look again, now that any later producer is guaranteed to write the eventfd.
+                if (_work.IsEmpty)
+                {
+                    timeout = -1;
+                }
+                else
+                {
+                    Volatile.Write(ref _awake, 1);
+                }
+            }
+
+            int count = LibC.epoll_wait(_epoll, events, MaxEventsPerWait, timeout);
+            Volatile.Write(ref _awake, 1);
+            if (count < 0)
+            {
+                int errno = LibC.LastErrno;
+                if (errno != Errno.EINTR)
+                {
+                    Log.EpollWaitFailed(_logger, Index, new SyscallException("epoll_wait", errno));
+                    Thread.Sleep(FailureBackoff);
+                }
+                continue;
+            }
+
+            for (int i = 0; i < count; i++)
+            {
+                LibC.ReadEpollEvent(events, i, out uint flags, out ulong data);
+                if (data == WakeToken)
+                {
+                    DrainWakeEvent();
+                    continue;
+                }
+                IEpollHandler? handler = (int)data < _handlers.Length ? _handlers[(int)data] : null;
+                if (handler is null)
+                {
+                    continue;
+                }
+                try
+                {
+                    handler.OnEvents(flags);
+                }
+                catch (Exception ex)
+                {
+                    Log.HandlerFailed(_logger, Index, ex);
+                }
+            }
+        }
+        RunQueuedWork();
+    }
+
+    private void RunQueuedWork()
+    {
+        for (int i = 0; i < MaxWorkItemsPerTurn && _work.TryDequeue(out WorkItem item); i++)
+        {
+            try
+            {
+                item.Action(item.State);
+            }
+            catch (Exception ex)
+            {
+                Log.HandlerFailed(_logger, Index, ex);
+            }
+        }
+    }
+
+    private void DrainWakeEvent()
+    {
+        ulong value;
+        LibC.read(_wakeEvent, (byte*)&value, sizeof(ulong));
+    }
+
+    /// <summary>Stops the thread after the work already queued, and closes the epoll instance.</summary>
+    public void Dispose()
+    {
+        if (_stopping)
+        {
+            return;
+        }
+        _stopping = true;
+        Interlocked.Exchange(ref _awake, 1);
+        Wake();
+        if (!IsOnLoopThread && _thread.IsAlive)
+        {
+            _thread.Join();
+        }
+        _epoll.Dispose();
+        _wakeEvent.Dispose();
+    }
+
+    private readonly record struct WorkItem(Action<object?> Action, object? State);
+
+    /// <summary>Awaitable returned by <see cref="Yield"/>.</summary>
+    public readonly struct YieldAwaitable(EventLoop loop) : ICriticalNotifyCompletion
+    {
+        public YieldAwaitable GetAwaiter() => this;
+        public bool IsCompleted => false;
+        public void GetResult() { }
+        public void OnCompleted(Action continuation) => loop.Schedule(static state => ((Action)state!)(), continuation);
+        public void UnsafeOnCompleted(Action continuation) => OnCompleted(continuation);
+    }
+}

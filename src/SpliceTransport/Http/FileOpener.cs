@@ -1,0 +1,103 @@
+using SpliceTransport.Interop;
+
+namespace SpliceTransport.Http;
+
+/// <summary>
+/// Opens a file for a zero-copy send, with the checks and exception types of Kestrel's own
+/// <c>SendFileAsync</c> fallback (FileNotFoundException, UnauthorizedAccessException,
+/// ArgumentOutOfRangeException for offset and count), so an app sees the same errors on either path,
+/// always before any header is sent.
+/// </summary>
+internal static class FileOpener
+{
+    private const int S_IFDIR = 0x4000;
+
+    /// <summary>
+    /// Pseudo file systems whose files report a size that has nothing to do with their content
+    /// (statfs f_type values from linux/magic.h): proc, sysfs, debugfs, tracefs, cgroup, cgroup2,
+    /// securityfs, configfs, efivarfs, pstore, bpf.
+    /// </summary>
+    private static readonly long[] s_pseudoFileSystems =
+    [
+        0x9fa0, 0x62656572, 0x64626720, 0x74726163, 0x27e0eb, 0x63677270,
+        0x73636673, 0x62656570, 0xde5e81e4, 0x6165676c, 0xcafe4a11,
+    ];
+
+    /// <summary>
+    /// Checks <paramref name="path"/> and the requested range. Returns the open descriptor and the byte
+    /// count to send, or null with a fallback reason when the file cannot go zero-copy.
+    /// </summary>
+    public static FileDescriptorHandle? Open(string path, long offset, long? count, out long length, out string? fallbackReason)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        fallbackReason = null;
+        length = 0;
+
+        if (!LibC.TryStat(path, out LibC.FileStatus status))
+        {
+            throw OpenError(path, LibC.LastErrno, "statx");
+        }
+        if ((status.Mode & LibC.S_IFMT) == S_IFDIR)
+        {
+            throw new FileNotFoundException($"Could not find file '{path}': it is a directory.", path);
+        }
+        CheckRange(path, offset, count, status.Size);
+        if (!status.IsRegularFile)
+        {
+            fallbackReason = FallbackReasons.NotRegularFile;
+            return null;
+        }
+
+        int fd = LibC.open(path, LibC.O_RDONLY | LibC.O_CLOEXEC | LibC.O_NONBLOCK);
+        if (fd < 0)
+        {
+            throw OpenError(path, LibC.LastErrno, "open");
+        }
+        var file = new FileDescriptorHandle(fd);
+        try
+        {
+            // Checked again on the descriptor: the path may have been replaced since the statx above.
+            LibC.FileStatus opened = LibC.Stat(file);
+            if (!opened.IsRegularFile)
+            {
+                fallbackReason = FallbackReasons.NotRegularFile;
+            }
+            else if (Array.IndexOf(s_pseudoFileSystems, LibC.FileSystemType(file)) >= 0)
+            {
+                fallbackReason = FallbackReasons.PseudoFile;
+            }
+            if (fallbackReason is not null)
+            {
+                file.Dispose();
+                return null;
+            }
+            CheckRange(path, offset, count, opened.Size);
+            length = count ?? opened.Size - offset;
+            return file;
+        }
+        catch
+        {
+            file.Dispose();
+            throw;
+        }
+    }
+
+    private static void CheckRange(string path, long offset, long? count, long size)
+    {
+        if (offset < 0 || offset > size)
+        {
+            throw new ArgumentOutOfRangeException(nameof(offset), offset, $"The offset must be within the file '{path}' of {size} bytes.");
+        }
+        if (count is { } value && (value < 0 || value > size - offset))
+        {
+            throw new ArgumentOutOfRangeException(nameof(count), count, $"The count must fit the file '{path}' of {size} bytes from offset {offset}.");
+        }
+    }
+
+    private static Exception OpenError(string path, int errno, string syscall) => errno switch
+    {
+        Errno.ENOENT or Errno.ENOTDIR => new FileNotFoundException($"Could not find file '{path}'.", path),
+        Errno.EACCES or Errno.EPERM => new UnauthorizedAccessException($"Access to the path '{path}' is denied.", new SyscallException(syscall, errno, path)),
+        _ => new SyscallException(syscall, errno, path),
+    };
+}

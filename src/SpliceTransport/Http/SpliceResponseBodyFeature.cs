@@ -1,0 +1,260 @@
+using System.IO.Pipelines;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Connections.Features;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.Extensions.Logging;
+using SpliceTransport.Interop;
+using SpliceTransport.Transport;
+
+namespace SpliceTransport.Http;
+
+/// <summary>
+/// The response body feature of a request on SpliceTransport. Everything but <see cref="SendFileAsync"/>
+/// is Kestrel's own. <see cref="SendFileAsync"/> sends the file with sendfile(2) when the response can
+/// take raw bytes (HTTP/1.x, Content-Length framing, our own transport pipe, a regular file), and
+/// otherwise hands it to Kestrel, counting why.
+///
+/// The zero-copy path, and why each step is where it is:
+/// <list type="number">
+/// <item>Check and open the file first, so errors come before any header.</item>
+/// <item>Start the response and await a flush: only then have all earlier bytes reached our output writer,
+/// and only then does Kestrel's body writer pass GetMemory/Advance straight through to it.</item>
+/// <item>Queue the file at the writer's position, then advance <c>count</c> bytes through Kestrel's body
+/// writer without writing them: Kestrel counts them, our writer swallows them.</item>
+/// <item>Flush: it completes when the file has left the socket, which is what MinResponseDataRate times.</item>
+/// </list>
+/// </summary>
+internal sealed class SpliceResponseBodyFeature : IHttpResponseBodyFeature
+{
+    /// <summary>How many bytes content sniffing reads, as in Go's net/http and the WHATWG standard.</summary>
+    internal const int SniffLength = 512;
+
+    private readonly IHttpResponseBodyFeature _kestrel;
+    private readonly SpliceConnection _connection;
+    private readonly HttpContext _context;
+    private readonly SpliceTransportOptions _options;
+    private readonly SpliceMetrics _metrics;
+    private readonly ILogger _logger;
+
+    public SpliceResponseBodyFeature(IHttpResponseBodyFeature kestrel, SpliceConnection connection, HttpContext context,
+        SpliceTransportOptions options, SpliceMetrics metrics, ILogger logger)
+    {
+        _kestrel = kestrel;
+        _connection = connection;
+        _context = context;
+        _options = options;
+        _metrics = metrics;
+        _logger = logger;
+    }
+
+    public Stream Stream => _kestrel.Stream;
+
+    public PipeWriter Writer => _kestrel.Writer;
+
+    public void DisableBuffering() => _kestrel.DisableBuffering();
+
+    public Task StartAsync(CancellationToken cancellationToken = default) => _kestrel.StartAsync(cancellationToken);
+
+    public Task CompleteAsync() => _kestrel.CompleteAsync();
+
+    public async Task SendFileAsync(string path, long offset, long? count, CancellationToken cancellationToken = default)
+    {
+        HttpResponse response = _context.Response;
+        if (HasNoBody())
+        {
+            // HEAD, 204 and 304 carry no body: start the response (headers only) and touch no file.
+            await _kestrel.StartAsync(cancellationToken).ConfigureAwait(false);
+            return;
+        }
+
+        string? reason = ConnectionFallbackReason() ?? FramingFallbackReason(response);
+        if (reason is not null)
+        {
+            await FallBackAsync(path, offset, count, reason, cancellationToken).ConfigureAwait(false);
+            return;
+        }
+
+        FileDescriptorHandle? file = FileOpener.Open(path, offset, count, out long length, out reason);
+        if (file is null)
+        {
+            await FallBackAsync(path, offset, count, reason!, cancellationToken).ConfigureAwait(false);
+            return;
+        }
+
+        FileSegment? segment = null;
+        try
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            if (!response.HasStarted && response.ContentLength is null)
+            {
+                response.ContentLength = length;
+            }
+            if (_options.SniffContentType && !response.HasStarted && string.IsNullOrEmpty(response.ContentType) && length > 0)
+            {
+                int sniffed = await WriteSniffedPrefixAsync(file, path, offset, length, cancellationToken).ConfigureAwait(false);
+                offset += sniffed;
+                length -= sniffed;
+            }
+            segment = await SendZeroCopyAsync(file, path, offset, length, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            _connection.OutputWriter.CancelFileExpectation();
+            ReleaseWhenSent(file, segment);
+        }
+    }
+
+    private async Task<FileSegment?> SendZeroCopyAsync(FileDescriptorHandle file, string path, long offset, long length, CancellationToken cancellationToken)
+    {
+        SpliceOutputWriter output = _connection.OutputWriter;
+        PipeWriter body = _kestrel.Writer;
+        if (!_context.Response.HasStarted)
+        {
+            output.ExpectFile(); // The headers may wait (MSG_MORE) for the file's first bytes.
+            await _kestrel.StartAsync(cancellationToken).ConfigureAwait(false);
+        }
+        // Everything written so far must reach our writer before the file is queued behind it.
+        await body.FlushAsync(cancellationToken).ConfigureAwait(false);
+        if (length == 0)
+        {
+            _metrics.ZeroCopySent(0);
+            return null;
+        }
+
+        FileSegment segment = output.EnqueueFile(file, path, offset, length);
+        using CancellationTokenRegistration abortOnCancel = cancellationToken.UnsafeRegister(static state =>
+            ((SpliceConnection)state!).Abort(new ConnectionAbortedException("The file send was canceled.")), _connection);
+
+        for (long remaining = length; remaining > 0;)
+        {
+            Memory<byte> scratch = body.GetMemory(SpliceOutputWriter.ScratchSize);
+            int advance = (int)Math.Min(scratch.Length, remaining);
+            body.Advance(advance);
+            remaining -= advance;
+        }
+        if (output.BytesToSwallow != 0)
+        {
+            // Something between Kestrel's body writer and ours kept bytes back; what follows would be misplaced.
+            _connection.Abort(new ConnectionAbortedException("A layer above the transport buffered the file's bytes; the response cannot be completed."));
+            throw new InvalidOperationException($"Kestrel's body writer did not pass {output.BytesToSwallow} of the file's bytes through to SpliceTransport.");
+        }
+
+        await body.FlushAsync(cancellationToken).ConfigureAwait(false);
+        cancellationToken.ThrowIfCancellationRequested();
+        try
+        {
+            if (await segment.Completion.ConfigureAwait(false))
+            {
+                RecordSent(segment);
+            }
+        }
+        catch (FileTruncatedException ex)
+        {
+            // The pump has aborted the connection; the client sees a short response and a close. This is the
+            // one log line for it, so nothing is thrown for Kestrel to log again.
+            Log.FileTruncated(_logger, _connection.ConnectionId, ex);
+        }
+        return segment;
+    }
+
+    private void RecordSent(FileSegment segment)
+    {
+        if (segment.CopiedBecause is null)
+        {
+            _metrics.ZeroCopySent(segment.Count);
+        }
+        else
+        {
+            _metrics.FellBack(FallbackReasons.SendFileUnsupported);
+            Log.ZeroCopyFallback(_logger, _connection.ConnectionId, segment.Path, $"sendfile said {segment.CopiedBecause}");
+        }
+    }
+
+    /// <summary>Sets the sniffed Content-Type and writes the sniffed bytes through the normal path.</summary>
+    private async Task<int> WriteSniffedPrefixAsync(FileDescriptorHandle file, string path, long offset, long length, CancellationToken cancellationToken)
+    {
+        byte[] prefix = new byte[(int)Math.Min(SniffLength, length)];
+        int read = ReadPrefix(file, path, prefix, offset);
+        _context.Response.ContentType = ContentSniffer.Sniff(prefix.AsSpan(0, read));
+        await _kestrel.Writer.WriteAsync(prefix.AsMemory(0, read), cancellationToken).ConfigureAwait(false);
+        return read;
+    }
+
+    private static unsafe int ReadPrefix(FileDescriptorHandle file, string path, byte[] buffer, long offset)
+    {
+        int total = 0;
+        fixed (byte* bytes = buffer)
+        {
+            while (total < buffer.Length)
+            {
+                nint read = LibC.pread(file, bytes + total, (nuint)(buffer.Length - total), offset + total);
+                if (read < 0)
+                {
+                    int errno = LibC.LastErrno;
+                    if (errno == Errno.EINTR)
+                    {
+                        continue;
+                    }
+                    throw new SyscallException("pread", errno, path);
+                }
+                if (read == 0)
+                {
+                    break;
+                }
+                total += (int)read;
+            }
+        }
+        return total;
+    }
+
+    private bool HasNoBody()
+    {
+        int status = _context.Response.StatusCode;
+        return HttpMethods.IsHead(_context.Request.Method) || status == StatusCodes.Status204NoContent || status == StatusCodes.Status304NotModified;
+    }
+
+    /// <summary>Why this connection cannot take raw file bytes, or null when it can.</summary>
+    private string? ConnectionFallbackReason()
+    {
+        string protocol = _context.Request.Protocol;
+        if (!HttpProtocol.IsHttp11(protocol) && !HttpProtocol.IsHttp10(protocol))
+        {
+            return FallbackReasons.Protocol;
+        }
+        if (!_connection.IsTransportPipeOwned)
+        {
+            return _context.Features.Get<ITlsHandshakeFeature>() is not null ? FallbackReasons.Tls : FallbackReasons.TransportWrapped;
+        }
+        return null;
+    }
+
+    /// <summary>Why the response's framing cannot take raw file bytes, or null when it can.</summary>
+    private static string? FramingFallbackReason(HttpResponse response)
+    {
+        if (response.HasStarted)
+        {
+            return response.ContentLength is null ? FallbackReasons.Chunked : null;
+        }
+        return response.ContentLength is null && response.Headers.TransferEncoding.Count > 0 ? FallbackReasons.Chunked : null;
+    }
+
+    private Task FallBackAsync(string path, long offset, long? count, string reason, CancellationToken cancellationToken)
+    {
+        _metrics.FellBack(reason);
+        Log.ZeroCopyFallback(_logger, _connection.ConnectionId, path, reason);
+        return _kestrel.SendFileAsync(path, offset, count, cancellationToken);
+    }
+
+    /// <summary>Closes the file once the pump is done with it: now, or when its segment completes.</summary>
+    private static void ReleaseWhenSent(FileDescriptorHandle file, FileSegment? segment)
+    {
+        if (segment is null || segment.IsCompleted)
+        {
+            file.Dispose();
+            return;
+        }
+        segment.Completion.ContinueWith(static (_, state) => ((FileDescriptorHandle)state!).Dispose(), file,
+            CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+    }
+}

@@ -1,0 +1,83 @@
+using System.Runtime.InteropServices;
+
+namespace SpliceTransport.Interop;
+
+internal static unsafe partial class LibC
+{
+    public const int O_RDONLY = 0;
+    /// <summary>Opening a FIFO for reading must not wait for a writer; on a regular file it changes nothing.</summary>
+    public const int O_NONBLOCK = 0x800;
+    public const int O_CLOEXEC = 0x80000;
+
+    public const int F_GETFL = 3;
+    public const int F_SETFL = 4;
+    public const int F_SETPIPE_SZ = 1031;
+    public const int F_GETPIPE_SZ = 1032;
+
+    public const int AT_FDCWD = -100;
+    public const int AT_EMPTY_PATH = 0x1000;
+    public const uint STATX_TYPE = 0x1;
+    public const uint STATX_SIZE = 0x200;
+    public const int S_IFMT = 0xF000;
+    public const int S_IFREG = 0x8000;
+
+    /// <summary>
+    /// struct statx is 256 bytes with the same layout on every architecture, which is why the transport uses
+    /// statx rather than fstat, whose struct stat differs between x86-64 and arm64.
+    /// </summary>
+    private const int StatxSize = 256;
+    private const int StatxModeOffset = 28;
+    private const int StatxSizeOffset = 40;
+
+    [LibraryImport(Library, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int open(string path, int flags);
+
+    [LibraryImport(Library, SetLastError = true)]
+    public static partial nint pread(SafeHandle fd, byte* buffer, nuint count, long offset);
+
+    [LibraryImport(Library, SetLastError = true)]
+    private static partial int fstatfs(SafeHandle fd, byte* buffer);
+
+    /// <summary>struct statfs is 120 bytes on 64-bit Linux; f_type, the only field read, is its first.</summary>
+    private const int StatfsSize = 120;
+
+    /// <summary>The filesystem magic number (statfs f_type) of an open descriptor.</summary>
+    public static long FileSystemType(SafeHandle fd)
+    {
+        byte* buffer = stackalloc byte[StatfsSize];
+        ThrowIfFailed(fstatfs(fd, buffer), "fstatfs");
+        return *(long*)buffer;
+    }
+
+    [LibraryImport(Library, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int statx(int dirfd, string path, int flags, uint mask, byte* buffer);
+
+    [LibraryImport(Library, SetLastError = true, EntryPoint = "statx", StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int statx_fd(SafeHandle dirfd, string path, int flags, uint mask, byte* buffer);
+
+    /// <summary>The type and size of a file, as statx reports them.</summary>
+    public readonly record struct FileStatus(int Mode, long Size)
+    {
+        public bool IsRegularFile => (Mode & S_IFMT) == S_IFREG;
+    }
+
+    /// <summary>statx on a path (following symbolic links, as open does). Returns false with errno set on failure.</summary>
+    public static bool TryStat(string path, out FileStatus status)
+    {
+        byte* buffer = stackalloc byte[StatxSize];
+        bool ok = statx(AT_FDCWD, path, 0, STATX_TYPE | STATX_SIZE, buffer) == 0;
+        status = ok ? ReadStatus(buffer) : default;
+        return ok;
+    }
+
+    /// <summary>statx on an open descriptor (AT_EMPTY_PATH), the race-free check after open.</summary>
+    public static FileStatus Stat(SafeHandle fd)
+    {
+        byte* buffer = stackalloc byte[StatxSize];
+        ThrowIfFailed(statx_fd(fd, string.Empty, AT_EMPTY_PATH, STATX_TYPE | STATX_SIZE, buffer), "statx");
+        return ReadStatus(buffer);
+    }
+
+    private static FileStatus ReadStatus(byte* buffer) =>
+        new(*(ushort*)(buffer + StatxModeOffset), *(long*)(buffer + StatxSizeOffset));
+}

@@ -1,0 +1,183 @@
+using System.IO.Pipelines;
+using System.Runtime.InteropServices;
+
+namespace SpliceTransport.Transport;
+
+/// <summary>
+/// The <see cref="PipeWriter"/> Kestrel writes responses into. Normally it passes everything to the output
+/// pipe. For a zero-copy file it does two more things, which together keep Kestrel's byte accounting right
+/// without copying a byte:
+/// <list type="number">
+/// <item><see cref="EnqueueFile"/> records the file at the current pipe position, so the send pump sends
+/// exactly the bytes written before it, then the file, then whatever is written after it.</item>
+/// <item>It then swallows the next <c>count</c> bytes advanced through it: Kestrel's body writer counts them
+/// (so Content-Length checks and keep-alive work), while <see cref="GetMemory"/> hands out scratch memory
+/// that nobody ever reads.</item>
+/// </list>
+/// A flush that follows a queued file completes only when the file has left the socket, so back-pressure
+/// and Kestrel's MinResponseDataRate timing see the real send, not the bookkeeping.
+/// </summary>
+internal sealed class SpliceOutputWriter : PipeWriter
+{
+    /// <summary>
+    /// Size of the shared scratch buffer for swallowed bytes. Larger means fewer Advance calls per file
+    /// (a 100 MiB file takes 100); the buffer is never written or read by us, and allocated uninitialized,
+    /// so its pages are not even touched.
+    /// </summary>
+    internal const int ScratchSize = 1024 * 1024;
+
+    private static readonly byte[] s_scratch = GC.AllocateUninitializedArray<byte>(ScratchSize);
+
+    private readonly PipeWriter _pipe;
+    private readonly PipeReader _pumpReader;
+    private readonly Queue<FileSegment> _files = new();
+    private long _pipeBytesWritten;
+    private long _bytesToSwallow;
+    private FileSegment? _lastFile;
+    private bool _pumpStopped;
+    private volatile bool _fileExpected;
+
+    public SpliceOutputWriter(PipeWriter pipe, PipeReader pumpReader)
+    {
+        _pipe = pipe;
+        _pumpReader = pumpReader;
+    }
+
+    /// <summary>True between <see cref="ExpectFile"/> and the file being queued: the pump holds headers back (MSG_MORE).</summary>
+    public bool IsFileExpected => _fileExpected;
+
+    /// <summary>Bytes of the current file Kestrel has still to advance through this writer.</summary>
+    public long BytesToSwallow => _bytesToSwallow;
+
+    /// <summary>Says that the next bytes flushed are the headers of a file response, so they may wait for the file.</summary>
+    public void ExpectFile() => _fileExpected = true;
+
+    /// <summary>Takes back <see cref="ExpectFile"/> (the response fell back, or failed) and lets the pump push what it held.</summary>
+    public void CancelFileExpectation()
+    {
+        if (_fileExpected)
+        {
+            _fileExpected = false;
+            _pumpReader.CancelPendingRead();
+        }
+    }
+
+    /// <summary>
+    /// Queues <paramref name="count"/> bytes of <paramref name="file"/> from <paramref name="offset"/> at the
+    /// current position, and starts swallowing that many bytes. The caller must have awaited a flush, so that
+    /// no bytes written before this call are still buffered above this writer.
+    /// </summary>
+    public FileSegment EnqueueFile(SafeHandle file, string path, long offset, long count)
+    {
+        if (_bytesToSwallow != 0)
+        {
+            throw new InvalidOperationException($"The previous file's {_bytesToSwallow} bytes have not been written through the response body yet.");
+        }
+        var segment = new FileSegment(file, path, offset, count, _pipeBytesWritten);
+        lock (_files)
+        {
+            if (_pumpStopped)
+            {
+                segment.SetConnectionClosed();
+                return segment;
+            }
+            _files.Enqueue(segment);
+        }
+        _bytesToSwallow = count;
+        _lastFile = segment;
+        _fileExpected = false;
+        // The swallowed bytes never reach the pipe, so no pipe flush will wake the pump for this file.
+        _pumpReader.CancelPendingRead();
+        return segment;
+    }
+
+    /// <summary>The file the pump must send next, if any. Pump only.</summary>
+    public FileSegment? PeekFile()
+    {
+        lock (_files)
+        {
+            return _files.TryPeek(out FileSegment? segment) ? segment : null;
+        }
+    }
+
+    /// <summary>Removes the file <see cref="PeekFile"/> returned, once it is done with. Pump only.</summary>
+    public void DequeueFile()
+    {
+        lock (_files)
+        {
+            _files.Dequeue();
+        }
+    }
+
+    /// <summary>The pump has stopped: queued files and any file queued later complete as not sent.</summary>
+    public void StopFiles()
+    {
+        lock (_files)
+        {
+            _pumpStopped = true;
+            while (_files.TryDequeue(out FileSegment? segment))
+            {
+                segment.SetConnectionClosed();
+            }
+        }
+    }
+
+    public override Memory<byte> GetMemory(int sizeHint = 0) =>
+        _bytesToSwallow > 0 ? s_scratch.AsMemory(0, ScratchLength(sizeHint)) : _pipe.GetMemory(sizeHint);
+
+    public override Span<byte> GetSpan(int sizeHint = 0) =>
+        _bytesToSwallow > 0 ? s_scratch.AsSpan(0, ScratchLength(sizeHint)) : _pipe.GetSpan(sizeHint);
+
+    private int ScratchLength(int sizeHint)
+    {
+        if (sizeHint > ScratchSize)
+        {
+            // Kestrel never asks for more than a block; a caller that does would not fit the scratch buffer.
+            throw new ArgumentOutOfRangeException(nameof(sizeHint), sizeHint, $"At most {ScratchSize} bytes can be requested while a file is being sent.");
+        }
+        return (int)Math.Min(ScratchSize, Math.Max(_bytesToSwallow, sizeHint));
+    }
+
+    public override void Advance(int bytes)
+    {
+        if (_bytesToSwallow > 0)
+        {
+            if (bytes > _bytesToSwallow)
+            {
+                throw new InvalidOperationException($"{bytes} bytes were advanced while only {_bytesToSwallow} bytes of the file remained to be counted.");
+            }
+            _bytesToSwallow -= bytes;
+            return;
+        }
+        _pipe.Advance(bytes);
+        _pipeBytesWritten += bytes;
+    }
+
+    public override ValueTask<FlushResult> FlushAsync(CancellationToken cancellationToken = default)
+    {
+        ValueTask<FlushResult> flush = _pipe.FlushAsync(cancellationToken);
+        FileSegment? file = _lastFile;
+        if (file is null || file.IsCompleted)
+        {
+            return flush;
+        }
+        return WaitForFileAsync(flush, file, cancellationToken);
+    }
+
+    private static async ValueTask<FlushResult> WaitForFileAsync(ValueTask<FlushResult> flush, FileSegment file, CancellationToken cancellationToken)
+    {
+        FlushResult result = await flush.ConfigureAwait(false);
+        bool sent = await file.Completion.WaitAsync(cancellationToken).ConfigureAwait(false);
+        return sent ? result : new FlushResult(isCanceled: false, isCompleted: true);
+    }
+
+    public override void CancelPendingFlush() => _pipe.CancelPendingFlush();
+
+    public override void Complete(Exception? exception = null) => _pipe.Complete(exception);
+
+    public override ValueTask CompleteAsync(Exception? exception = null) => _pipe.CompleteAsync(exception);
+
+    public override bool CanGetUnflushedBytes => _pipe.CanGetUnflushedBytes;
+
+    public override long UnflushedBytes => _pipe.UnflushedBytes;
+}
