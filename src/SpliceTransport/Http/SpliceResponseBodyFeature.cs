@@ -125,28 +125,29 @@ internal sealed class SpliceResponseBodyFeature : IHttpResponseBodyFeature
         FileSegment segment = output.EnqueueFile(file, path, offset, length);
         using CancellationTokenRegistration abortOnCancel = cancellationToken.UnsafeRegister(static state =>
             ((SpliceConnection)state!).Abort(new ConnectionAbortedException("The file send was canceled.")), _connection);
-
-        for (long remaining = length; remaining > 0;)
+        try
         {
-            Memory<byte> scratch = body.GetMemory(SpliceOutputWriter.ScratchSize);
-            int advance = (int)Math.Min(scratch.Length, remaining);
-            body.Advance(advance);
-            remaining -= advance;
+            CountFileBytesThroughKestrel(body, length);
+            await body.FlushAsync(cancellationToken).ConfigureAwait(false);
         }
-        if (output.BytesToSwallow != 0)
+        catch (Exception ex)
         {
-            // Something between Kestrel's body writer and ours kept bytes back; what follows would be misplaced.
-            _connection.Abort(new ConnectionAbortedException("A layer above the transport buffered the file's bytes; the response cannot be completed."));
-            throw new InvalidOperationException($"Kestrel's body writer did not pass {output.BytesToSwallow} of the file's bytes through to SpliceTransport.");
+            // The file is queued but the response cannot be completed as framed (Kestrel refused the count,
+            // e.g. a Content-Length smaller than the file, or the send was canceled): abort rather than let
+            // the file leave as bytes the client does not expect.
+            _connection.Abort(new ConnectionAbortedException("The zero-copy file response could not be completed.", ex));
+            throw;
         }
-
-        await body.FlushAsync(cancellationToken).ConfigureAwait(false);
-        cancellationToken.ThrowIfCancellationRequested();
         try
         {
             if (await segment.Completion.ConfigureAwait(false))
             {
                 RecordSent(segment);
+            }
+            else
+            {
+                // The connection closed first. A canceled caller learns it as Kestrel's own path would tell it.
+                cancellationToken.ThrowIfCancellationRequested();
             }
         }
         catch (FileTruncatedException ex)
@@ -156,6 +157,27 @@ internal sealed class SpliceResponseBodyFeature : IHttpResponseBodyFeature
             Log.FileTruncated(_logger, _connection.ConnectionId, ex);
         }
         return segment;
+    }
+
+    /// <summary>
+    /// Advances <paramref name="length"/> bytes through Kestrel's body writer without writing them, so that
+    /// Kestrel counts the file; our output writer swallows them. Nothing is copied: the memory is scratch.
+    /// </summary>
+    private void CountFileBytesThroughKestrel(PipeWriter body, long length)
+    {
+        for (long remaining = length; remaining > 0;)
+        {
+            Memory<byte> scratch = body.GetMemory(SpliceOutputWriter.ScratchSize);
+            int advance = (int)Math.Min(scratch.Length, remaining);
+            body.Advance(advance);
+            remaining -= advance;
+        }
+        long stuck = _connection.OutputWriter.BytesToSwallow;
+        if (stuck != 0)
+        {
+            // Something between Kestrel's body writer and ours kept bytes back; what follows would be misplaced.
+            throw new InvalidOperationException($"Kestrel's body writer did not pass {stuck} of the file's bytes through to SpliceTransport.");
+        }
     }
 
     private void RecordSent(FileSegment segment)
