@@ -1,0 +1,3 @@
+module splicetransport/perf/goserver
+
+go 1.19

@@ -1,0 +1,3 @@
+module splicetransport/perf/idleclient
+
+go 1.19

@@ -1,0 +1,10 @@
+-- Prints wrk's totals as one machine-readable line for perf/run.sh:
+--   WRK_RESULT requests=… bytes=… duration_us=… p99_us=… connect=… read=… write=… status=… timeout=…
+-- Used directly (wrk -s perf/report.lua) and loaded by perf/pipeline.lua.
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "WRK_RESULT requests=%d bytes=%d duration_us=%d p99_us=%d connect=%d read=%d write=%d status=%d timeout=%d\n",
+    summary.requests, summary.bytes, summary.duration, latency:percentile(99.0),
+    e.connect, e.read, e.write, e.status, e.timeout))
+end

@@ -1,0 +1,462 @@
+#!/usr/bin/env bash
+# perf/run.sh — compares SpliceTransport with Kestrel's socket transport, nginx and Go's net/http
+# on static files, /plaintext (with and without pipelining), idle keep-alive memory and CPU per GB.
+#
+#   perf/run.sh            full run: 3 rounds, all sizes up to 1 GiB (under 30 minutes)
+#   perf/run.sh --quick    rough run: 1 round, short runs, no 1 GiB file (under 3 minutes)
+#   perf/run.sh --rounds N --duration S   override either
+#
+# Writes perf/results/latest.{md,csv,svg} and refreshes the table in perf/README.md.
+# Every server runs on core 0 and every client on core 1 (taskset), so each server gets the same one core.
+# Traffic goes to 127.0.0.1 only.
+set -euo pipefail
+
+PERF_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(dirname "$PERF_DIR")
+CACHE_DIR=$PERF_DIR/.cache            # git-ignored: test files, Go build cache and binaries
+FILES_DIR=$CACHE_DIR/files
+BIN_DIR=$CACHE_DIR/bin
+RESULTS_DIR=$PERF_DIR/results
+SAMPLE_PROJECT=$REPO_DIR/samples/StaticFileServer
+SAMPLE_BIN=$SAMPLE_PROJECT/bin/Release/net10.0/StaticFileServer
+
+readonly SERVER_CORE=0                # every server is pinned here, so each gets the same single core
+readonly CLIENT_CORE=1                # wrk, curl and the idle client run here, away from the server
+readonly SERVERS=(splice sockets nginx go)
+declare -A PORT=([splice]=18081 [sockets]=18082 [nginx]=18083 [go]=18084)   # unusual ports: no clash with dev servers
+readonly STARTUP_TIMEOUT_S=30         # a server not answering by then has failed to start
+readonly STOP_TIMEOUT_S=5             # after TERM, a server gets this long before KILL
+readonly WRK_TIMEOUT=60s              # a 1 GiB download takes seconds; wrk's default 2 s would count it as an error
+readonly PIPELINE_DEPTH=16            # requests per write in the pipelined /plaintext runs (TechEmpower's depth)
+readonly IDLE_CONNECTIONS=10000       # keep-alive connections held open for the memory measurement
+readonly IDLE_READY_TIMEOUT_S=120     # the idle client must have opened all its connections by then
+readonly IDLE_SETTLE_S=1              # pause between "all connections open" and reading the server's RSS
+readonly WANTED_FD_LIMIT=200000       # descriptors for 10,000 connections plus wrk's, with room to spare
+readonly PLAINTEXT_BODY="Hello, World!"
+readonly PAUSE_BETWEEN_RUNS_S=0.2     # lets TIME_WAIT sockets and the last ACKs drain between runs
+
+# Test files: name and size. Random bytes, so nothing can be compressed or deduplicated on the way.
+readonly FILE_NAMES=(4KiB 64KiB 1MiB 100MiB 1GiB)
+declare -A FILE_SIZE=([4KiB]=4096 [64KiB]=65536 [1MiB]=1048576 [100MiB]=104857600 [1GiB]=1073741824)
+# Connections per file size (fewer, more). 100 MiB and 1 GiB use fewer connections so that downloads
+# still complete within one run (256 parallel 1 GiB downloads would share ~5 GB/s and never finish);
+# every server gets the same counts.
+declare -A FILE_CONNECTIONS=([4KiB]="32 256" [64KiB]="32 256" [1MiB]="32 256" [100MiB]="8 32" [1GiB]="2 8")
+readonly PLAINTEXT_CONNECTIONS="32 256"
+# CPU seconds per GB is reported for these sizes (the others are dominated by per-request work).
+readonly CPU_PER_GB_FILES="100MiB 1GiB"
+
+MODE=full
+ROUNDS=3            # at least 3 alternating rounds, so a median and a min-max mean something
+DURATION_S=6        # per wrk run; 14 scenarios x 4 servers x 3 rounds x 6 s is about 17 minutes
+WARMUP_S=3          # per server before round 1, so .NET has tiered up its JIT before it is measured
+
+TMP_DIR=""
+declare -A SERVER_PID=()
+CLIENT_PID=""
+RAW_CSV=""
+COMMANDS_FILE=""
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { printf '\nperf/run.sh: ERROR: %s\n' "$*" >&2; exit 1; }
+
+usage() {
+  sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+}
+
+parse_args() {
+  while (($#)); do
+    case "$1" in
+      --quick) MODE=quick; ROUNDS=1; DURATION_S=2; WARMUP_S=1 ;;
+      --rounds) ROUNDS=${2:?--rounds needs a number}; shift ;;
+      --duration) DURATION_S=${2:?--duration needs seconds}; shift ;;
+      -h|--help) usage; exit 0 ;;
+      *) die "unknown argument '$1' (see --help)" ;;
+    esac
+    shift
+  done
+  if [[ $MODE == quick ]]; then
+    FILES=(4KiB 64KiB 1MiB 100MiB)   # quick mode skips the 1 GiB file
+    FILE_CONNECTIONS[100MiB]="4 16"  # so that 100 MiB downloads still complete within a 2 s run
+  else
+    FILES=("${FILE_NAMES[@]}")
+  fi
+}
+
+# ---------------------------------------------------------------------------------------------- set-up
+
+install_missing() {
+  local -A package_of=([wrk]=wrk [nginx]=nginx-light [go]=golang-go [h2load]=nghttp2-client
+                       [curl]=curl [taskset]=util-linux [python3]=python3)
+  local missing=() tool
+  for tool in "${!package_of[@]}"; do
+    command -v "$tool" >/dev/null || missing+=("${package_of[$tool]}")
+  done
+  ((${#missing[@]} == 0)) && return
+  log "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  apt-get install -y -q "${missing[@]}" >/dev/null
+}
+
+raise_fd_limit() {
+  ulimit -n "$WANTED_FD_LIMIT" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+  local limit; limit=$(ulimit -n)
+  ((limit > IDLE_CONNECTIONS + 1000)) || die "open-file limit is $limit, too low for $IDLE_CONNECTIONS connections"
+  FD_LIMIT=$limit
+}
+
+build_sample() {
+  log "building the sample (Release)"
+  dotnet build -c Release "$SAMPLE_PROJECT" -nologo -v q >"$TMP_DIR/dotnet-build.log" 2>&1 \
+    || { tail -n 30 "$TMP_DIR/dotnet-build.log" >&2; die "dotnet build of samples/StaticFileServer failed"; }
+  [[ -x $SAMPLE_BIN ]] || die "built, but $SAMPLE_BIN is missing"
+}
+
+build_go_tools() {
+  log "building perf/goserver and perf/idleclient"
+  local tool
+  for tool in goserver idleclient; do
+    (cd "$PERF_DIR/$tool" &&
+      GOCACHE=$CACHE_DIR/go-build GOPATH=$CACHE_DIR/gopath GOTOOLCHAIN=local GOFLAGS= \
+        go build -o "$BIN_DIR/$tool" .) || die "go build of perf/$tool failed"
+  done
+}
+
+make_files() {
+  mkdir -p "$FILES_DIR"
+  local name path size
+  for name in "${FILES[@]}"; do
+    path=$FILES_DIR/$name.bin
+    size=${FILE_SIZE[$name]}
+    [[ -f $path && $(stat -c %s "$path") == "$size" ]] && continue
+    log "generating $name of random bytes (once; cached in perf/.cache/files)"
+    head -c "$size" /dev/urandom >"$path.tmp" && mv "$path.tmp" "$path"
+  done
+}
+
+# --------------------------------------------------------------------------------------------- servers
+
+write_nginx_config() {
+  local dir=$1 port=$2
+  mkdir -p "$dir"
+  cat >"$dir/nginx.conf" <<EOF
+# Generated by perf/run.sh.
+user root;                          # the files live under the repository, which the default user may not read
+worker_processes 1;                 # one worker: the same single core as every other server
+worker_rlimit_nofile $FD_LIMIT;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events {
+    worker_connections $((IDLE_CONNECTIONS + 1024));   # the idle connections plus wrk's
+}
+http {
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000000;  # the default 1000 would make wrk reconnect; the other servers never ask it to
+    keepalive_timeout 130s;         # Kestrel's default
+    default_type application/octet-stream;
+    server {
+        listen 127.0.0.1:$port;
+        root $FILES_DIR;
+        location = /plaintext { default_type text/plain; return 200 "$PLAINTEXT_BODY"; }
+    }
+}
+EOF
+}
+
+# Starts one server in the background on SERVER_CORE; records its PID and the exact command.
+start_server() {
+  local name=$1 port=${PORT[$1]} cmd
+  case "$name" in
+    splice|sockets)
+      cmd="env DOTNET_gcServer=0 taskset -c $SERVER_CORE $SAMPLE_BIN --root $FILES_DIR --urls http://127.0.0.1:$port --transport $name" ;;
+    nginx)
+      write_nginx_config "$TMP_DIR/nginx" "$port"
+      cmd="taskset -c $SERVER_CORE nginx -p $TMP_DIR/nginx -c $TMP_DIR/nginx/nginx.conf -e $TMP_DIR/nginx/error.log -g 'daemon off;'" ;;
+    go)
+      cmd="env GOMAXPROCS=1 taskset -c $SERVER_CORE $BIN_DIR/goserver -root $FILES_DIR -addr 127.0.0.1:$port" ;;
+  esac
+  echo "server $name: $cmd" >>"$COMMANDS_FILE"
+  # exec: the background job becomes the server itself, so $! is the PID to measure and to stop.
+  eval "exec $cmd" >"$TMP_DIR/$name.log" 2>&1 &
+  SERVER_PID[$name]=$!
+}
+
+server_log_tail() { tail -n 20 "$TMP_DIR/$1.log" 2>/dev/null || true; }
+
+require_alive() {
+  local name=$1 context=$2
+  kill -0 "${SERVER_PID[$name]}" 2>/dev/null && return
+  server_log_tail "$name" >&2
+  die "server '$name' (port ${PORT[$name]}) is not running $context (its last log lines are above)"
+}
+
+wait_for_port() {
+  local name=$1 deadline=$((SECONDS + STARTUP_TIMEOUT_S))
+  until curl -s -o /dev/null --max-time 1 "http://127.0.0.1:${PORT[$name]}/plaintext"; do
+    require_alive "$name" "(it exited while starting)"
+    ((SECONDS < deadline)) || die "server '$name' did not answer on port ${PORT[$name]} within ${STARTUP_TIMEOUT_S}s"
+    sleep 0.2
+  done
+}
+
+# Checks status 200 and exact sizes: /plaintext's body and every file's Content-Length and byte count.
+check_server() {
+  local name=$1 base="http://127.0.0.1:${PORT[$1]}" body file expected got
+  body=$(taskset -c $CLIENT_CORE curl -s --max-time 10 "$base/plaintext") || die "server '$name': GET /plaintext failed"
+  [[ $body == "$PLAINTEXT_BODY" ]] || die "server '$name': GET /plaintext returned '$body', not '$PLAINTEXT_BODY'"
+  for file in "${FILES[@]}"; do
+    expected="200 ${FILE_SIZE[$file]} ${FILE_SIZE[$file]}"
+    got=$(taskset -c $CLIENT_CORE curl -s -o /dev/null --max-time 60 \
+            -w '%{http_code} %header{content-length} %{size_download}' "$base/$file.bin") || true
+    [[ $got == "$expected" ]] \
+      || die "server '$name': GET /$file.bin gave 'status Content-Length bytes' = '$got', expected '$expected'"
+  done
+}
+
+start_all_servers() {
+  local name
+  for name in "${SERVERS[@]}"; do
+    log "starting $name on 127.0.0.1:${PORT[$name]} (core $SERVER_CORE)"
+    start_server "$name"
+  done
+  for name in "${SERVERS[@]}"; do
+    wait_for_port "$name"
+    check_server "$name"
+    log "$name answers correctly (pid ${SERVER_PID[$name]})"
+  done
+}
+
+# The server's processes: nginx's master and worker, or the one .NET or Go process.
+server_pids() {
+  local pid=${SERVER_PID[$1]}
+  echo "$pid" $(pgrep -P "$pid" || true)
+}
+
+# utime + stime of the server's processes, in clock ticks (/proc/<pid>/stat fields 14 and 15).
+server_cpu_ticks() {
+  local total=0 pid fields
+  for pid in $(server_pids "$1"); do
+    fields=$(sed 's/^.*) //' "/proc/$pid/stat")   # drop "pid (comm) ": field 14 becomes field 12
+    total=$((total + $(awk '{print $12 + $13}' <<<"$fields")))
+  done
+  echo "$total"
+}
+
+server_rss_kib() {
+  local total=0 pid
+  for pid in $(server_pids "$1"); do
+    total=$((total + $(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")))
+  done
+  echo "$total"
+}
+
+stop_pid() {
+  local pid=$1 deadline
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  deadline=$((SECONDS + STOP_TIMEOUT_S))
+  while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  local status=$? name
+  trap - EXIT INT TERM
+  [[ -n $CLIENT_PID ]] && stop_pid "$CLIENT_PID"
+  for name in "${!SERVER_PID[@]}"; do stop_pid "${SERVER_PID[$name]}"; done
+  [[ -n $TMP_DIR ]] && rm -rf "$TMP_DIR"
+  exit "$status"
+}
+
+# ------------------------------------------------------------------------------------------ measuring
+
+readonly CSV_HEADER="round,server,scenario,kind,size_bytes,connections,pipeline,requests,bytes,duration_s,requests_per_s,mb_per_s,p99_ms,cpu_s,cpu_s_per_gb,errors_connect,errors_read,errors_write,errors_status,errors_timeout,rss_before_kib,rss_held_kib,connections_held"
+
+# Runs a client command in the background on CLIENT_CORE (so cleanup can stop it) and waits for it.
+run_client() {
+  local out=$1; shift
+  taskset -c $CLIENT_CORE "$@" >"$out" 2>&1 &
+  CLIENT_PID=$!
+  local status=0
+  wait "$CLIENT_PID" || status=$?
+  CLIENT_PID=""
+  return "$status"
+}
+
+# One wrk run against one server; appends a CSV row.
+#   measure_wrk <round> <server> <scenario> <kind> <size_bytes> <path> <connections> <pipeline depth>
+measure_wrk() {
+  local round=$1 name=$2 scenario=$3 kind=$4 size=$5 path=$6 conns=$7 depth=$8
+  local url="http://127.0.0.1:${PORT[$name]}$path" out=$TMP_DIR/wrk.out
+  local args=(wrk -t1 -c"$conns" -d"${DURATION_S}s" --timeout "$WRK_TIMEOUT" --latency)
+  if ((depth > 1)); then
+    args+=(-s "$PERF_DIR/pipeline.lua" "$url" -- "$depth")
+  else
+    args+=(-s "$PERF_DIR/report.lua" "$url")
+  fi
+  ((round == 1)) && echo "client $name $scenario: taskset -c $CLIENT_CORE ${args[*]}" >>"$COMMANDS_FILE"
+
+  require_alive "$name" "before $scenario"
+  local ticks_before ticks_after
+  ticks_before=$(server_cpu_ticks "$name")
+  run_client "$out" "${args[@]}" || { cat "$out" >&2; die "wrk failed against '$name' in $scenario"; }
+  ticks_after=$(server_cpu_ticks "$name")
+  require_alive "$name" "after $scenario (it died under load)"
+
+  local result
+  result=$(grep '^WRK_RESULT ' "$out") || { cat "$out" >&2; die "no WRK_RESULT from wrk against '$name' in $scenario"; }
+  declare -A r=()
+  local pair
+  for pair in ${result#WRK_RESULT }; do r[${pair%%=*}]=${pair#*=}; done
+  ((r[requests] > 0 || r[bytes] > 0)) || { cat "$out" >&2; die "server '$name' served nothing in $scenario"; }
+  ((r[status] == 0)) || { cat "$out" >&2; die "server '$name' answered ${r[status]} requests with a non-2xx status in $scenario"; }
+
+  awk -v round="$round" -v name="$name" -v scenario="$scenario" -v kind="$kind" -v size="$size" \
+      -v conns="$conns" -v depth="$depth" -v req="${r[requests]}" -v bytes="${r[bytes]}" \
+      -v dur_us="${r[duration_us]}" -v p99_us="${r[p99_us]}" -v ticks=$((ticks_after - ticks_before)) \
+      -v hz="$CLK_TCK" -v ec="${r[connect]}" -v er="${r[read]}" -v ew="${r[write]}" -v es="${r[status]}" \
+      -v et="${r[timeout]}" 'BEGIN {
+        secs = dur_us / 1e6; cpu = ticks / hz; gb = bytes / 1e9
+        # wrk gives a p99 of 0 when it has no usable latency samples (e.g. no request completed): left empty.
+        printf "%s,%s,%s,%s,%s,%s,%s,%d,%d,%.3f,%.1f,%.2f,%s,%.2f,%s,%s,%s,%s,%s,%s,,,\n",
+          round, name, scenario, kind, size, conns, depth, req, bytes, secs, req / secs,
+          bytes / secs / 1e6, (p99_us > 0 ? sprintf("%.3f", p99_us / 1000) : ""), cpu,
+          (gb > 0 ? sprintf("%.3f", cpu / gb) : ""),
+          ec, er, ew, es, et }' >>"$RAW_CSV"
+
+  local errors=$((r[connect] + r[read] + r[write] + r[timeout]))
+  ((errors == 0)) || log "  note: wrk counted $errors socket errors against $name in $scenario"
+  sleep "$PAUSE_BETWEEN_RUNS_S"
+}
+
+# Opens IDLE_CONNECTIONS keep-alive connections to one server and records its RSS while they are held.
+measure_idle_memory() {
+  local round=$1 name=$2 scenario="idle-$IDLE_CONNECTIONS"
+  local out=$TMP_DIR/idle.out release=$TMP_DIR/idle.release
+  local cmd=("$BIN_DIR/idleclient" -addr "127.0.0.1:${PORT[$name]}" -n "$IDLE_CONNECTIONS"
+             -release "$release" -max-hold "$((IDLE_READY_TIMEOUT_S + 30))s")
+  ((round == 1)) && echo "client $name $scenario: taskset -c $CLIENT_CORE ${cmd[*]}" >>"$COMMANDS_FILE"
+
+  require_alive "$name" "before $scenario"
+  rm -f "$release"
+  local rss_before rss_held ready deadline=$((SECONDS + IDLE_READY_TIMEOUT_S))
+  rss_before=$(server_rss_kib "$name")
+  taskset -c $CLIENT_CORE "${cmd[@]}" >"$out" 2>&1 &
+  CLIENT_PID=$!
+  until ready=$(grep -m1 '^READY ' "$out"); do
+    kill -0 "$CLIENT_PID" 2>/dev/null || { cat "$out" >&2; die "idle client against '$name' exited early"; }
+    ((SECONDS < deadline)) || die "idle client against '$name' not ready within ${IDLE_READY_TIMEOUT_S}s"
+    sleep 0.2
+  done
+  sleep "$IDLE_SETTLE_S"
+  rss_held=$(server_rss_kib "$name")
+  touch "$release"
+  wait "$CLIENT_PID" || true
+  CLIENT_PID=""
+  require_alive "$name" "after $scenario"
+
+  local held=${ready#*held=}; held=${held%% *}
+  ((held == IDLE_CONNECTIONS)) || { log "  note: $name held only $held of $IDLE_CONNECTIONS connections: $ready"; cat "$out" >&2; }
+  echo "$round,$name,$scenario,idle,,$IDLE_CONNECTIONS,,,,,,,,,,,,,,,$rss_before,$rss_held,$held" >>"$RAW_CSV"
+  sleep "$PAUSE_BETWEEN_RUNS_S"
+}
+
+warm_up() {
+  local name=$1 base="http://127.0.0.1:${PORT[$1]}"
+  run_client "$TMP_DIR/warmup.out" wrk -t1 -c32 -d"${WARMUP_S}s" "$base/plaintext" || die "warm-up of '$name' failed"
+  run_client "$TMP_DIR/warmup.out" wrk -t1 -c32 -d"${WARMUP_S}s" "$base/64KiB.bin" || die "warm-up of '$name' failed"
+}
+
+# All scenarios as "name kind size_bytes path connections depth", files first, then /plaintext.
+list_scenarios() {
+  local file conns depth
+  for file in "${FILES[@]}"; do
+    for conns in ${FILE_CONNECTIONS[$file]}; do
+      echo "file-$file-c$conns file ${FILE_SIZE[$file]} /$file.bin $conns 1"
+    done
+  done
+  for conns in $PLAINTEXT_CONNECTIONS; do
+    for depth in 1 "$PIPELINE_DEPTH"; do
+      echo "plaintext-c$conns-p$depth plaintext 13 /plaintext $conns $depth"
+    done
+  done
+}
+
+run_rounds() {
+  local round name scenario kind size path conns depth
+  local scenarios; mapfile -t scenarios < <(list_scenarios)
+  for ((round = 1; round <= ROUNDS; round++)); do
+    log "round $round of $ROUNDS: idle memory"
+    for name in "${SERVERS[@]}"; do measure_idle_memory "$round" "$name"; done
+    local line
+    for line in "${scenarios[@]}"; do
+      read -r scenario kind size path conns depth <<<"$line"
+      log "round $round of $ROUNDS: $scenario"
+      # Servers alternate within each scenario (A B C D), so slow drifts of a noisy machine hit all alike.
+      for name in "${SERVERS[@]}"; do measure_wrk "$round" "$name" "$scenario" "$kind" "$size" "$path" "$conns" "$depth"; done
+    done
+  done
+}
+
+write_metadata() {
+  local meta=$1
+  {
+    echo "mode=$MODE"
+    echo "rounds=$ROUNDS"
+    echo "duration_s=$DURATION_S"
+    echo "date=$(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -n1)"
+    echo "cores=$(nproc --all)"
+    echo "kernel=$(uname -sr)"
+    echo "dotnet=$(dotnet --version)"
+    echo "nginx=$(nginx -v 2>&1 | sed 's/^nginx version: //')"
+    echo "go=$(go version | awk '{print $3}')"
+    echo "wrk=$(wrk -v 2>&1 | head -n1 | awk '{print $2}')"
+    echo "commit=$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    echo "server_core=$SERVER_CORE"
+    echo "client_core=$CLIENT_CORE"
+    echo "idle_connections=$IDLE_CONNECTIONS"
+    echo "command=perf/run.sh${ARGS:+ $ARGS}"
+  } >"$meta"
+}
+
+main() {
+  ARGS="$*"
+  parse_args "$@"
+  local started=$SECONDS
+  trap cleanup EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+  TMP_DIR=$(mktemp -d /tmp/splice-perf.XXXXXX)
+  RAW_CSV=$TMP_DIR/raw.csv
+  COMMANDS_FILE=$TMP_DIR/commands.txt
+  CLK_TCK=$(getconf CLK_TCK)
+  mkdir -p "$RESULTS_DIR" "$BIN_DIR"
+
+  install_missing
+  raise_fd_limit
+  build_sample
+  build_go_tools
+  make_files
+  start_all_servers
+
+  log "warming up (${WARMUP_S}s per server)"
+  local name
+  for name in "${SERVERS[@]}"; do warm_up "$name"; done
+
+  echo "$CSV_HEADER" >"$RAW_CSV"
+  run_rounds
+
+  write_metadata "$TMP_DIR/meta.txt"
+  cp "$RAW_CSV" "$RESULTS_DIR/latest.csv"
+  python3 "$PERF_DIR/report.py" --csv "$RESULTS_DIR/latest.csv" --meta "$TMP_DIR/meta.txt" \
+    --commands "$COMMANDS_FILE" --md "$RESULTS_DIR/latest.md" --svg "$RESULTS_DIR/latest.svg" \
+    --readme "$PERF_DIR/README.md"
+  log "done in $((SECONDS - started))s: perf/results/latest.md, latest.csv, latest.svg"
+}
+
+main "$@"
