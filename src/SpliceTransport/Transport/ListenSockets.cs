@@ -13,7 +13,7 @@ internal static class ListenSockets
     /// applies, binds and listens. With <paramref name="reusePort"/> several sockets can share one port and
     /// the kernel spreads incoming connections over them.
     /// </summary>
-    public static FileDescriptorHandle Create(EndPoint endPoint, int backlog, bool reusePort)
+    public static FileDescriptorHandle Create(EndPoint endPoint, int backlog, bool reusePort, bool listen = true)
     {
         int family = SocketAddresses.NativeFamily(endPoint.AddressFamily);
         var socket = new FileDescriptorHandle(LibC.ThrowIfFailed(
@@ -46,7 +46,10 @@ internal static class ListenSockets
                 }
                 throw error;
             }
-            LibC.ThrowIfFailed(LibC.listen(socket, backlog), "listen", endPoint.ToString());
+            if (listen)
+            {
+                LibC.ThrowIfFailed(LibC.listen(socket, backlog), "listen", endPoint.ToString());
+            }
             return socket;
         }
         catch
@@ -54,6 +57,22 @@ internal static class ListenSockets
             socket.Dispose();
             throw;
         }
+    }
+
+    /// <summary>
+    /// SO_REUSEPORT lets any socket of the same user that also sets it join a port, so a second server started
+    /// by mistake on a port in use would silently share it instead of failing. A socket without SO_REUSEPORT
+    /// cannot bind a port that anyone holds, so binding one first (and closing it again, before it ever
+    /// listens) turns that mistake into the AddressInUseException Kestrel's socket transport gives.
+    /// The port is then free for the reuse-port group except in the instant between the two binds.
+    /// </summary>
+    public static void ThrowIfPortTaken(IPEndPoint endPoint)
+    {
+        if (endPoint.Port == 0)
+        {
+            return; // An ephemeral port is never taken.
+        }
+        using FileDescriptorHandle probe = Create(endPoint, backlog: 0, reusePort: false, listen: false);
     }
 
     /// <summary>

@@ -42,6 +42,7 @@ internal sealed class SpliceConnectionListener : IConnectionListener
             {
                 case IPEndPoint ip when options.ReusePort && loops.Count > 1:
                     // The first bind picks the port (for port 0); the others join it with SO_REUSEPORT.
+                    ListenSockets.ThrowIfPortTaken(ip);
                     FileDescriptorHandle first = ListenSockets.Create(ip, options.Backlog, reusePort: true);
                     EndPoint = SocketAddresses.GetLocal(first, ip) ?? ip;
                     _acceptors.Add(new Acceptor(first, loops[0], this, _context, EndPoint, distribute: false));
