@@ -35,30 +35,34 @@ internal sealed class ReceivePump
     /// <summary>Runs until FIN, an error, the app completing the input, or the connection closing.</summary>
     public async Task RunAsync()
     {
-        SocketReadiness readiness = _connection.Readiness;
+        ReadinessEdge readable = _connection.Readiness.Readable;
         Exception? error = null;
         try
         {
+            // No edge seen yet: the first wait lasts until the socket is readable (registration reports
+            // data that is already there), so an idle connection never holds a buffer.
+            int seen = 0;
+            bool mayHaveMore = false;
             while (true)
             {
-                await readiness.WaitReadableAsync();
-                if (readiness.IsCanceled)
+                if (!mayHaveMore)
+                {
+                    await readable.WaitAsync(seen);
+                }
+                if (_connection.Readiness.IsCanceled)
                 {
                     break;
                 }
 
+                seen = readable.Observe();
                 Memory<byte> buffer = _input.GetMemory(MinimumBufferSize);
                 nint received = Receive(buffer.Span);
                 if (received < 0)
                 {
                     int errno = LibC.LastErrno;
-                    if (errno == Errno.EAGAIN)
+                    if (errno == Errno.EAGAIN || errno == Errno.EINTR)
                     {
-                        readiness.ClearReadable();
-                        continue;
-                    }
-                    if (errno == Errno.EINTR)
-                    {
+                        mayHaveMore = errno == Errno.EINTR;
                         continue;
                     }
                     throw new SyscallException("recv", errno);
@@ -67,12 +71,10 @@ internal sealed class ReceivePump
                 {
                     break; // FIN: the peer will send no more.
                 }
-                if (received < buffer.Length)
-                {
-                    // A short read on a stream socket took everything that was queued; data arriving later
-                    // raises a new edge, so this counts as EAGAIN without paying for the extra call.
-                    readiness.ClearReadable();
-                }
+                // A short read on a stream socket took everything that was queued; data arriving later
+                // raises a new edge, so it counts as EAGAIN without paying for the extra call. A full buffer
+                // may have left more behind.
+                mayHaveMore = received == buffer.Length;
 
                 _input.Advance((int)received);
                 FlushResult result = await _input.FlushAsync();

@@ -7,7 +7,9 @@ using SpliceTransport.Interop;
 namespace SpliceTransport.Transport;
 
 /// <summary>
-/// Sends the output pipe and the queued file segments in order, on the loop thread.
+/// Sends the output pipe and the queued file segments in order. It runs inline on the thread that flushed
+/// (no hop for a response that fits the socket buffer) and continues on the loop thread after a wait for
+/// writability; it is one logical thread either way, so its own state needs no lock.
 ///
 /// Pipe bytes leave with one sendmsg over up to <see cref="MaxIOVectors"/> segments. A file queued at pipe
 /// position P is sent with sendfile(2) once exactly P pipe bytes have left, and no pipe byte after P leaves
@@ -135,22 +137,22 @@ internal sealed class SendPump
     /// </summary>
     private async ValueTask<bool> SendAsync(ReadOnlySequence<byte> buffer, bool moreFollows)
     {
-        SocketReadiness readiness = _connection.Readiness;
+        ReadinessEdge writable = _connection.Readiness.Writable;
         int flags = LibC.MSG_NOSIGNAL | (moreFollows ? LibC.MSG_MORE : 0);
         while (!buffer.IsEmpty)
         {
-            await readiness.WaitWritableAsync();
-            if (readiness.IsCanceled)
+            if (_connection.Readiness.IsCanceled)
             {
                 return false;
             }
-            nint sent = SendOnce(buffer, flags);
+            int seen = writable.Observe();
+            nint sent = SendOnce(buffer, flags, out long offered);
             if (sent < 0)
             {
                 int errno = LibC.LastErrno;
                 if (errno == Errno.EAGAIN)
                 {
-                    readiness.ClearWritable();
+                    await writable.WaitAsync(seen);
                     continue;
                 }
                 if (errno == Errno.EINTR)
@@ -159,19 +161,21 @@ internal sealed class SendPump
                 }
                 throw new SyscallException("sendmsg", errno);
             }
-            if (sent < buffer.Length)
+            buffer = buffer.Slice(sent);
+            if (sent < offered)
             {
                 // A short send means the socket buffer is full; the next edge says when it has room.
-                readiness.ClearWritable();
+                await writable.WaitAsync(seen);
             }
-            buffer = buffer.Slice(sent);
         }
         _heldBack = moreFollows;
         return true;
     }
 
-    private unsafe nint SendOnce(in ReadOnlySequence<byte> buffer, int flags)
+    /// <summary>One sendmsg over the first <see cref="MaxIOVectors"/> segments; <paramref name="offered"/> is their size.</summary>
+    private unsafe nint SendOnce(in ReadOnlySequence<byte> buffer, int flags, out long offered)
     {
+        offered = 0;
         LibC.IOVector* vectors = stackalloc LibC.IOVector[MaxIOVectors];
         // Per loop thread rather than per connection: SendOnce never awaits, and 10,000 idle connections
         // should not each carry 1.5 KiB of handles.
@@ -189,6 +193,7 @@ internal sealed class SendPump
                 handles[count] = segment.Pin();
                 vectors[count].Base = (byte*)handles[count].Pointer;
                 vectors[count].Length = (nuint)segment.Length;
+                offered += segment.Length;
                 if (++count == MaxIOVectors)
                 {
                     break;
@@ -228,14 +233,13 @@ internal sealed class SendPump
     /// </summary>
     private async ValueTask SendFileAsync(FileSegment file)
     {
-        SocketReadiness readiness = _connection.Readiness;
+        ReadinessEdge writable = _connection.Readiness.Writable;
         long sentThisTurn = 0;
         try
         {
             while (file.Remaining > 0)
             {
-                await readiness.WaitWritableAsync();
-                if (readiness.IsCanceled)
+                if (_connection.Readiness.IsCanceled)
                 {
                     file.SetConnectionClosed();
                     return;
@@ -251,6 +255,7 @@ internal sealed class SendPump
                 }
 
                 long chunk = Math.Min(file.Remaining, _maxSendFileChunk);
+                int seen = writable.Observe();
                 nint sent = SendFileOnce(file, chunk);
                 if (sent > 0)
                 {
@@ -259,7 +264,8 @@ internal sealed class SendPump
                     sentThisTurn += sent;
                     if (sent < chunk)
                     {
-                        readiness.ClearWritable();
+                        sentThisTurn = 0;
+                        await writable.WaitAsync(seen); // Short: the socket buffer is full.
                     }
                     else if (sentThisTurn >= FileBytesPerTurn && file.Remaining > 0)
                     {
@@ -276,8 +282,8 @@ internal sealed class SendPump
                 switch (errno)
                 {
                     case Errno.EAGAIN:
-                        readiness.ClearWritable();
                         sentThisTurn = 0;
+                        await writable.WaitAsync(seen);
                         break;
                     case Errno.EINTR:
                         break;

@@ -5,100 +5,106 @@ using SpliceTransport.Interop;
 namespace SpliceTransport.Transport;
 
 /// <summary>
-/// The edge-triggered readiness of one connected socket, and the two waits on it: the receive pump's for
-/// readability and the send pump's for writability.
-///
-/// Edge-triggered epoll reports a change, not a state, so the state lives here: an event sets a flag, and a
-/// pump clears it only when a system call said EAGAIN (or returned short, which on a stream socket means the
-/// same: any data arriving later raises a new edge). A wait that starts while the flag is set completes at
-/// once. Both waits complete inline on the loop thread, which is the only thread that touches this object.
+/// The edge-triggered readiness of one connected socket: the epoll handler that receives its events, and
+/// one <see cref="ReadinessEdge"/> for each direction, on which a pump waits after the kernel said EAGAIN.
 /// </summary>
 internal sealed class SocketReadiness : IEpollHandler
 {
-    private readonly LoopWait _readable = new();
-    private readonly LoopWait _writable = new();
-
     /// <summary>Events that make a receive worth trying: data, a FIN, or an error to collect.</summary>
     private const uint ReadEvents = LibC.EPOLLIN | LibC.EPOLLRDHUP | LibC.EPOLLHUP | LibC.EPOLLERR;
 
     /// <summary>Events that make a send worth trying: room, or an error to collect.</summary>
     private const uint WriteEvents = LibC.EPOLLOUT | LibC.EPOLLHUP | LibC.EPOLLERR;
 
-    public bool IsReadable { get; private set; }
+    private volatile bool _canceled;
 
-    public bool IsWritable { get; private set; } = true;
+    public SocketReadiness(EventLoop loop)
+    {
+        Readable = new ReadinessEdge(loop);
+        Writable = new ReadinessEdge(loop);
+    }
+
+    public ReadinessEdge Readable { get; }
+
+    public ReadinessEdge Writable { get; }
 
     /// <summary>Set by <see cref="Cancel"/>: every wait, now and later, completes at once.</summary>
-    public bool IsCanceled { get; private set; }
+    public bool IsCanceled => _canceled;
 
     public void OnEvents(uint events)
     {
         if ((events & ReadEvents) != 0)
         {
-            IsReadable = true;
-            _readable.Complete();
+            Readable.Signal();
         }
         if ((events & WriteEvents) != 0)
         {
-            IsWritable = true;
-            _writable.Complete();
+            Writable.Signal();
         }
     }
-
-    /// <summary>The last receive said EAGAIN (or returned short): wait for the next edge.</summary>
-    public void ClearReadable() => IsReadable = false;
-
-    /// <summary>The last send said EAGAIN (or returned short): wait for the next edge.</summary>
-    public void ClearWritable() => IsWritable = false;
-
-    /// <summary>Completes when the socket is readable, or the connection is being torn down.</summary>
-    public LoopWait WaitReadableAsync() => _readable.Arm(IsReadable || IsCanceled);
-
-    /// <summary>Completes when the socket is writable, or the connection is being torn down.</summary>
-    public LoopWait WaitWritableAsync() => _writable.Arm(IsWritable || IsCanceled);
 
     /// <summary>Wakes both pumps for good; they then see the connection is closing.</summary>
     public void Cancel()
     {
-        IsCanceled = true;
-        _readable.Complete();
-        _writable.Complete();
+        _canceled = true;
+        Readable.Signal();
+        Writable.Signal();
+    }
+}
+
+/// <summary>
+/// The edges of one direction of an edge-triggered descriptor, counted, and the one pump that may wait
+/// for the next. Edge-triggered epoll reports a change, not a state, so a pump that got EAGAIN must wait
+/// for an edge that came <em>after</em> it started the call, and not miss one that came meanwhile. Hence:
+/// <code>
+/// int seen = edge.Observe();        // before the system call
+/// … the call says EAGAIN (or returns short) …
+/// await edge.WaitAsync(seen);       // completes at once if an edge arrived since
+/// </code>
+/// Thread-safe: the waiting pump may run on any thread (the send pump runs on the thread that flushed),
+/// while edges are signalled on the loop thread. The waiter's continuation runs on the loop thread.
+/// </summary>
+internal sealed class ReadinessEdge(EventLoop loop)
+{
+    private int _edges;
+    private Action? _continuation;
+
+    /// <summary>The edge count to pass to <see cref="WaitAsync"/> after the next system call would block.</summary>
+    public int Observe() => Volatile.Read(ref _edges);
+
+    /// <summary>Completes once an edge has arrived after <paramref name="observed"/> was read.</summary>
+    public EdgeAwaiter WaitAsync(int observed) => new(this, observed);
+
+    /// <summary>Counts an edge and runs the waiting continuation, if any, inline. Loop thread.</summary>
+    public void Signal()
+    {
+        Interlocked.Increment(ref _edges);
+        Interlocked.Exchange(ref _continuation, null)?.Invoke();
     }
 
-    /// <summary>
-    /// A reusable, allocation-free wait for one pump. Single-threaded by the loop invariant, so it needs no
-    /// synchronisation: the continuation is stored by the await and run inline by the next event.
-    /// </summary>
-    internal sealed class LoopWait : ICriticalNotifyCompletion
+    private void Register(Action continuation, int observed)
     {
-        private Action? _continuation;
-        private bool _ready;
-
-        public LoopWait Arm(bool alreadyReady)
+        Interlocked.Exchange(ref _continuation, continuation);
+        // Either Signal sees the continuation stored above, or this sees its increment (both use full
+        // fences), so no edge is lost; whichever takes the continuation back runs it, exactly once.
+        if (Volatile.Read(ref _edges) != observed && Interlocked.CompareExchange(ref _continuation, null, continuation) == continuation)
         {
-            _ready = alreadyReady;
-            return this;
+            loop.Schedule(static c => ((Action)c!)(), continuation);
+        }
+    }
+
+    internal readonly struct EdgeAwaiter(ReadinessEdge edge, int observed) : ICriticalNotifyCompletion
+    {
+        public EdgeAwaiter GetAwaiter() => this;
+
+        public bool IsCompleted => Volatile.Read(ref edge._edges) != observed;
+
+        public void GetResult()
+        {
         }
 
-        public LoopWait GetAwaiter() => this;
+        public void OnCompleted(Action continuation) => edge.Register(continuation, observed);
 
-        public bool IsCompleted => _ready;
-
-        public void GetResult() => _ready = false;
-
-        public void OnCompleted(Action continuation) => _continuation = continuation;
-
-        public void UnsafeOnCompleted(Action continuation) => _continuation = continuation;
-
-        public void Complete()
-        {
-            _ready = true;
-            Action? continuation = _continuation;
-            if (continuation is not null)
-            {
-                _continuation = null;
-                continuation();
-            }
-        }
+        public void UnsafeOnCompleted(Action continuation) => edge.Register(continuation, observed);
     }
 }

@@ -11,8 +11,10 @@ namespace SpliceTransport.Transport;
 /// <summary>
 /// One accepted socket: its pipes, its two pumps, and its life from accept to close.
 ///
-/// Threads: Kestrel uses the pipes from any thread; everything that touches the descriptor or the pumps'
-/// state runs on <see cref="Loop"/>. Calls from outside (abort, dispose) are scheduled onto the loop.
+/// Threads: Kestrel uses the pipes from any thread. The receive pump and the connection's life-cycle
+/// (register, shutdown, close) run on <see cref="Loop"/>; calls from outside (abort, dispose) are scheduled
+/// onto it. The send pump is one logical thread that runs on the thread that flushed until it must wait
+/// for the socket, then on the loop; the descriptor is reference-counted, so it cannot be closed under it.
 /// Life: the pumps start on the loop; the send pump ends when Kestrel completes the output (FIN, with
 /// the receive side left open: half-close) or on an error or abort; the receive pump ends at the peer's
 /// FIN, an error, or when the connection closes. When both have ended the descriptor is closed, on the loop.
@@ -33,7 +35,7 @@ internal sealed partial class SpliceConnection : ConnectionContext
     private IDuplexPipe _transport;
     private IDictionary<object, object?>? _items;
     private Exception? _abortReason;
-    private bool _closing;
+    private volatile bool _closing;
     private bool _sendPumpDone;
     private bool _disposeRequested;
     private int _disposed;
@@ -47,6 +49,7 @@ internal sealed partial class SpliceConnection : ConnectionContext
         RemoteEndPoint = remoteEndPoint;
         IsTcp = localTemplate is IPEndPoint;
         ConnectionId = ConnectionIds.Next();
+        Readiness = new SocketReadiness(loop);
 
         SpliceTransportOptions options = context.Options;
         long maxRead = options.MaxReadBufferSize ?? 0;
@@ -54,7 +57,10 @@ internal sealed partial class SpliceConnection : ConnectionContext
         int minimumSegmentSize = MinimumSegmentSize(context.MemoryPool);
         _input = new Pipe(new PipeOptions(context.MemoryPool, readerScheduler: context.ApplicationScheduler, writerScheduler: loop,
             pauseWriterThreshold: maxRead, resumeWriterThreshold: maxRead / 2, minimumSegmentSize: minimumSegmentSize, useSynchronizationContext: false));
-        _output = new Pipe(new PipeOptions(context.MemoryPool, readerScheduler: loop, writerScheduler: context.ApplicationScheduler,
+        // The send pump continues inline on the thread that flushed: a response leaves with the flush that
+        // completes it, with no hop to the loop (Kestrel's socket transport sends from the flushing thread too).
+        // It moves to the loop thread only when it must wait for the socket to drain.
+        _output = new Pipe(new PipeOptions(context.MemoryPool, readerScheduler: PipeScheduler.Inline, writerScheduler: context.ApplicationScheduler,
             pauseWriterThreshold: maxWrite, resumeWriterThreshold: maxWrite / 2, minimumSegmentSize: minimumSegmentSize, useSynchronizationContext: false));
         _outputWriter = new SpliceOutputWriter(_output.Writer, _output.Reader);
         _originalTransport = new DuplexPipe(_input.Reader, _outputWriter);
@@ -69,7 +75,7 @@ internal sealed partial class SpliceConnection : ConnectionContext
     /// <summary>The loop that owns the socket.</summary>
     public EventLoop Loop { get; }
 
-    public SocketReadiness Readiness { get; } = new();
+    public SocketReadiness Readiness { get; }
 
     public Microsoft.Extensions.Logging.ILogger Logger => _context.Logger;
 
@@ -142,8 +148,9 @@ internal sealed partial class SpliceConnection : ConnectionContext
     private async Task WhenPumpsDoneAsync(Task receiving, Task sending)
     {
         await receiving.ConfigureAwait(false);
-        FireConnectionClosed();
+        Task closedFired = FireConnectionClosedAsync();
         await sending.ConfigureAwait(false);
+        await closedFired.ConfigureAwait(false);
         var closed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         Loop.Schedule(static state =>
         {
@@ -156,6 +163,8 @@ internal sealed partial class SpliceConnection : ConnectionContext
 
     private void CloseSocketOnLoop()
     {
+        // Aborts and disposals scheduled from now on find the connection closed and touch nothing.
+        _closing = true;
         Loop.Unregister(Socket);
         Socket.Dispose();
         Metrics.ConnectionClosed();
@@ -164,13 +173,32 @@ internal sealed partial class SpliceConnection : ConnectionContext
     /// <summary>
     /// Kestrel's RequestAborted follows this token. Like Kestrel's socket transport, it fires when the
     /// receive side ends (FIN, reset or abort), on the thread pool so that no callback runs on the loop.
+    /// The processing task waits for it, so the token source is not disposed before it has fired.
     /// </summary>
-    private void FireConnectionClosed() =>
-        ThreadPool.UnsafeQueueUserWorkItem(static cts => cts.Cancel(), _connectionClosed, preferLocal: false);
+    private Task FireConnectionClosedAsync() => Task.Run(() =>
+    {
+        try
+        {
+            _connectionClosed.Cancel();
+        }
+        catch (Exception ex)
+        {
+            Log.ConnectionError(Logger, ConnectionId, ex);
+        }
+    });
 
-    /// <summary>Called by the send pump as it ends, on the loop thread.</summary>
+    /// <summary>Called by the send pump as it ends, on whatever thread it ran last; the work moves to the loop.</summary>
     public void OnSendPumpCompleted(bool graceful, Exception? error)
     {
+        if (!Loop.IsOnLoopThread)
+        {
+            Loop.Schedule(static state =>
+            {
+                var (connection, graceful, error) = ((SpliceConnection, bool, Exception?))state!;
+                connection.OnSendPumpCompleted(graceful, error);
+            }, (this, graceful, error));
+            return;
+        }
         _sendPumpDone = true;
         if (graceful && !_closing && !_disposeRequested)
         {
@@ -188,6 +216,7 @@ internal sealed partial class SpliceConnection : ConnectionContext
 
     public override void Abort(ConnectionAbortedException abortReason)
     {
+        abortReason ??= new ConnectionAbortedException("The connection was aborted.");
         Loop.Schedule(static state =>
         {
             var (connection, reason) = ((SpliceConnection, ConnectionAbortedException))state!;
