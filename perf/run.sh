@@ -18,7 +18,12 @@ FILES_DIR=$CACHE_DIR/files
 BIN_DIR=$CACHE_DIR/bin
 RESULTS_DIR=$PERF_DIR/results
 SAMPLE_PROJECT=$REPO_DIR/samples/StaticFileServer
-SAMPLE_BIN=$SAMPLE_PROJECT/bin/Release/net10.0/StaticFileServer
+SAMPLE_BUILD_DIR=$SAMPLE_PROJECT/bin/Release/net10.0
+# The servers run from a private copy of the build: other work in this tree rebuilds bin/Release, and
+# overwriting the assemblies of a running server would change it under the benchmark.
+SAMPLE_COPY_DIR=$CACHE_DIR/sample
+SAMPLE_BIN=$SAMPLE_COPY_DIR/StaticFileServer
+LOG_DIR=$CACHE_DIR/logs               # server logs of a failed run are kept here
 
 readonly SERVER_CORE=0                # every server is pinned here, so each gets the same single core
 readonly CLIENT_CORE=1                # wrk, curl and the idle client run here, away from the server
@@ -41,10 +46,8 @@ declare -A FILE_SIZE=([4KiB]=4096 [64KiB]=65536 [1MiB]=1048576 [100MiB]=10485760
 # Connections per file size (fewer, more). 100 MiB and 1 GiB use fewer connections so that downloads
 # still complete within one run (256 parallel 1 GiB downloads would share ~5 GB/s and never finish);
 # every server gets the same counts.
-declare -A FILE_CONNECTIONS=([4KiB]="32 256" [64KiB]="32 256" [1MiB]="32 256" [100MiB]="8 32" [1GiB]="2 8")
+declare -A FILE_CONNECTIONS=([4KiB]="32 256" [64KiB]="32 256" [1MiB]="32 256" [100MiB]="8 32" [1GiB]="1 4")
 readonly PLAINTEXT_CONNECTIONS="32 256"
-# CPU seconds per GB is reported for these sizes (the others are dominated by per-request work).
-readonly CPU_PER_GB_FILES="100MiB 1GiB"
 
 MODE=full
 ROUNDS=3            # at least 3 alternating rounds, so a median and a min-max mean something
@@ -108,9 +111,12 @@ raise_fd_limit() {
 
 build_sample() {
   log "building the sample (Release)"
+  BUILD_COMMIT=$(describe_commit)   # taken now: others may commit while the benchmark runs
   dotnet build -c Release "$SAMPLE_PROJECT" -nologo -v q >"$TMP_DIR/dotnet-build.log" 2>&1 \
     || { tail -n 30 "$TMP_DIR/dotnet-build.log" >&2; die "dotnet build of samples/StaticFileServer failed"; }
-  [[ -x $SAMPLE_BIN ]] || die "built, but $SAMPLE_BIN is missing"
+  rm -rf "$SAMPLE_COPY_DIR"
+  cp -a "$SAMPLE_BUILD_DIR" "$SAMPLE_COPY_DIR"
+  [[ -x $SAMPLE_BIN ]] || die "built, but $SAMPLE_BUILD_DIR/StaticFileServer is missing"
 }
 
 build_go_tools() {
@@ -184,13 +190,22 @@ start_server() {
   SERVER_PID[$name]=$!
 }
 
-server_log_tail() { tail -n 20 "$TMP_DIR/$1.log" 2>/dev/null || true; }
+# Prints the end of a server's log and keeps the whole log in LOG_DIR; echoes the kept file's path.
+keep_server_log() {
+  local name=$1 kept
+  mkdir -p "$LOG_DIR"
+  kept=$LOG_DIR/$name-$(date +%Y%m%d-%H%M%S).log
+  cp "$TMP_DIR/$name.log" "$kept" 2>/dev/null || true
+  tail -n 20 "$kept" >&2 2>/dev/null || true
+  echo "$kept"
+}
 
 require_alive() {
-  local name=$1 context=$2
+  local name=$1 context=$2 kept status
   kill -0 "${SERVER_PID[$name]}" 2>/dev/null && return
-  server_log_tail "$name" >&2
-  die "server '$name' (port ${PORT[$name]}) is not running $context (its last log lines are above)"
+  wait "${SERVER_PID[$name]}" && status=0 || status=$?
+  kept=$(keep_server_log "$name")
+  die "server '$name' (port ${PORT[$name]}) is not running $context: exit status $status (log tail above, whole log in $kept)"
 }
 
 wait_for_port() {
@@ -402,6 +417,16 @@ run_rounds() {
   done
 }
 
+# HEAD, and whether src/ or samples/ had uncommitted changes when the sample was built.
+describe_commit() {
+  local head; head=$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null) || { echo unknown; return; }
+  if [[ -n $(git -C "$REPO_DIR" status --porcelain -- src samples 2>/dev/null) ]]; then
+    echo "$head (plus uncommitted changes in src/ or samples/)"
+  else
+    echo "$head"
+  fi
+}
+
 write_metadata() {
   local meta=$1
   {
@@ -416,7 +441,7 @@ write_metadata() {
     echo "nginx=$(nginx -v 2>&1 | sed 's/^nginx version: //')"
     echo "go=$(go version | awk '{print $3}')"
     echo "wrk=$(wrk -v 2>&1 | head -n1 | awk '{print $2}')"
-    echo "commit=$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    echo "commit=$BUILD_COMMIT"
     echo "server_core=$SERVER_CORE"
     echo "client_core=$CLIENT_CORE"
     echo "idle_connections=$IDLE_CONNECTIONS"
