@@ -111,7 +111,12 @@ internal sealed class SpliceResponseBodyFeature : IHttpResponseBodyFeature
         PipeWriter body = _kestrel.Writer;
         if (!_context.Response.HasStarted)
         {
-            output.ExpectFile(); // The headers may wait (MSG_MORE) for the file's first bytes.
+            if (length > 0)
+            {
+                // The headers wait for the file's first bytes. Not for an empty file: no file would follow to
+                // carry them, and Kestrel makes no further flush for a response whose count is already complete.
+                output.ExpectFile();
+            }
             await _kestrel.StartAsync(cancellationToken).ConfigureAwait(false);
         }
         // Everything written so far must reach our writer before the file is queued behind it.
