@@ -7,7 +7,8 @@ using Microsoft.Extensions.FileProviders;
 //   --root <dir>                 folder to serve (default: the wwwroot shipped with the sample)
 //   --urls <urls>                Kestrel's usual list, e.g. "http://127.0.0.1:5000;https://[::1]:5001;http://unix:/tmp/s.sock"
 //   --transport splice|sockets   splice (default) or Kestrel's own socket transport, for side-by-side comparison
-// Kestrel's configuration keys work too, e.g. --Kestrel:EndpointDefaults:Protocols=Http2 for h2c.
+// Kestrel's configuration keys work too, e.g. --Kestrel:EndpointDefaults:Protocols=Http2 for h2c, and so do
+// SpliceTransportOptions, e.g. --SpliceTransport:ApplicationSchedulingMode=Inline.
 // An https URL with no certificate configured gets a self-signed one made at start-up.
 
 var builder = WebApplication.CreateBuilder(args);
@@ -17,7 +18,8 @@ string transport = builder.Configuration["transport"] ?? "splice";
 switch (transport)
 {
     case "splice":
-        builder.WebHost.UseSpliceTransport();
+        // Every option can be set from configuration, e.g. --SpliceTransport:ThreadCount=2.
+        builder.WebHost.UseSpliceTransport(options => builder.Configuration.GetSection("SpliceTransport").Bind(options));
         break;
     case "sockets":
         break;
