@@ -59,16 +59,24 @@ internal sealed class SpliceOutputWriter : PipeWriter
     public void ExpectFile() => _fileExpected = true;
 
     /// <summary>
-    /// Takes back <see cref="ExpectFile"/> (no file followed: an empty file, a failure). Bytes it held stay
-    /// advanced in the pipe and leave with the next flush, which Kestrel always makes as a response ends;
-    /// the pump is woken in case it held bytes back with MSG_MORE.
+    /// Takes back <see cref="ExpectFile"/> (no file followed: a failure before it was queued). The bytes it
+    /// held are committed now: Kestrel makes no further flush for a response whose count is already met.
     /// </summary>
     public void CancelFileExpectation()
     {
-        if (_fileExpected)
+        if (!_fileExpected)
         {
-            _fileExpected = false;
-            _pumpReader.CancelPendingRead();
+            return;
+        }
+        _fileExpected = false;
+        if (_pipe.UnflushedBytes > 0)
+        {
+            // Only headers are held, far below any pause threshold, so this completes at once.
+            _ = _pipe.FlushAsync();
+        }
+        else
+        {
+            _pumpReader.CancelPendingRead(); // The pump may hold bytes back with MSG_MORE; let it push them.
         }
     }
 
