@@ -196,7 +196,17 @@ internal sealed class SpliceOutputWriter : PipeWriter
     private static async ValueTask<FlushResult> WaitForFileAsync(ValueTask<FlushResult> flush, FileSegment file, CancellationToken cancellationToken)
     {
         FlushResult result = await flush.ConfigureAwait(false);
-        bool sent = await file.Completion.WaitAsync(cancellationToken).ConfigureAwait(false);
+        bool sent;
+        try
+        {
+            sent = await file.Completion.WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (FileTruncatedException)
+        {
+            // Not Kestrel's to see: its flusher would log it as an unexpected error, and the body feature logs
+            // it once already (from the segment). For Kestrel the output has simply ended: the pump aborted it.
+            sent = false;
+        }
         return sent ? result : new FlushResult(isCanceled: false, isCompleted: true);
     }
 
