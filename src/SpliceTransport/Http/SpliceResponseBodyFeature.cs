@@ -20,9 +20,10 @@ namespace SpliceTransport.Http;
 /// <item>Check and open the file first, so errors come before any header.</item>
 /// <item>Start the response and await a flush: only then have all earlier bytes reached our output writer,
 /// and only then does Kestrel's body writer pass GetMemory/Advance straight through to it.</item>
-/// <item>Queue the file at the writer's position, then advance <c>count</c> bytes through Kestrel's body
-/// writer without writing them: Kestrel counts them, our writer swallows them.</item>
-/// <item>Flush: it completes when the file has left the socket, which is what MinResponseDataRate times.</item>
+/// <item>Queue the file at the writer's position, then write <c>count</c> bytes of scratch through Kestrel's
+/// body writer, in blocks: Kestrel counts them, our writer swallows them without copying.</item>
+/// <item>Each block's flush completes when the file has left the socket that far, which is what
+/// MinResponseDataRate times, block by block, as for any other write.</item>
 /// </list>
 /// </summary>
 internal sealed class SpliceResponseBodyFeature : IHttpResponseBodyFeature
@@ -36,6 +37,9 @@ internal sealed class SpliceResponseBodyFeature : IHttpResponseBodyFeature
     private readonly SpliceTransportOptions _options;
     private readonly SpliceMetrics _metrics;
     private readonly ILogger _logger;
+
+    /// <summary>The segment of the file being sent, from the moment it is queued (sends of one response are sequential).</summary>
+    private FileSegment? _queued;
 
     public SpliceResponseBodyFeature(IHttpResponseBodyFeature kestrel, SpliceConnection connection, HttpContext context,
         SpliceTransportOptions options, SpliceMetrics metrics, ILogger logger)
@@ -101,7 +105,10 @@ internal sealed class SpliceResponseBodyFeature : IHttpResponseBodyFeature
         finally
         {
             _connection.OutputWriter.CancelFileExpectation();
-            ReleaseWhenSent(file, segment);
+            // The queued segment, also when SendZeroCopyAsync threw after queuing it: the pump may still be
+            // using the descriptor, so it is closed only once the segment has completed.
+            ReleaseWhenSent(file, segment ?? _queued);
+            _queued = null;
         }
     }
 
@@ -130,10 +137,10 @@ internal sealed class SpliceResponseBodyFeature : IHttpResponseBodyFeature
         FileSegment segment = output.EnqueueFile(file, path, offset, length);
         using CancellationTokenRegistration abortOnCancel = cancellationToken.UnsafeRegister(static state =>
             ((SpliceConnection)state!).Abort(new ConnectionAbortedException("The file send was canceled.")), _connection);
+        _queued = segment;
         try
         {
-            CountFileBytesThroughKestrel(body, length);
-            await body.FlushAsync(cancellationToken).ConfigureAwait(false);
+            await WriteFileCountThroughKestrelAsync(body, length, cancellationToken).ConfigureAwait(false);
         }
         catch (Exception ex)
         {
@@ -165,17 +172,27 @@ internal sealed class SpliceResponseBodyFeature : IHttpResponseBodyFeature
     }
 
     /// <summary>
-    /// Advances <paramref name="length"/> bytes through Kestrel's body writer without writing them, so that
-    /// Kestrel counts the file; our output writer swallows them. Nothing is copied: the memory is scratch.
+    /// Writes <paramref name="length"/> bytes of scratch through Kestrel's body writer, so that Kestrel counts
+    /// the file; our output writer swallows them, and nothing is copied (see <see cref="SpliceOutputWriter.Scratch"/>).
+    /// Written rather than advanced, and in blocks: Kestrel times each write's flush against MinResponseDataRate
+    /// by the bytes it wrote, and each flush waits until the file has been sent that far. A single flush for
+    /// the whole file would have to complete within the grace period, dropping any client that takes longer
+    /// to download the file, however fast it reads.
     /// </summary>
-    private void CountFileBytesThroughKestrel(PipeWriter body, long length)
+    private async Task WriteFileCountThroughKestrelAsync(PipeWriter body, long length, CancellationToken cancellationToken)
     {
+        ReadOnlyMemory<byte> scratch = SpliceOutputWriter.Scratch;
         for (long remaining = length; remaining > 0;)
         {
-            Memory<byte> scratch = body.GetMemory(SpliceOutputWriter.ScratchSize);
-            int advance = (int)Math.Min(scratch.Length, remaining);
-            body.Advance(advance);
-            remaining -= advance;
+            int block = (int)Math.Min(scratch.Length, remaining);
+            FlushResult result = await body.WriteAsync(scratch[..block], cancellationToken).ConfigureAwait(false);
+            remaining -= block;
+            if (result.IsCompleted || result.IsCanceled)
+            {
+                // The connection ended (the client left, or the pump aborted it); Kestrel now drops what is
+                // written, and the segment tells the caller what happened.
+                return;
+            }
         }
         long stuck = _connection.OutputWriter.BytesToSwallow;
         if (stuck != 0)

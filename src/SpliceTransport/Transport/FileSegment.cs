@@ -13,6 +13,15 @@ internal sealed class FileSegment
     private readonly TaskCompletionSource<bool> _completion =
         new(TaskCreationOptions.RunContinuationsAsynchronously);
 
+    /// <summary>Guards the progress waiter against the pump's progress and completion.</summary>
+    private readonly Lock _progressLock = new();
+
+    /// <summary>The one waiter of <see cref="WhenRemainingAtMost"/>, if any: the response body flushing.</summary>
+    private TaskCompletionSource<bool>? _progress;
+
+    /// <summary>The <see cref="Remaining"/> at or below which <see cref="_progress"/> completes.</summary>
+    private long _progressTarget;
+
     public FileSegment(SafeHandle file, string path, long offset, long count, long position)
     {
         File = file;
@@ -31,7 +40,7 @@ internal sealed class FileSegment
     /// <summary>The file offset of the next byte to send; sendfile advances it.</summary>
     public long Offset;
 
-    /// <summary>Bytes still to send.</summary>
+    /// <summary>Bytes still to send. The pump changes it only through <see cref="Advance"/>; others may read it.</summary>
     public long Remaining;
 
     /// <summary>Bytes the segment holds in all.</summary>
@@ -48,9 +57,94 @@ internal sealed class FileSegment
 
     public bool IsCompleted => _completion.Task.IsCompleted;
 
-    public void SetSent() => _completion.TrySetResult(true);
+    /// <summary>
+    /// Completes with true once at most <paramref name="remaining"/> bytes are left to send; if the segment ends
+    /// first, as <see cref="Completion"/> does (false when the connection closed, faulted when the file was
+    /// truncated). One waiter at a time.
+    /// This lets each flush of the response body wait for the part of the file counted so far, as Kestrel's
+    /// MinResponseDataRate expects of a flush, rather than for the whole file.
+    /// </summary>
+    public Task<bool> WhenRemainingAtMost(long remaining)
+    {
+        if (remaining <= 0)
+        {
+            return Completion;
+        }
+        lock (_progressLock)
+        {
+            if (IsCompleted)
+            {
+                return Completion;
+            }
+            if (Volatile.Read(ref Remaining) <= remaining)
+            {
+                return s_true;
+            }
+            _progress = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+            _progressTarget = remaining;
+            return _progress.Task;
+        }
+    }
 
-    public void SetConnectionClosed() => _completion.TrySetResult(false);
+    private static readonly Task<bool> s_true = Task.FromResult(true);
 
-    public void SetFailed(Exception error) => _completion.TrySetException(error);
+    /// <summary>Records <paramref name="sent"/> bytes as sent, and wakes the progress waiter whose target was reached. Pump only.</summary>
+    public void Advance(long sent)
+    {
+        Offset += sent;
+        Volatile.Write(ref Remaining, Remaining - sent);
+        if (Volatile.Read(ref _progress) is not null)
+        {
+            lock (_progressLock)
+            {
+                if (_progress is not null && Remaining <= _progressTarget)
+                {
+                    _progress.TrySetResult(true);
+                    _progress = null;
+                }
+            }
+        }
+    }
+
+    public void SetSent()
+    {
+        _completion.TrySetResult(true);
+        EndProgress();
+    }
+
+    public void SetConnectionClosed()
+    {
+        _completion.TrySetResult(false);
+        EndProgress();
+    }
+
+    public void SetFailed(Exception error)
+    {
+        _completion.TrySetException(error);
+        EndProgress();
+    }
+
+    /// <summary>The segment ended: the progress waiter, if any, learns it as <see cref="Completion"/> tells it.</summary>
+    private void EndProgress()
+    {
+        TaskCompletionSource<bool>? waiter;
+        lock (_progressLock)
+        {
+            waiter = _progress;
+            _progress = null;
+        }
+        if (waiter is null)
+        {
+            return;
+        }
+        Task<bool> completion = Completion;
+        if (completion.IsFaulted)
+        {
+            waiter.TrySetException(completion.Exception!.InnerExceptions);
+        }
+        else
+        {
+            waiter.TrySetResult(completion.Result);
+        }
+    }
 }

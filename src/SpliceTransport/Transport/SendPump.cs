@@ -259,8 +259,7 @@ internal sealed class SendPump
                 nint sent = SendFileOnce(file, chunk);
                 if (sent > 0)
                 {
-                    file.Offset += sent;
-                    file.Remaining -= sent;
+                    file.Advance(sent);
                     sentThisTurn += sent;
                     if (sent < chunk)
                     {
@@ -343,8 +342,7 @@ internal sealed class SendPump
             {
                 return false;
             }
-            file.Offset += read;
-            file.Remaining -= read;
+            file.Advance(read);
             return true;
         }
         finally

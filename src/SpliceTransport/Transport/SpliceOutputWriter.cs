@@ -14,8 +14,8 @@ namespace SpliceTransport.Transport;
 /// (so Content-Length checks and keep-alive work), while <see cref="GetMemory"/> hands out scratch memory
 /// that nobody ever reads.</item>
 /// </list>
-/// A flush that follows a queued file completes only when the file has left the socket, so back-pressure
-/// and Kestrel's MinResponseDataRate timing see the real send, not the bookkeeping.
+/// A flush that follows a queued file completes only when the file's bytes counted so far have left the
+/// socket, so back-pressure and Kestrel's MinResponseDataRate timing see the real send, not the bookkeeping.
 /// </summary>
 internal sealed class SpliceOutputWriter : PipeWriter
 {
@@ -27,6 +27,13 @@ internal sealed class SpliceOutputWriter : PipeWriter
     internal const int ScratchSize = 1024 * 1024;
 
     private static readonly byte[] s_scratch = GC.AllocateUninitializedArray<byte>(ScratchSize);
+
+    /// <summary>
+    /// The scratch memory, for writing a file's count through Kestrel: <see cref="GetSpan"/> hands out this same
+    /// memory while a file is being counted, so Kestrel's copy of it onto itself is skipped (Buffer.Memmove
+    /// returns at once when source and destination are the same).
+    /// </summary>
+    public static ReadOnlyMemory<byte> Scratch => s_scratch;
 
     private readonly PipeWriter _pipe;
     private readonly PipeReader _pumpReader;
@@ -190,16 +197,18 @@ internal sealed class SpliceOutputWriter : PipeWriter
         {
             return flush;
         }
-        return WaitForFileAsync(flush, file, cancellationToken);
+        // Wait for the file only as far as Kestrel has counted it: Kestrel times each flush against
+        // MinResponseDataRate by the bytes written since the last one, so a flush must not wait for more.
+        return WaitForFileAsync(flush, file, unwritten: _bytesToSwallow, cancellationToken);
     }
 
-    private static async ValueTask<FlushResult> WaitForFileAsync(ValueTask<FlushResult> flush, FileSegment file, CancellationToken cancellationToken)
+    private static async ValueTask<FlushResult> WaitForFileAsync(ValueTask<FlushResult> flush, FileSegment file, long unwritten, CancellationToken cancellationToken)
     {
         FlushResult result = await flush.ConfigureAwait(false);
         bool sent;
         try
         {
-            sent = await file.Completion.WaitAsync(cancellationToken).ConfigureAwait(false);
+            sent = await file.WhenRemainingAtMost(unwritten).WaitAsync(cancellationToken).ConfigureAwait(false);
         }
         catch (FileTruncatedException)
         {
