@@ -90,6 +90,13 @@ internal sealed class SpliceResponseBodyFeature : IHttpResponseBodyFeature
         try
         {
             cancellationToken.ThrowIfCancellationRequested();
+            if (!response.HasStarted && response.ContentLength is { } declared && length > declared)
+            {
+                // Kestrel's own path refuses the first write that exceeds the declared length before a header
+                // is sent, so the app can still answer 500. Here it would only be refused once the file is
+                // queued behind the headers, leaving nothing but an abort: refuse it now, as Kestrel words it.
+                throw new InvalidOperationException($"Response Content-Length mismatch: too many bytes written ({length} of {declared}).");
+            }
             if (!response.HasStarted && response.ContentLength is null)
             {
                 response.ContentLength = length;
