@@ -18,11 +18,12 @@ public class FileErrorTests(FileFixture files) : IClassFixture<FileFixture>
     /// The handler reports what SendFileAsync did: "ok", or the exception's type and ParamName, and whether the
     /// response had started when it was thrown.
     /// </summary>
-    private static async Task<string> OutcomeAsync(bool useSplice, string path, long offset, long? count)
+    private static async Task<string> OutcomeAsync(bool useSplice, string path, long offset, long? count, long? contentLength = null)
     {
         await using var host = await SpliceTestHost.StartAsync(app => app.MapGet("/f", async (HttpContext context) =>
         {
             string outcome;
+            context.Response.ContentLength = contentLength;
             try
             {
                 await context.Response.SendFileAsync(path, offset, count, context.RequestAborted);
@@ -34,6 +35,7 @@ public class FileErrorTests(FileFixture files) : IClassFixture<FileFixture>
                     + (context.Response.HasStarted ? " after the headers" : " before the headers");
             }
             context.Response.StatusCode = 500;
+            context.Response.ContentLength = null;
             await context.Response.WriteAsync(outcome);
         }), useSplice: useSplice);
         await using RawHttpConnection connection = await RawHttpConnection.ConnectAsync(host.Port);
@@ -108,6 +110,16 @@ public class FileErrorTests(FileFixture files) : IClassFixture<FileFixture>
         {
             Assert.Equal(typeof(UnauthorizedAccessException).FullName + " before the headers", splice);
         }
+    }
+
+    [Fact]
+    public async Task AContentLengthSmallerThanTheFile()
+    {
+        // Kestrel refuses the write that would exceed the declared length before it sends a header.
+        string splice = await OutcomeAsync(useSplice: true, File, 0, null, contentLength: FileSize - 10);
+        string sockets = await OutcomeAsync(useSplice: false, File, 0, null, contentLength: FileSize - 10);
+        Assert.Equal(sockets, splice);
+        Assert.Equal(typeof(InvalidOperationException).FullName + " before the headers", splice);
     }
 
     [Fact]
