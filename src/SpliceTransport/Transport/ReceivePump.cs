@@ -73,8 +73,9 @@ internal sealed class ReceivePump
                 }
                 // A short read on a stream socket took everything that was queued; data arriving later
                 // raises a new edge, so it counts as EAGAIN without paying for the extra call. A full buffer
-                // may have left more behind.
-                mayHaveMore = received == buffer.Length;
+                // may have left more behind. A FIN or reset that already came raises no new edge, though:
+                // then read on until recv itself says 0, an error, or EAGAIN.
+                mayHaveMore = received == buffer.Length || _connection.Readiness.ReceiveEnded;
 
                 _input.Advance((int)received);
                 FlushResult result = await _input.FlushAsync();

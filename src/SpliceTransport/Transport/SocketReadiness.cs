@@ -16,7 +16,11 @@ internal sealed class SocketReadiness : IEpollHandler
     /// <summary>Events that make a send worth trying: room, or an error to collect.</summary>
     private const uint WriteEvents = LibC.EPOLLOUT | LibC.EPOLLHUP | LibC.EPOLLERR;
 
+    /// <summary>Events that say the peer will send no more (FIN or reset) or that an error waits.</summary>
+    private const uint EndEvents = LibC.EPOLLRDHUP | LibC.EPOLLHUP | LibC.EPOLLERR;
+
     private volatile bool _canceled;
+    private volatile bool _receiveEnded;
 
     public SocketReadiness(EventLoop loop)
     {
@@ -31,8 +35,21 @@ internal sealed class SocketReadiness : IEpollHandler
     /// <summary>Set by <see cref="Cancel"/>: every wait, now and later, completes at once.</summary>
     public bool IsCanceled => _canceled;
 
+    /// <summary>
+    /// Sticky: an event has reported the peer's FIN, a reset, or a pending error. Edge-triggered epoll reports
+    /// that once, often in the same event as the last data, and never again; a receive pump that takes a short
+    /// read for "drained, wait for the next edge" would then wait forever. Once this is set, only a receive
+    /// that returns 0, an error, or EAGAIN ends the reading.
+    /// </summary>
+    public bool ReceiveEnded => _receiveEnded;
+
     public void OnEvents(uint events)
     {
+        if ((events & EndEvents) != 0)
+        {
+            // Before the signal below, which may run the receive pump inline.
+            _receiveEnded = true;
+        }
         if ((events & ReadEvents) != 0)
         {
             Readable.Signal();
