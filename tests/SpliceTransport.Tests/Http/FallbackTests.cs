@@ -65,6 +65,32 @@ public class FallbackTests(FileFixture files) : IClassFixture<FileFixture>
     }
 
     [Fact]
+    public async Task CleartextHttp2FallsBackWithReasonProtocol()
+    {
+        await using var host = await StartAsync(app => app.MapGet("/f", () => Results.File(File, "application/octet-stream")),
+            builder => builder.WebHost.ConfigureKestrel(kestrel => kestrel.ConfigureEndpointDefaults(listen =>
+                listen.Protocols = Microsoft.AspNetCore.Server.Kestrel.Core.HttpProtocols.Http2)));
+        using HttpClient client = host.CreateClient(HttpVersion.Version20); // h2c with prior knowledge
+        using HttpResponseMessage response = await client.GetAsync("/f").WaitAsync(Waits.Response);
+        Assert.Equal(HttpVersion.Version20, response.Version);
+        TransportAssert.ServedBySplice(response);
+        Assert.Equal(TestFiles.Sha256(File), TestFiles.Sha256(await response.Content.ReadAsByteArrayAsync()));
+        await AssertFellBackAsync(host, FallbackReasons.Protocol);
+    }
+
+    [Fact]
+    public async Task ConnectionMiddlewareFallsBackWithReasonTransportWrapped()
+    {
+        await using var host = await StartAsync(app => app.MapGet("/f", () => Results.File(File, "application/octet-stream")),
+            builder => builder.WebHost.ConfigureKestrel(kestrel => kestrel.ConfigureEndpointDefaults(listen => listen.UseConnectionLogging())));
+        using HttpClient client = host.CreateClient();
+        using HttpResponseMessage response = await client.GetAsync("/f").WaitAsync(Waits.Response);
+        TransportAssert.ServedBySplice(response);
+        Assert.Equal(TestFiles.Sha256(File), TestFiles.Sha256(await response.Content.ReadAsByteArrayAsync()));
+        await AssertFellBackAsync(host, FallbackReasons.TransportWrapped);
+    }
+
+    [Fact]
     public async Task AChunkedResponseFallsBackWithReasonChunked()
     {
         byte[] prefix = Encoding.ASCII.GetBytes("prefix-before-the-file;");
