@@ -1,0 +1,91 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using SpliceTransport.Tests.Infrastructure;
+using Xunit.Abstractions;
+
+namespace SpliceTransport.Tests.Transport;
+
+/// <summary>Ten thousand connections opened and closed leave no descriptor behind.</summary>
+[Collection(ProcessWideCollection.Name)]
+public class DescriptorLeakTests(ITestOutputHelper output)
+{
+    private const int ConnectionCount = 10_000;
+    private const int BatchSize = 200;
+
+    /// <summary>Descriptors the runtime may open on its own meanwhile (thread-pool, timers, diagnostics).</summary>
+    private const int Tolerance = 10;
+
+    private static readonly TimeSpan SettleTimeout = TimeSpan.FromSeconds(10);
+
+    private static int OpenDescriptors() => Directory.GetFiles("/proc/self/fd").Length;
+
+    [Fact]
+    public async Task TenThousandConnectionsLeaveNoDescriptorBehind()
+    {
+        await using var host = await SpliceTestHost.StartAsync(app => app.MapGet("/", () => "ok"));
+        var endPoint = new IPEndPoint(IPAddress.Loopback, host.Port);
+        byte[] request = Encoding.ASCII.GetBytes("GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+
+        // Warm up, so that lazily created descriptors (the runtime's socket engine, …) exist before the baseline.
+        await RunBatchAsync(endPoint, request, BatchSize);
+        await WaitForNoActiveConnectionsAsync(host);
+        int baseline = OpenDescriptors();
+
+        for (int done = 0; done < ConnectionCount; done += BatchSize)
+        {
+            await RunBatchAsync(endPoint, request, BatchSize);
+        }
+        await WaitForNoActiveConnectionsAsync(host);
+
+        int after = OpenDescriptors();
+        using var settle = new CancellationTokenSource(SettleTimeout);
+        while (after > baseline + Tolerance && !settle.IsCancellationRequested)
+        {
+            await Task.Delay(100);
+            after = OpenDescriptors();
+        }
+        output.WriteLine($"descriptors: baseline {baseline}, after {ConnectionCount} connections {after}");
+        Assert.True(after <= baseline + Tolerance, $"{after - baseline} descriptors more than before {ConnectionCount} connections.");
+        Assert.Equal(ConnectionCount + BatchSize, host.Metrics.AcceptedConnections);
+        host.Logs.AssertNoErrors();
+    }
+
+    /// <summary>Opens <paramref name="count"/> connections at once; each sends one request and reads the response to the server's close.</summary>
+    private static async Task RunBatchAsync(IPEndPoint endPoint, byte[] request, int count)
+    {
+        var tasks = new Task[count];
+        for (int i = 0; i < count; i++)
+        {
+            tasks[i] = OneRequestAsync(endPoint, request);
+        }
+        await Task.WhenAll(tasks).WaitAsync(RawHttpConnection.Timeout);
+    }
+
+    private static async Task OneRequestAsync(IPEndPoint endPoint, byte[] request)
+    {
+        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        await socket.ConnectAsync(endPoint);
+        await socket.SendAsync(request, SocketFlags.None);
+        byte[] buffer = new byte[1024];
+        var reply = new StringBuilder();
+        int n;
+        while ((n = await socket.ReceiveAsync(buffer, SocketFlags.None)) > 0)
+        {
+            reply.Append(Encoding.ASCII.GetString(buffer, 0, n));
+        }
+        string text = reply.ToString();
+        Assert.StartsWith("HTTP/1.1 200 OK", text);
+        Assert.Contains($"{SpliceTestHost.TransportHeader}: splice", text);
+    }
+
+    private static async Task WaitForNoActiveConnectionsAsync(SpliceTestHost host)
+    {
+        using var timeout = new CancellationTokenSource(SettleTimeout);
+        while (host.Metrics.Total("splice.connections.active") != 0)
+        {
+            Assert.False(timeout.IsCancellationRequested, $"{host.Metrics.Total("splice.connections.active")} connection(s) still open.");
+            await Task.Delay(20);
+        }
+    }
+}
