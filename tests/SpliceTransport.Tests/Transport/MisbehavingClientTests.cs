@@ -111,7 +111,7 @@ public class MisbehavingClientTests
         // At once: the reset often reaches the server together with the data, in one epoll event.
         connection.Reset();
 
-        await AssertCostsNothingAsync(host, expectedAccepted: 1);
+        await AssertCostsNothingAsync(host, expectedAccepted: 1, resetsBeforeAccept: true);
         // If the request reached the application, its body read failed rather than waiting for more.
         Assert.True(probe.UploadFailed.Task.IsCompleted || !probe.UploadStarted.Task.IsCompleted, "The handler is still reading a body whose client reset.");
     }
@@ -170,7 +170,7 @@ public class MisbehavingClientTests
             (await RawHttpConnection.ConnectAsync(host.Port)).Reset();
         }
 
-        await AssertCostsNothingAsync(host, expectedAccepted: 40);
+        await AssertCostsNothingAsync(host, expectedAccepted: 40, resetsBeforeAccept: true);
     }
 
     [Theory]
@@ -205,7 +205,8 @@ public class MisbehavingClientTests
     /// Every connection is closed (the active-connection gauge returns to zero), the transport logged no
     /// error, and a well-behaved client is served afterwards.
     /// </summary>
-    private static async Task AssertCostsNothingAsync(SpliceTestHost host, int expectedAccepted)
+    /// <param name="resetsBeforeAccept">A client's reset may reach the server before accept4, which then never returns it.</param>
+    private static async Task AssertCostsNothingAsync(SpliceTestHost host, int expectedAccepted, bool resetsBeforeAccept = false)
     {
         using var timeout = new CancellationTokenSource(CloseTimeout);
         while (host.Metrics.Total("splice.connections.active") != 0)
@@ -213,7 +214,14 @@ public class MisbehavingClientTests
             Assert.False(timeout.IsCancellationRequested, $"{host.Metrics.Total("splice.connections.active")} connection(s) still open.");
             await Task.Delay(20);
         }
-        Assert.Equal(expectedAccepted, host.Metrics.AcceptedConnections);
+        if (resetsBeforeAccept)
+        {
+            Assert.InRange(host.Metrics.AcceptedConnections, 0, expectedAccepted);
+        }
+        else
+        {
+            Assert.Equal(expectedAccepted, host.Metrics.AcceptedConnections);
+        }
 
         using var client = host.CreateClient();
         using var response = await client.GetAsync("/hello");
