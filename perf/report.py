@@ -6,6 +6,8 @@ ratios are ratios of medians, taken within the same run (the machine is noisy: o
 """
 import argparse
 import csv
+import math
+import os
 import statistics
 from collections import OrderedDict
 
@@ -23,14 +25,22 @@ README_BEGIN = "<!-- latest-results:begin (written by perf/report.py) -->"
 README_END = "<!-- latest-results:end -->"
 
 
+PERF_DIR = os.path.dirname(os.path.abspath(__file__))
+RESULTS_DIR = os.path.join(PERF_DIR, "results")
+
+
 def parse_args():
+    """Defaults are run.sh's files, so `python3 perf/report.py` redraws the latest results."""
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--csv", required=True)
-    p.add_argument("--meta", required=True, help="key=value lines written by run.sh")
-    p.add_argument("--commands", required=True, help="the exact commands run.sh ran")
-    p.add_argument("--md", required=True)
-    p.add_argument("--svg", required=True)
-    p.add_argument("--readme", help="README.md whose results section to refresh")
+    p.add_argument("--csv", default=os.path.join(RESULTS_DIR, "latest.csv"))
+    p.add_argument("--meta", default=os.path.join(RESULTS_DIR, "latest-meta.txt"),
+                   help="key=value lines written by run.sh")
+    p.add_argument("--commands", default=os.path.join(RESULTS_DIR, "latest-commands.txt"),
+                   help="the exact commands run.sh ran")
+    p.add_argument("--md", default=os.path.join(RESULTS_DIR, "latest.md"))
+    p.add_argument("--svg", default=os.path.join(RESULTS_DIR, "latest.svg"))
+    p.add_argument("--readme", default=os.path.join(PERF_DIR, "README.md"),
+                   help="README.md whose results section to refresh ('' for none)")
     return p.parse_args()
 
 
@@ -62,13 +72,17 @@ def scenario_info(rows):
     return OrderedDict((r["scenario"], r) for r in rows)
 
 
+def conns(n):
+    return f"{n} conn" if int(n) == 1 else f"{n} conns"
+
+
 def label(row):
     kind = row["kind"]
     if kind == "file":
-        return f"{row['scenario'].split('-')[1]} file, {row['connections']} conns"
+        return f"{row['scenario'].split('-')[1]} file, {conns(row['connections'])}"
     if kind == "plaintext":
         pipelined = f", pipelined ×{row['pipeline']}" if int(row["pipeline"]) > 1 else ""
-        return f"/plaintext, {row['connections']} conns{pipelined}"
+        return f"/plaintext, {conns(row['connections'])}{pipelined}"
     return f"{row['connections']} idle keep-alive conns"
 
 
@@ -84,7 +98,7 @@ def cell(values):
     if not values:
         return "–"
     median = statistics.median(values)
-    if len(values) == 1:
+    if min(values) == max(values):
         return fmt_number(median)
     return f"{fmt_number(median)} ({fmt_number(min(values))}–{fmt_number(max(values))})"
 
@@ -210,11 +224,10 @@ def write_svg(path, rows):
     all_values = [v for by in medians.values() for v in by.values() if v > 0]
     if not all_values:
         return
-    import math
     lo = 10 ** math.floor(math.log10(min(all_values)))
     hi = 10 ** math.ceil(math.log10(max(all_values)))
 
-    width, panel_h, top, left, right, bottom = 960, 300, 60, 80, 20, 50
+    width, panel_h, top, left, right, bottom = 960, 300, 75, 80, 20, 55
     levels = ["fewer connections", "more connections"]
     height = top + len(levels) * (panel_h + bottom) + 10
     plot_w = width - left - right
@@ -241,14 +254,15 @@ def write_svg(path, rows):
         while decade <= hi:
             y = y_of(decade, y0)
             svg.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
-            svg.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{fmt_number(decade)}</text>')
+            tick = f"{decade:,.0f}" if decade >= 1 else f"{decade:g}"
+            svg.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{tick}</text>')
             decade *= 10
         svg.append(f'<line x1="{left}" x2="{left}" y1="{y0}" y2="{y0 + panel_h}" stroke="#333"/>')
         for gi, size in enumerate(sizes):
-            conns = conns_by_size[size]
-            if level >= len(conns):
+            counts = conns_by_size[size]
+            if level >= len(counts):
                 continue
-            scenario = f"file-{size}-c{conns[level]}"
+            scenario = f"file-{size}-c{counts[level]}"
             gx = left + gi * group_w + group_w * 0.1
             for si, s in enumerate(SERVERS):
                 value = medians.get(scenario, {}).get(s)
@@ -259,7 +273,7 @@ def write_svg(path, rows):
                            f'height="{y0 + panel_h - y:.1f}" fill="{COLORS[s]}">'
                            f'<title>{s} {scenario}: {value:,.1f} req/s</title></rect>')
             svg.append(f'<text x="{left + gi * group_w + group_w / 2:.1f}" y="{y0 + panel_h + 16}" '
-                       f'text-anchor="middle">{size}, {conns[level]} conns</text>')
+                       f'text-anchor="middle">{size}, {conns(counts[level])}</text>')
     svg.append("</svg>")
     with open(path, "w") as f:
         f.write("\n".join(svg) + "\n")

@@ -476,11 +476,11 @@ main() {
   echo "$CSV_HEADER" >"$RAW_CSV"
   run_rounds
 
-  write_metadata "$TMP_DIR/meta.txt"
+  # Raw results and what produced them; `python3 perf/report.py` redraws the tables from these alone.
+  write_metadata "$RESULTS_DIR/latest-meta.txt"
+  cp "$COMMANDS_FILE" "$RESULTS_DIR/latest-commands.txt"
   cp "$RAW_CSV" "$RESULTS_DIR/latest.csv"
-  python3 "$PERF_DIR/report.py" --csv "$RESULTS_DIR/latest.csv" --meta "$TMP_DIR/meta.txt" \
-    --commands "$COMMANDS_FILE" --md "$RESULTS_DIR/latest.md" --svg "$RESULTS_DIR/latest.svg" \
-    --readme "$PERF_DIR/README.md"
+  python3 "$PERF_DIR/report.py"   # writes latest.md, latest.svg and README.md's results section
   log "done in $((SECONDS - started))s: perf/results/latest.md, latest.csv, latest.svg"
 }
 
