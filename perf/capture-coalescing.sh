@@ -44,6 +44,9 @@ install_tshark() {
 
 build_sample() {
   log "building the sample (Release)"
+  BUILD_COMMIT=$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo unknown)
+  [[ -n $(git -C "$REPO_DIR" status --porcelain -- src samples 2>/dev/null) ]] \
+    && BUILD_COMMIT+=" (plus uncommitted changes in src/ or samples/)"
   dotnet build -c Release "$SAMPLE_PROJECT" -nologo -v q >"$TMP_DIR/dotnet-build.log" 2>&1 \
     || { tail -n 30 "$TMP_DIR/dotnet-build.log" >&2; die "dotnet build of samples/StaticFileServer failed"; }
 }
@@ -161,7 +164,7 @@ write_result() {
   {
     echo "# Header and file coalescing on the splice transport — $verdict"
     echo
-    echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC'), commit $BUILD_COMMIT"
     echo "- Kernel: $(uname -sr); $(tshark --version 2>/dev/null | head -n1)"
     echo "- Written by \`perf/capture-coalescing.sh\`. Commands (temporary folder shown as \$TMP):"
     echo
