@@ -80,6 +80,12 @@ internal sealed class FileSegment
             {
                 return s_true;
             }
+            if (_progress is not null)
+            {
+                // A second waiter at once (flushes of one response are sequential, so not Kestrel's pattern):
+                // it waits for the end rather than displace the first, which would then never complete.
+                return Completion;
+            }
             _progress = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
             _progressTarget = remaining;
             return _progress.Task;
