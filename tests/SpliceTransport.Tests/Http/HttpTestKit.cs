@@ -336,12 +336,18 @@ internal static class Bytes
     }
 
     /// <summary>Polls <paramref name="condition"/> until it holds (metrics are recorded just after the response leaves).</summary>
-    public static async Task EventuallyAsync(Func<bool> condition, string what)
+    public static Task EventuallyAsync(Func<bool> condition, string what) => EventuallyAsync(condition, () => what);
+
+    /// <summary>As above, with a description made when it fails (e.g. from the logs at that moment).</summary>
+    public static async Task EventuallyAsync(Func<bool> condition, Func<string> what)
     {
         var clock = Stopwatch.StartNew();
         while (!condition())
         {
-            Assert.True(clock.Elapsed < Waits.Short, $"Timed out waiting for: {what}");
+            if (clock.Elapsed > Waits.Short)
+            {
+                Assert.Fail($"Timed out waiting for: {what()}");
+            }
             await Task.Delay(20);
         }
     }

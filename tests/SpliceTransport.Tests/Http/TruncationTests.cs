@@ -46,8 +46,10 @@ public class TruncationTests(FileFixture files) : IClassFixture<FileFixture>
         // The client keeps reading (slowly enough that the server is still sending): the stream must end.
         Assert.True(await connection.ClosedWithinAsync(Waits.Short), "The connection was not closed after the file was truncated.");
 
-        await handled.Task.WaitAsync(Waits.Short);
-        await Bytes.EventuallyAsync(() => host.Logs.AtLeast(LogLevel.Error).Any(), "the truncation is logged");
+        string outcome = await handled.Task.WaitAsync(Waits.Short);
+        await Bytes.EventuallyAsync(() => host.Logs.AtLeast(LogLevel.Error).Any(), () =>
+            $"the truncation is logged (SendFileAsync: {outcome}); transport log:\n"
+            + string.Join("\n", host.Logs.Entries.Where(e => e.Category.StartsWith("SpliceTransport", StringComparison.Ordinal))));
         await Task.Delay(500); // A second error, if any, would come right after the first.
         var errors = host.Logs.AtLeast(LogLevel.Error).ToList();
         Assert.True(errors.Count == 1, $"Expected exactly one error, got {errors.Count}:\n" + string.Join("\n", errors));
