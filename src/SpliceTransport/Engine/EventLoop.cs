@@ -60,7 +60,11 @@ internal sealed unsafe class EventLoop : PipeScheduler, IDisposable
         LibC.ThrowIfFailed(LibC.epoll_ctl(_epoll, LibC.EPOLL_CTL_ADD, _wakeEvent.Fd, LibC.EPOLLIN | LibC.EPOLLET, WakeToken), "epoll_ctl", "eventfd");
         // Named so that /proc/<pid>/task/*/comm shows which threads are ours (15 characters at most there).
         _thread = new Thread(Run) { IsBackground = true, Name = $"splice-loop-{index}" };
+        SendScheduler = new Transport.SendScheduler(this);
     }
+
+    /// <summary>Where the send pumps of this loop's connections continue after a flush.</summary>
+    public Transport.SendScheduler SendScheduler { get; }
 
     /// <summary>The loop's position in its group, for names and logs.</summary>
     public int Index { get; }

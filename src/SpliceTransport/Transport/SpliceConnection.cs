@@ -57,10 +57,9 @@ internal sealed partial class SpliceConnection : ConnectionContext
         int minimumSegmentSize = MinimumSegmentSize(context.MemoryPool);
         _input = new Pipe(new PipeOptions(context.MemoryPool, readerScheduler: context.ApplicationScheduler, writerScheduler: loop,
             pauseWriterThreshold: maxRead, resumeWriterThreshold: maxRead / 2, minimumSegmentSize: minimumSegmentSize, useSynchronizationContext: false));
-        // The send pump continues inline on the thread that flushed: a response leaves with the flush that
-        // completes it, with no hop to the loop (Kestrel's socket transport sends from the flushing thread too).
-        // It moves to the loop thread only when it must wait for the socket to drain.
-        _output = new Pipe(new PipeOptions(context.MemoryPool, readerScheduler: PipeScheduler.Inline, writerScheduler: context.ApplicationScheduler,
+        // The send pump continues on the thread that flushed, once that thread has finished what it is doing
+        // (see SendScheduler); it moves to the loop thread only when it must wait for the socket to drain.
+        _output = new Pipe(new PipeOptions(context.MemoryPool, readerScheduler: loop.SendScheduler, writerScheduler: context.ApplicationScheduler,
             pauseWriterThreshold: maxWrite, resumeWriterThreshold: maxWrite / 2, minimumSegmentSize: minimumSegmentSize, useSynchronizationContext: false));
         _outputWriter = new SpliceOutputWriter(_output.Writer, _output.Reader);
         _originalTransport = new DuplexPipe(_input.Reader, _outputWriter);
