@@ -7,9 +7,10 @@ using SpliceTransport.Interop;
 namespace SpliceTransport.Transport;
 
 /// <summary>
-/// Sends the output pipe and the queued file segments in order. It runs inline on the thread that flushed
-/// (no hop for a response that fits the socket buffer) and continues on the loop thread after a wait for
-/// writability; it is one logical thread either way, so its own state needs no lock.
+/// Sends the output pipe and the queued file segments in order. It runs on the thread that flushed, after
+/// that thread's current work (see <see cref="SendScheduler"/>: no other thread is woken for a response that
+/// fits the socket buffer), and continues on the loop thread after a wait for writability; it is one logical
+/// thread either way, so its own state needs no lock.
 ///
 /// Pipe bytes leave with one sendmsg over up to <see cref="MaxIOVectors"/> segments. A file queued at pipe
 /// position P is sent with sendfile(2) once exactly P pipe bytes have left, and no pipe byte after P leaves
