@@ -18,7 +18,7 @@ public class FileErrorTests(FileFixture files) : IClassFixture<FileFixture>
     /// The handler reports what SendFileAsync did: "ok", or the exception's type and ParamName, and whether the
     /// response had started when it was thrown.
     /// </summary>
-    private static async Task<string> OutcomeAsync(bool useSplice, string path, long offset, long? count, long? contentLength = null)
+    private static async Task<string> OutcomeAsync(bool useSplice, string path, long offset, long? count, long? contentLength = null, bool canceled = false)
     {
         await using var host = await SpliceTestHost.StartAsync(app => app.MapGet("/f", async (HttpContext context) =>
         {
@@ -26,7 +26,7 @@ public class FileErrorTests(FileFixture files) : IClassFixture<FileFixture>
             context.Response.ContentLength = contentLength;
             try
             {
-                await context.Response.SendFileAsync(path, offset, count, context.RequestAborted);
+                await context.Response.SendFileAsync(path, offset, count, canceled ? new CancellationToken(true) : context.RequestAborted);
                 return;
             }
             catch (Exception ex)
@@ -120,6 +120,15 @@ public class FileErrorTests(FileFixture files) : IClassFixture<FileFixture>
         string sockets = await OutcomeAsync(useSplice: false, File, 0, null, contentLength: FileSize - 10);
         Assert.Equal(sockets, splice);
         Assert.Equal(typeof(InvalidOperationException).FullName + " before the headers", splice);
+    }
+
+    [Fact]
+    public async Task AnAlreadyCanceledToken()
+    {
+        string splice = await OutcomeAsync(useSplice: true, File, 0, null, canceled: true);
+        string sockets = await OutcomeAsync(useSplice: false, File, 0, null, canceled: true);
+        Assert.Equal(sockets, splice);
+        Assert.EndsWith(" before the headers", splice);
     }
 
     [Fact]

@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Text;
 using Microsoft.Extensions.FileProviders;
 using SpliceTransport.Tests.Infrastructure;
@@ -30,6 +31,16 @@ public class KeepAliveTests(FileFixture files) : IClassFixture<FileFixture>
             context.Response.ContentLength = 2 * FileSize;
             await context.Response.SendFileAsync(File);
             await context.Response.SendFileAsync(File);
+        });
+        app.MapGet("/unflushed", async (HttpContext context) =>
+        {
+            // Bytes written through the PipeWriter and not flushed: the response has not even started.
+            context.Response.ContentLength = 4 + FileSize + 4;
+            context.Response.BodyWriter.Write("head"u8);
+            await context.Response.SendFileAsync(File);
+            // Not Write without a flush here: after a SendFileAsync, Kestrel (on either transport) does not flush
+            // bytes that were only advanced, and the response would never end.
+            await context.Response.BodyWriter.WriteAsync("tail"u8.ToArray());
         });
         app.MapGet("/sandwich", async (HttpContext context) =>
         {
@@ -86,6 +97,21 @@ public class KeepAliveTests(FileFixture files) : IClassFixture<FileFixture>
         Assert.Equal("Hello, World!", await client.GetStringAsync("/plaintext").WaitAsync(Waits.Response));
         await Bytes.EventuallyAsync(() => host.Metrics.ZeroCopyResponses == 1, "one zero-copy send");
         Assert.Equal(FileSize, host.Metrics.ZeroCopyBytes);
+        host.Logs.AssertNoErrors();
+        host.Logs.AssertNoContentLengthMismatch();
+    }
+
+    [Fact]
+    public async Task UnflushedBytesBeforeTheFileKeepTheirPlace()
+    {
+        await using var host = await StartAsync();
+        using HttpClient client = host.CreateClient();
+        byte[] body = await client.GetByteArrayAsync("/unflushed").WaitAsync(Waits.Response);
+        Assert.Equal(TestFiles.Sha256([.. "head"u8, .. System.IO.File.ReadAllBytes(File), .. "tail"u8]), TestFiles.Sha256(body));
+        Assert.Equal("Hello, World!", await client.GetStringAsync("/plaintext").WaitAsync(Waits.Response));
+        await Bytes.EventuallyAsync(() => host.Metrics.ZeroCopyResponses == 1, "one zero-copy send");
+        Assert.Equal(FileSize, host.Metrics.ZeroCopyBytes);
+        Assert.Equal(1, host.Metrics.AcceptedConnections);
         host.Logs.AssertNoErrors();
         host.Logs.AssertNoContentLengthMismatch();
     }
