@@ -262,12 +262,9 @@ internal sealed class SendPump
                 {
                     file.Advance(sent);
                     sentThisTurn += sent;
-                    if (sent < chunk)
-                    {
-                        sentThisTurn = 0;
-                        await writable.WaitAsync(seen); // Short: the socket buffer is full.
-                    }
-                    else if (sentThisTurn >= FileBytesPerTurn && file.Remaining > 0)
+                    // A short count is not taken for a full socket (as a short sendmsg is): the file may have
+                    // ended early. The next call tells which: EAGAIN (then wait for room) or 0 (truncated).
+                    if (sentThisTurn >= FileBytesPerTurn && file.Remaining > 0)
                     {
                         sentThisTurn = 0;
                         await _connection.Loop.Yield();
