@@ -28,6 +28,7 @@ internal static unsafe partial class LibC
     private const int StatxSize = 256;
     private const int StatxModeOffset = 28;
     private const int StatxSizeOffset = 40;
+    private const int StatxDeviceMajorOffset = 136;
 
     [LibraryImport(Library, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int open(string path, int flags);
@@ -55,10 +56,16 @@ internal static unsafe partial class LibC
     [LibraryImport(Library, SetLastError = true, EntryPoint = "statx", StringMarshalling = StringMarshalling.Utf8)]
     private static partial int statx_fd(SafeHandle dirfd, string path, int flags, uint mask, byte* buffer);
 
-    /// <summary>The type and size of a file, as statx reports them.</summary>
-    public readonly record struct FileStatus(int Mode, long Size)
+    /// <summary>The type and size of a file, and the major number of its device, as statx reports them.</summary>
+    public readonly record struct FileStatus(int Mode, long Size, uint DeviceMajor)
     {
         public bool IsRegularFile => (Mode & S_IFMT) == S_IFREG;
+
+        /// <summary>
+        /// Major 0 is the kernel's anonymous devices: every pseudo file system (proc, sysfs, …), but also
+        /// tmpfs and overlayfs. A file on a real block device is never a pseudo file.
+        /// </summary>
+        public bool IsOnAnonymousDevice => DeviceMajor == 0;
     }
 
     /// <summary>statx on a path (following symbolic links, as open does). Returns false with errno set on failure.</summary>
@@ -79,5 +86,5 @@ internal static unsafe partial class LibC
     }
 
     private static FileStatus ReadStatus(byte* buffer) =>
-        new(*(ushort*)(buffer + StatxModeOffset), *(long*)(buffer + StatxSizeOffset));
+        new(*(ushort*)(buffer + StatxModeOffset), *(long*)(buffer + StatxSizeOffset), *(uint*)(buffer + StatxDeviceMajorOffset));
 }
