@@ -59,13 +59,13 @@ public class CancellationTests(GigabyteFileFixture file) : IClassFixture<Gigabyt
             });
         }, useSplice: useSplice);
 
-        await using RawHttpConnection connection = await RawHttpConnection.ConnectAsync(host.Port, receiveBufferSize: 64 * 1024);
+        await using RawHttpConnection connection = await RawHttpConnection.ConnectAsync(host.Port, RawHttpConnection.ReceiveBuffer(64 * 1024), Waits.Raw);
         await connection.SendAsync(RawHttpConnection.Get("/f"));
         // The client reads nothing: the server's socket buffer fills and the send waits.
         (string outcome, TimeSpan afterCancel) = await handled.Task.WaitAsync(CancelAfter + Waits.Short);
         Assert.True(outcome is nameof(OperationCanceledException) or nameof(TaskCanceledException), $"SendFileAsync ended with {outcome}.");
         Assert.True(afterCancel < EndsWithin, $"SendFileAsync ended {afterCancel} after the cancellation.");
-        Assert.True(await connection.ClosedWithinAsync(Waits.Short), "The connection stayed open after the canceled send.");
+        Assert.True(await connection.WaitForCloseAsync(Waits.Short), "The connection stayed open after the canceled send.");
 
         using HttpClient client = host.CreateClient();
         Assert.Equal("Hello, World!", await client.GetStringAsync("/plaintext").WaitAsync(Waits.Short));

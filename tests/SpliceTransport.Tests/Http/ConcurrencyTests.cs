@@ -53,10 +53,10 @@ public class ConcurrencyTests(FileFixture files) : IClassFixture<FileFixture>
         string path = files.Get("many/http10.bin", FileSize);
         await using var host = await SpliceTestHost.StartAsync(app =>
             app.UseStaticFiles(new StaticFileOptions { FileProvider = new PhysicalFileProvider(files.Root), ServeUnknownFileTypes = true }));
-        await using RawHttpConnection connection = await RawHttpConnection.ConnectAsync(host.Port);
+        await using RawHttpConnection connection = await RawHttpConnection.ConnectAsync(host.Port, timeouts: Waits.Raw);
         await connection.SendAsync("GET /many/http10.bin HTTP/1.0\r\n\r\n");
-        RawResponse response = await connection.ReadResponseAsync();
-        Assert.Equal(200, response.Status);
+        RawHttpResponse response = await connection.ReadResponseAsync();
+        Assert.Equal(200, response.StatusCode);
         Assert.Equal(TestFiles.Sha256(path), TestFiles.Sha256(response.Body));
         Assert.Empty(await connection.ReadToEndAsync().WaitAsync(Waits.Short)); // Then the close, nothing more.
         await Bytes.EventuallyAsync(() => host.Metrics.ZeroCopyResponses == 1, "one zero-copy response");

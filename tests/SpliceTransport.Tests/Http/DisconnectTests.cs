@@ -42,7 +42,7 @@ public class DisconnectTests(FileFixture files) : IClassFixture<FileFixture>
             });
         });
 
-        await using (RawHttpConnection connection = await RawHttpConnection.ConnectAsync(host.Port, receiveBufferSize: 64 * 1024))
+        await using (RawHttpConnection connection = await RawHttpConnection.ConnectAsync(host.Port, RawHttpConnection.ReceiveBuffer(64 * 1024), Waits.Raw))
         {
             await connection.SendAsync(RawHttpConnection.Get("/big"));
             Assert.Equal(ReadBeforeClose, await connection.DrainAsync(ReadBeforeClose));
@@ -97,7 +97,7 @@ public class DisconnectTests(FileFixture files) : IClassFixture<FileFixture>
         const int Clients = 20;
         for (int i = 0; i < Clients; i++)
         {
-            await using RawHttpConnection connection = await RawHttpConnection.ConnectAsync(host.Port);
+            await using RawHttpConnection connection = await RawHttpConnection.ConnectAsync(host.Port, timeouts: Waits.Raw);
             connection.Socket.LingerState = new LingerOption(true, 0); // Close with a reset at once.
             await connection.SendAsync(RawHttpConnection.Get("/big"));
         }

@@ -40,7 +40,7 @@ public class FallbackTests(FileFixture files) : IClassFixture<FileFixture>
     public async Task TlsFallsBackWithReasonTls()
     {
         await using var host = await StartAsync(app => app.MapGet("/f", () => Results.File(File, "application/octet-stream")),
-            TestCertificate.UseFor, urls: ["https://127.0.0.1:0"]);
+            TestCertificates.UseTestCertificate, urls: ["https://127.0.0.1:0"]);
         using HttpClient client = host.CreateClient();
         using HttpResponseMessage response = await client.GetAsync("/f").WaitAsync(Waits.Response);
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
@@ -55,7 +55,7 @@ public class FallbackTests(FileFixture files) : IClassFixture<FileFixture>
     {
         // HTTP/2 here runs over TLS too; the protocol is checked first, so the reason is "protocol".
         await using var host = await StartAsync(app => app.MapGet("/f", () => Results.File(File, "application/octet-stream")),
-            TestCertificate.UseFor, urls: ["https://127.0.0.1:0"]);
+            TestCertificates.UseTestCertificate, urls: ["https://127.0.0.1:0"]);
         using HttpClient client = host.CreateClient(HttpVersion.Version20);
         using HttpResponseMessage response = await client.GetAsync("/f").WaitAsync(Waits.Response);
         Assert.Equal(HttpVersion.Version20, response.Version);
@@ -100,9 +100,9 @@ public class FallbackTests(FileFixture files) : IClassFixture<FileFixture>
             await context.Response.Body.FlushAsync();
             await context.Response.SendFileAsync(File);
         }));
-        await using RawHttpConnection connection = await RawHttpConnection.ConnectAsync(host.Port);
+        await using RawHttpConnection connection = await RawHttpConnection.ConnectAsync(host.Port, timeouts: Waits.Raw);
         await connection.SendAsync(RawHttpConnection.Get("/f"));
-        RawResponse response = await connection.ReadResponseAsync();
+        RawHttpResponse response = await connection.ReadResponseAsync();
         Assert.Equal("chunked", response.Header("Transfer-Encoding"));
         Assert.Equal(TestFiles.Sha256([.. prefix, .. System.IO.File.ReadAllBytes(File)]), TestFiles.Sha256(response.Body));
         await AssertFellBackAsync(host, FallbackReasons.Chunked);
@@ -266,10 +266,10 @@ public class FallbackTests(FileFixture files) : IClassFixture<FileFixture>
 
     private static async Task<Outcome> GetOutcomeAsync(SpliceTestHost host, string url, string? exception)
     {
-        await using RawHttpConnection connection = await RawHttpConnection.ConnectAsync(host.Port);
+        await using RawHttpConnection connection = await RawHttpConnection.ConnectAsync(host.Port, timeouts: Waits.Raw);
         await connection.SendAsync(RawHttpConnection.Get(url));
-        RawResponse response = await connection.ReadResponseAsync();
-        return new Outcome(response.Status, response.Header("Transfer-Encoding"), response.Header("Content-Length"),
+        RawHttpResponse response = await connection.ReadResponseAsync();
+        return new Outcome(response.StatusCode, response.Header("Transfer-Encoding"), response.Header("Content-Length"),
             Encoding.UTF8.GetString(response.Body), exception);
     }
 

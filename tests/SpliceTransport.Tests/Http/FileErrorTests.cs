@@ -38,14 +38,14 @@ public class FileErrorTests(FileFixture files) : IClassFixture<FileFixture>
             context.Response.ContentLength = null;
             await context.Response.WriteAsync(outcome);
         }), useSplice: useSplice);
-        await using RawHttpConnection connection = await RawHttpConnection.ConnectAsync(host.Port);
+        await using RawHttpConnection connection = await RawHttpConnection.ConnectAsync(host.Port, timeouts: Waits.Raw);
         await connection.SendAsync(RawHttpConnection.Get("/f"));
-        RawResponse response = await connection.ReadResponseAsync();
-        if (response.Status == 200)
+        RawHttpResponse response = await connection.ReadResponseAsync();
+        if (response.StatusCode == 200)
         {
             return "ok " + TestFiles.Sha256(response.Body);
         }
-        Assert.Equal(500, response.Status);
+        Assert.Equal(500, response.StatusCode);
         if (useSplice)
         {
             Assert.Equal(0, host.Metrics.ZeroCopyResponses);

@@ -51,7 +51,7 @@ public class MinResponseDataRateTests(FileFixture files) : IClassFixture<FileFix
                 }
             }),
             configureBuilder: Configure, useSplice: useSplice);
-        await using RawHttpConnection connection = await RawHttpConnection.ConnectAsync(host.Port, receiveBufferSize: 64 * 1024);
+        await using RawHttpConnection connection = await RawHttpConnection.ConnectAsync(host.Port, RawHttpConnection.ReceiveBuffer(64 * 1024), Waits.Raw);
         await connection.SendAsync(RawHttpConnection.Get("/f"));
         Assert.Equal(1024 * 1024, await connection.DrainAsync(1024 * 1024));
 
@@ -93,7 +93,7 @@ public class MinResponseDataRateTests(FileFixture files) : IClassFixture<FileFix
                 return context.Response.SendFileAsync(path, 0, null, context.RequestAborted);
             }),
             configureBuilder: Configure, useSplice: useSplice);
-        await using RawHttpConnection connection = await RawHttpConnection.ConnectAsync(host.Port, receiveBufferSize: 64 * 1024);
+        await using RawHttpConnection connection = await RawHttpConnection.ConnectAsync(host.Port, RawHttpConnection.ReceiveBuffer(64 * 1024), Waits.Raw);
         await connection.SendAsync(RawHttpConnection.Get("/f"));
 
         long received = 0;

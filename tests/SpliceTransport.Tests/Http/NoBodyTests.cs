@@ -17,14 +17,14 @@ public class NoBodyTests(FileFixture files) : IClassFixture<FileFixture>
     private string Missing => Path.Combine(files.Root, "does-not-exist.bin");
 
     /// <summary>Sends <paramref name="first"/>, then GET /next on the same connection, and returns both responses.</summary>
-    private static async Task<(RawResponse First, RawResponse Next)> TwoRequestsAsync(SpliceTestHost host, string first, bool head)
+    private static async Task<(RawHttpResponse First, RawHttpResponse Next)> TwoRequestsAsync(SpliceTestHost host, string first, bool head)
     {
-        await using RawHttpConnection connection = await RawHttpConnection.ConnectAsync(host.Port);
+        await using RawHttpConnection connection = await RawHttpConnection.ConnectAsync(host.Port, timeouts: Waits.Raw);
         await connection.SendAsync(first);
-        RawResponse response = await connection.ReadResponseAsync(head);
+        RawHttpResponse response = await connection.ReadResponseAsync(head);
         await connection.SendAsync(RawHttpConnection.Get("/next"));
-        RawResponse next = await connection.ReadResponseAsync();
-        Assert.Equal(200, next.Status);
+        RawHttpResponse next = await connection.ReadResponseAsync();
+        Assert.Equal(200, next.StatusCode);
         Assert.Equal("next", System.Text.Encoding.ASCII.GetString(next.Body));
         Assert.Equal(1, host.Metrics.AcceptedConnections);
         return (response, next);
@@ -43,7 +43,7 @@ public class NoBodyTests(FileFixture files) : IClassFixture<FileFixture>
         await using var host = await StartAsync(app =>
             app.UseStaticFiles(new StaticFileOptions { FileProvider = new PhysicalFileProvider(files.Root), ServeUnknownFileTypes = true }));
         var (head, _) = await TwoRequestsAsync(host, RawHttpConnection.Get("/nobody/file.bin", method: "HEAD"), head: true);
-        Assert.Equal(200, head.Status);
+        Assert.Equal(200, head.StatusCode);
         Assert.Equal("200000", head.Header("Content-Length"));
         Assert.Equal(0, host.Metrics.ZeroCopyBytes);
         host.Logs.AssertNoErrors();
@@ -54,7 +54,7 @@ public class NoBodyTests(FileFixture files) : IClassFixture<FileFixture>
     {
         await using var host = await StartAsync(app => app.MapMethods("/f", ["GET", "HEAD"], () => Results.File(File, "application/octet-stream")));
         var (head, _) = await TwoRequestsAsync(host, RawHttpConnection.Get("/f", method: "HEAD"), head: true);
-        Assert.Equal(200, head.Status);
+        Assert.Equal(200, head.StatusCode);
         Assert.Equal("200000", head.Header("Content-Length"));
         Assert.Equal(0, host.Metrics.ZeroCopyBytes);
         host.Logs.AssertNoErrors();
@@ -77,7 +77,7 @@ public class NoBodyTests(FileFixture files) : IClassFixture<FileFixture>
             }
         }));
         var (head, _) = await TwoRequestsAsync(host, RawHttpConnection.Get("/f", method: "HEAD"), head: true);
-        Assert.Equal(200, head.Status);
+        Assert.Equal(200, head.StatusCode);
         Assert.Null(error);
         Assert.Equal(0, host.Metrics.ZeroCopyResponses + host.Metrics.AllFallbacks);
         host.Logs.AssertNoErrors();
@@ -102,7 +102,7 @@ public class NoBodyTests(FileFixture files) : IClassFixture<FileFixture>
             }
         }));
         var (response, _) = await TwoRequestsAsync(host, RawHttpConnection.Get("/f"), head: false);
-        Assert.Equal(status, response.Status);
+        Assert.Equal(status, response.StatusCode);
         Assert.Null(error);
         Assert.Null(response.Header("Transfer-Encoding"));
         Assert.Equal(0, host.Metrics.ZeroCopyResponses + host.Metrics.AllFallbacks);
@@ -114,18 +114,18 @@ public class NoBodyTests(FileFixture files) : IClassFixture<FileFixture>
     {
         await using var host = await StartAsync(app =>
             app.UseStaticFiles(new StaticFileOptions { FileProvider = new PhysicalFileProvider(files.Root), ServeUnknownFileTypes = true }));
-        await using RawHttpConnection connection = await RawHttpConnection.ConnectAsync(host.Port);
+        await using RawHttpConnection connection = await RawHttpConnection.ConnectAsync(host.Port, timeouts: Waits.Raw);
         await connection.SendAsync(RawHttpConnection.Get("/nobody/file.bin"));
-        RawResponse full = await connection.ReadResponseAsync();
+        RawHttpResponse full = await connection.ReadResponseAsync();
         Assert.Equal(TestFiles.Sha256(File), TestFiles.Sha256(full.Body));
         string etag = full.Header("ETag")!;
 
         await connection.SendAsync(RawHttpConnection.Get("/nobody/file.bin", $"If-None-Match: {etag}\r\n"));
-        RawResponse notModified = await connection.ReadResponseAsync();
+        RawHttpResponse notModified = await connection.ReadResponseAsync();
         await connection.SendAsync(RawHttpConnection.Get("/next"));
         Assert.Equal("next", System.Text.Encoding.ASCII.GetString((await connection.ReadResponseAsync()).Body));
         Assert.Equal(1, host.Metrics.AcceptedConnections);
-        Assert.Equal(304, notModified.Status);
+        Assert.Equal(304, notModified.StatusCode);
         Assert.Empty(notModified.Body);
         await Bytes.EventuallyAsync(() => host.Metrics.ZeroCopyResponses == 1, "the first response is counted");
         Assert.Equal(FileSize, host.Metrics.ZeroCopyBytes);
@@ -138,7 +138,7 @@ public class NoBodyTests(FileFixture files) : IClassFixture<FileFixture>
         string empty = files.Get("nobody/empty.bin", 0);
         await using var host = await StartAsync(app => app.MapGet("/f", (HttpContext context) => context.Response.SendFileAsync(empty)));
         var (response, _) = await TwoRequestsAsync(host, RawHttpConnection.Get("/f"), head: false);
-        Assert.Equal(200, response.Status);
+        Assert.Equal(200, response.StatusCode);
         Assert.Equal("0", response.Header("Content-Length"));
         Assert.Empty(response.Body);
         Assert.Equal(0, host.Metrics.ZeroCopyBytes);

@@ -44,15 +44,15 @@ public class PipelineOrderTests(FileFixture files) : IClassFixture<FileFixture>
     {
         await using var host = await StartAsync();
         List<(long From, long Count)> ranges = Ranges();
-        await using RawHttpConnection connection = await RawHttpConnection.ConnectAsync(host.Port);
+        await using RawHttpConnection connection = await RawHttpConnection.ConnectAsync(host.Port, timeouts: Waits.Raw);
         // One write: all twenty requests are in the server's input before the first response leaves.
         await connection.SendAsync(string.Concat(ranges.Select(RangeRequest)));
 
         long total = 0;
         foreach ((long from, long count) in ranges)
         {
-            RawResponse response = await connection.ReadResponseAsync();
-            Assert.Equal(200, response.Status);
+            RawHttpResponse response = await connection.ReadResponseAsync();
+            Assert.Equal(200, response.StatusCode);
             Assert.Equal(count, response.Body.Length);
             Assert.True(TestFiles.Sha256(File, from, count) == TestFiles.Sha256(response.Body), $"Range {from}+{count} has the wrong bytes.");
             total += count;
@@ -76,14 +76,14 @@ public class PipelineOrderTests(FileFixture files) : IClassFixture<FileFixture>
             requests.Append(RangeRequest(range));
         }
         requests.Append(RawHttpConnection.Get("/plaintext"));
-        await using RawHttpConnection connection = await RawHttpConnection.ConnectAsync(host.Port);
+        await using RawHttpConnection connection = await RawHttpConnection.ConnectAsync(host.Port, timeouts: Waits.Raw);
         await connection.SendAsync(requests.ToString());
 
         foreach ((long from, long count) in ranges)
         {
-            RawResponse text = await connection.ReadResponseAsync();
+            RawHttpResponse text = await connection.ReadResponseAsync();
             Assert.Equal("Hello, World!", Encoding.ASCII.GetString(text.Body));
-            RawResponse file = await connection.ReadResponseAsync();
+            RawHttpResponse file = await connection.ReadResponseAsync();
             Assert.True(TestFiles.Sha256(File, from, count) == TestFiles.Sha256(file.Body), $"Range {from}+{count} has the wrong bytes.");
         }
         Assert.Equal("Hello, World!", Encoding.ASCII.GetString((await connection.ReadResponseAsync()).Body));

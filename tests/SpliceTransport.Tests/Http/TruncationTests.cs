@@ -34,7 +34,7 @@ public class TruncationTests(FileFixture files) : IClassFixture<FileFixture>
             }
         }));
 
-        await using RawHttpConnection connection = await RawHttpConnection.ConnectAsync(host.Port, receiveBufferSize: 64 * 1024);
+        await using RawHttpConnection connection = await RawHttpConnection.ConnectAsync(host.Port, RawHttpConnection.ReceiveBuffer(64 * 1024), Waits.Raw);
         await connection.SendAsync(RawHttpConnection.Get("/f"));
         long received = await connection.DrainAsync(ReadBeforeTruncating);
         Assert.Equal(ReadBeforeTruncating, received);
@@ -44,7 +44,7 @@ public class TruncationTests(FileFixture files) : IClassFixture<FileFixture>
             file.SetLength(TruncatedSize);
         }
         // The client keeps reading (slowly enough that the server is still sending): the stream must end.
-        Assert.True(await connection.ClosedWithinAsync(Waits.Short), "The connection was not closed after the file was truncated.");
+        Assert.True(await connection.WaitForCloseAsync(Waits.Short), "The connection was not closed after the file was truncated.");
 
         string outcome = await handled.Task.WaitAsync(Waits.Short);
         await Bytes.EventuallyAsync(() => host.Logs.AtLeast(LogLevel.Error).Any(), () =>

@@ -44,7 +44,7 @@ public class BackPressureTests(ITestOutputHelper output)
         }));
 
         // A small receive buffer (which also turns off receive-window auto-tuning) keeps the client's share small.
-        using var connection = await RawHttpConnection.ConnectAsync(host.Port, socket => socket.ReceiveBufferSize = 64 * 1024);
+        using var connection = await RawHttpConnection.ConnectAsync(host.Port, RawHttpConnection.ReceiveBuffer(64 * 1024));
         await connection.SendAsync("GET /stream HTTP/1.1\r\nHost: localhost\r\n\r\n");
 
         // Read nothing; wait until the handler's writes stop making progress.

@@ -2,7 +2,7 @@ using System.Net;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 
-namespace SpliceTransport.Tests.Transport;
+namespace SpliceTransport.Tests.Infrastructure;
 
 /// <summary>Self-signed server certificates made in the test process, so no test depends on a dev certificate.</summary>
 internal static class TestCertificates
