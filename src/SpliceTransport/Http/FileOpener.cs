@@ -26,8 +26,6 @@ internal static class FileOpener
     /// <summary>
     /// Checks <paramref name="path"/> and the requested range. Returns the open descriptor and the byte
     /// count to send, or null with a fallback reason when the file cannot go zero-copy.
-    /// Opened first and checked on the descriptor (no path lookup twice, no race with a rename); opened
-    /// O_NONBLOCK so that a FIFO does not wait for a writer.
     /// </summary>
     public static FileDescriptorHandle? Open(string path, long offset, long? count, out long length, out string? fallbackReason)
     {
@@ -35,25 +33,38 @@ internal static class FileOpener
         fallbackReason = null;
         length = 0;
 
+        // The type comes from the path before anything is opened: opening a FIFO, even briefly and
+        // non-blocking, pairs with a writer waiting in open(2), which then fails with EPIPE once we close it.
+        if (!LibC.TryStat(path, out LibC.FileStatus status))
+        {
+            throw OpenError(path, LibC.LastErrno, "statx");
+        }
+        if ((status.Mode & LibC.S_IFMT) == S_IFDIR)
+        {
+            throw new FileNotFoundException($"Could not find file '{path}': it is a directory.", path);
+        }
+        CheckRange(path, offset, count, status.Size);
+        if (!status.IsRegularFile)
+        {
+            fallbackReason = FallbackReasons.NotRegularFile;
+            return null;
+        }
+
         int fd = LibC.open(path, LibC.O_RDONLY | LibC.O_CLOEXEC | LibC.O_NONBLOCK);
         if (fd < 0)
         {
-            throw OpenError(path, offset, count, LibC.LastErrno);
+            throw OpenError(path, LibC.LastErrno, "open");
         }
         var file = new FileDescriptorHandle(fd);
         try
         {
-            LibC.FileStatus status = LibC.Stat(file);
-            if ((status.Mode & LibC.S_IFMT) == S_IFDIR)
-            {
-                throw new FileNotFoundException($"Could not find file '{path}': it is a directory.", path);
-            }
-            CheckRange(path, offset, count, status.Size);
-            if (!status.IsRegularFile)
+            // Checked again on the descriptor: the path may have been replaced since the statx above.
+            LibC.FileStatus opened = LibC.Stat(file);
+            if (!opened.IsRegularFile)
             {
                 fallbackReason = FallbackReasons.NotRegularFile;
             }
-            else if (status.IsOnAnonymousDevice && Array.IndexOf(s_pseudoFileSystems, LibC.FileSystemType(file)) >= 0)
+            else if (opened.IsOnAnonymousDevice && Array.IndexOf(s_pseudoFileSystems, LibC.FileSystemType(file)) >= 0)
             {
                 fallbackReason = FallbackReasons.PseudoFile;
             }
@@ -62,7 +73,8 @@ internal static class FileOpener
                 file.Dispose();
                 return null;
             }
-            length = count ?? status.Size - offset;
+            CheckRange(path, offset, count, opened.Size);
+            length = count ?? opened.Size - offset;
             return file;
         }
         catch
@@ -84,22 +96,10 @@ internal static class FileOpener
         }
     }
 
-    private static Exception OpenError(string path, long offset, long? count, int errno)
+    private static Exception OpenError(string path, int errno, string syscall) => errno switch
     {
-        switch (errno)
-        {
-            case Errno.ENOENT or Errno.ENOTDIR:
-                return new FileNotFoundException($"Could not find file '{path}'.", path);
-            case Errno.EACCES or Errno.EPERM:
-                // Kestrel's path checks the range (from the file's size, which needs no read permission)
-                // before it opens the file; so an unreadable file with a bad range is a range error there too.
-                if (LibC.TryStat(path, out LibC.FileStatus status))
-                {
-                    CheckRange(path, offset, count, status.Size);
-                }
-                return new UnauthorizedAccessException($"Access to the path '{path}' is denied.", new SyscallException("open", errno, path));
-            default:
-                return new SyscallException("open", errno, path);
-        }
-    }
+        Errno.ENOENT or Errno.ENOTDIR => new FileNotFoundException($"Could not find file '{path}'.", path),
+        Errno.EACCES or Errno.EPERM => new UnauthorizedAccessException($"Access to the path '{path}' is denied.", new SyscallException(syscall, errno, path)),
+        _ => new SyscallException(syscall, errno, path),
+    };
 }
