@@ -32,6 +32,9 @@ internal static partial class Log
     [LoggerMessage(108, LogLevel.Debug, "Connection id \"{ConnectionId}\" aborted: {Reason}", EventName = "ConnectionAborted")]
     public static partial void ConnectionAborted(ILogger logger, string connectionId, string reason);
 
+    [LoggerMessage(109, LogLevel.Debug, "Connection id \"{ConnectionId}\": file segment of {Path} ended {Outcome}: {Sent} of {Count} bytes sent.", EventName = "FileSegmentEnded")]
+    public static partial void FileSegmentEnded(ILogger logger, string connectionId, string path, string outcome, long sent, long count);
+
     [LoggerMessage(200, LogLevel.Debug, "Connection id \"{ConnectionId}\": {Path} sent through the normal path because {Reason}.", EventName = "ZeroCopyFallback")]
     public static partial void ZeroCopyFallback(ILogger logger, string connectionId, string path, string reason);
 

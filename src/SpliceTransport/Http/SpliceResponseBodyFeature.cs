@@ -149,6 +149,14 @@ internal sealed class SpliceResponseBodyFeature : IHttpResponseBodyFeature
         {
             await WriteFileCountThroughKestrelAsync(body, length, cancellationToken).ConfigureAwait(false);
         }
+        catch (Exception) when (segment.Completion.Exception?.InnerException is FileTruncatedException truncated)
+        {
+            // The truncation aborted the connection, and that abort (RequestAborted) is what reached the writes.
+            // Report the cause once; an OperationCanceledException from RequestAborted would be swallowed by
+            // HttpResponse.SendFileAsync and the truncation never logged.
+            Log.FileTruncated(_logger, _connection.ConnectionId, truncated);
+            return segment;
+        }
         catch (Exception ex)
         {
             // The file is queued but the response cannot be completed as framed (Kestrel refused the count,

@@ -88,6 +88,14 @@ internal sealed class FileSegment
             }
             _progress = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
             _progressTarget = remaining;
+            // Published before Remaining is read again, as Advance publishes Remaining before it reads
+            // _progress: one of the two sees the other (both use full fences), so no progress is missed.
+            Interlocked.MemoryBarrier();
+            if (Volatile.Read(ref Remaining) <= remaining)
+            {
+                _progress = null;
+                return s_true;
+            }
             return _progress.Task;
         }
     }
@@ -98,12 +106,14 @@ internal sealed class FileSegment
     public void Advance(long sent)
     {
         Offset += sent;
-        Volatile.Write(ref Remaining, Remaining - sent);
+        // A full fence: a volatile write followed by a read of _progress could be reordered, and a waiter
+        // registering at that moment would then wait for the end of the file instead of this progress.
+        long left = Interlocked.Add(ref Remaining, -sent);
         if (Volatile.Read(ref _progress) is not null)
         {
             lock (_progressLock)
             {
-                if (_progress is not null && Remaining <= _progressTarget)
+                if (_progress is not null && left <= _progressTarget)
                 {
                     _progress.TrySetResult(true);
                     _progress = null;

@@ -304,6 +304,12 @@ internal sealed class SendPump
             file.SetConnectionClosed();
             throw;
         }
+        finally
+        {
+            Log.FileSegmentEnded(_connection.Logger, _connection.ConnectionId, file.Path,
+                file.Completion.Status == TaskStatus.Faulted ? "truncated" : file.IsCompleted && file.Completion.Result ? "sent" : "closed",
+                file.Count - file.Remaining, file.Count);
+        }
     }
 
     private unsafe nint SendFileOnce(FileSegment file, long chunk)
