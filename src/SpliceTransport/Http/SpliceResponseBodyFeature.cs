@@ -157,6 +157,13 @@ internal sealed class SpliceResponseBodyFeature : IHttpResponseBodyFeature
             Log.FileTruncated(_logger, _connection.ConnectionId, truncated);
             return segment;
         }
+        catch (OperationCanceledException) when (segment.Completion is { IsCompletedSuccessfully: true, Result: true })
+        {
+            // Every byte had left before the cancellation (typically a client that closes the moment it has the
+            // last byte): the response was delivered, zero-copy, and is counted as such.
+            RecordSent(segment);
+            return segment;
+        }
         catch (Exception ex)
         {
             // The file is queued but the response cannot be completed as framed (Kestrel refused the count,
