@@ -28,9 +28,6 @@ namespace SpliceTransport.Http;
 /// </summary>
 internal sealed class SpliceResponseBodyFeature : IHttpResponseBodyFeature
 {
-    /// <summary>How many bytes content sniffing reads, as in Go's net/http and the WHATWG standard.</summary>
-    internal const int SniffLength = 512;
-
     private readonly IHttpResponseBodyFeature _kestrel;
     private readonly SpliceConnection _connection;
     private readonly HttpContext _context;
@@ -240,7 +237,7 @@ internal sealed class SpliceResponseBodyFeature : IHttpResponseBodyFeature
     /// <summary>Sets the sniffed Content-Type and writes the sniffed bytes through the normal path.</summary>
     private async Task<int> WriteSniffedPrefixAsync(FileDescriptorHandle file, string path, long offset, long length, CancellationToken cancellationToken)
     {
-        byte[] prefix = new byte[(int)Math.Min(SniffLength, length)];
+        byte[] prefix = new byte[(int)Math.Min(ContentSniffer.MaxLength, length)];
         int read = ReadPrefix(file, path, prefix, offset);
         _context.Response.ContentType = ContentSniffer.Sniff(prefix.AsSpan(0, read));
         await _kestrel.Writer.WriteAsync(prefix.AsMemory(0, read), cancellationToken).ConfigureAwait(false);
