@@ -35,6 +35,12 @@ internal static partial class Log
     [LoggerMessage(109, LogLevel.Debug, "Connection id \"{ConnectionId}\": file segment of {Path} ended {Outcome}: {Sent} of {Count} bytes sent.", EventName = "FileSegmentEnded")]
     public static partial void FileSegmentEnded(ILogger logger, string connectionId, string path, string outcome, long sent, long count);
 
+    [LoggerMessage(110, LogLevel.Debug, "Connection id \"{ConnectionId}\" sending FIN because: \"{Reason}\"", EventName = "ConnectionWriteFin")]
+    public static partial void ConnectionWriteFin(ILogger logger, string connectionId, string reason);
+
+    [LoggerMessage(111, LogLevel.Debug, "Connection id \"{ConnectionId}\" sending RST because: \"{Reason}\"", EventName = "ConnectionWriteRst")]
+    public static partial void ConnectionWriteRst(ILogger logger, string connectionId, string reason);
+
     [LoggerMessage(200, LogLevel.Debug, "Connection id \"{ConnectionId}\": {Path} sent through the normal path because {Reason}.", EventName = "ZeroCopyFallback")]
     public static partial void ZeroCopyFallback(ILogger logger, string connectionId, string path, string reason);
 

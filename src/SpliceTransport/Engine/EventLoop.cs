@@ -13,7 +13,7 @@ namespace SpliceTransport.Engine;
 /// Triggering mode: edge-triggered (EPOLLET). Each descriptor is registered once, for EPOLLIN, EPOLLOUT and
 /// EPOLLRDHUP together, and never modified again, so a send or receive costs no epoll_ctl. The price is the
 /// edge-triggered contract: an event arrives only when readiness changes, so every handler either drives its
-/// descriptor to EAGAIN or remembers that it is still ready (see <see cref="Transport.SocketReadiness"/>).
+/// descriptor to EAGAIN or remembers that it is still ready (see <see cref="SocketReadiness"/>).
 /// One-shot mode would make every wait an epoll_ctl(MOD): twice the system calls for a keep-alive request.
 ///
 /// Invariant: every system call on a descriptor registered here, and every continuation of the pumps that
@@ -49,22 +49,37 @@ internal sealed unsafe class EventLoop : PipeScheduler, IDisposable
     /// 0 just before the loop blocks in epoll_wait: the next producer writes the eventfd.
     /// </summary>
     private int _awake = 1;
-    private volatile bool _stopping;
+
+    /// <summary>One of <see cref="Running"/>, <see cref="Stopping"/>, <see cref="Stopped"/>; only ever increases.</summary>
+    private int _state;
+
+    private const int Running = 0;
+    private const int Stopping = 1;
+    private const int Stopped = 2;
 
     public EventLoop(int index, ILogger logger)
     {
         Index = index;
         _logger = logger;
         _epoll = new FileDescriptorHandle(LibC.ThrowIfFailed(LibC.epoll_create1(LibC.EPOLL_CLOEXEC), "epoll_create1"));
-        _wakeEvent = new FileDescriptorHandle(LibC.ThrowIfFailed(LibC.eventfd(0, LibC.EFD_NONBLOCK | LibC.EFD_CLOEXEC), "eventfd"));
-        LibC.ThrowIfFailed(LibC.epoll_ctl(_epoll, LibC.EPOLL_CTL_ADD, _wakeEvent.Fd, LibC.EPOLLIN | LibC.EPOLLET, WakeToken), "epoll_ctl", "eventfd");
+        try
+        {
+            _wakeEvent = new FileDescriptorHandle(LibC.ThrowIfFailed(LibC.eventfd(0, LibC.EFD_NONBLOCK | LibC.EFD_CLOEXEC), "eventfd"));
+            LibC.ThrowIfFailed(LibC.epoll_ctl(_epoll, LibC.EPOLL_CTL_ADD, _wakeEvent.Fd, LibC.EPOLLIN | LibC.EPOLLET, WakeToken), "epoll_ctl", "eventfd");
+        }
+        catch
+        {
+            _wakeEvent?.Dispose();
+            _epoll.Dispose();
+            throw;
+        }
         // Named so that /proc/<pid>/task/*/comm shows which threads are ours (15 characters at most there).
         _thread = new Thread(Run) { IsBackground = true, Name = $"splice-loop-{index}" };
-        SendScheduler = new Transport.SendScheduler(this);
+        SendScheduler = new SendScheduler(this);
     }
 
     /// <summary>Where the send pumps of this loop's connections continue after a flush.</summary>
-    public Transport.SendScheduler SendScheduler { get; }
+    public SendScheduler SendScheduler { get; }
 
     /// <summary>The loop's position in its group, for names and logs.</summary>
     public int Index { get; }
@@ -74,13 +89,26 @@ internal sealed unsafe class EventLoop : PipeScheduler, IDisposable
 
     public void Start() => _thread.Start();
 
-    /// <summary>Runs <paramref name="action"/> on the loop thread, after the work already queued.</summary>
+    /// <summary>
+    /// Runs <paramref name="action"/> on the loop thread, after the work already queued. Safe from any thread.
+    /// After the loop has stopped the work runs on the thread pool instead: by then every connection of the
+    /// loop is closed, so the work can only observe that and end, and dropping it would leave whoever awaits
+    /// it hanging for ever.
+    /// </summary>
     public override void Schedule(Action<object?> action, object? state)
     {
         _work.Enqueue(new WorkItem(action, state));
-        if (Volatile.Read(ref _awake) == 0 && Interlocked.Exchange(ref _awake, 1) == 0)
+        // Invariant (with Run): the enqueue above is visible before _awake is read. Interlocked.Exchange is
+        // a full fence on both sides, so either this producer sees 0 and wakes the loop, or the loop, which
+        // wrote 0 with a full fence before looking at the queue, sees the item. A plain read here could be
+        // satisfied before the enqueue is visible and lose the wake-up (Kestrel's IOQueue fences for this too).
+        if (Interlocked.Exchange(ref _awake, 1) == 0)
         {
             Wake();
+        }
+        if (Volatile.Read(ref _state) == Stopped)
+        {
+            HandOverQueuedWork();
         }
     }
 
@@ -125,67 +153,88 @@ internal sealed unsafe class EventLoop : PipeScheduler, IDisposable
     private void Wake()
     {
         ulong one = 1;
-        // EAGAIN means the counter is already non-zero, so a wake-up is pending anyway.
-        LibC.write(_wakeEvent, (byte*)&one, sizeof(ulong));
+        try
+        {
+            // EAGAIN means the counter is already non-zero, so a wake-up is pending anyway.
+            LibC.write(_wakeEvent, (byte*)&one, sizeof(ulong));
+        }
+        catch (ObjectDisposedException)
+        {
+            // The loop has stopped and closed the eventfd: nobody is left to wake (see Schedule).
+        }
     }
 
     private void Run()
     {
         byte* events = stackalloc byte[MaxEventsPerWait * LibC.EpollEventSize];
-        while (!_stopping)
+        try
         {
-            RunQueuedWork();
-
-            bool mayBlock = false;
-            if (_work.IsEmpty)
+            while (Volatile.Read(ref _state) == Running)
             {
-                Volatile.Write(ref _awake, 0);
-                // A producer that enqueued before the store above saw _awake == 1 and did not wake us:
-                // look again, now that any later producer is guaranteed to write the eventfd.
-                mayBlock = _work.IsEmpty;
-                if (!mayBlock)
+                RunQueuedWork();
+
+                bool mayBlock = false;
+                if (_work.IsEmpty)
                 {
-                    Volatile.Write(ref _awake, 1);
+                    // Invariant (with Schedule): the 0 is visible before the queue is read again. Exchange is a
+                    // full fence, so a producer that enqueued after our look above either sees 0 and writes the
+                    // eventfd, or its item is seen by the look below. Volatile.Write would allow the store to be
+                    // delayed past the load, and the loop to block with work queued and no wake-up coming.
+                    Interlocked.Exchange(ref _awake, 0);
+                    mayBlock = _work.IsEmpty;
                 }
+
+                int count = mayBlock ? WaitForEvents(events) : LibC.epoll_wait(_epoll, events, MaxEventsPerWait, 0);
+                Volatile.Write(ref _awake, 1);
+                if (count < 0)
+                {
+                    int errno = LibC.LastErrno;
+                    if (errno != Errno.EINTR)
+                    {
+                        Log.EpollWaitFailed(_logger, Index, new SyscallException("epoll_wait", errno));
+                        Thread.Sleep(FailureBackoff);
+                    }
+                    continue;
+                }
+                DispatchEvents(events, count);
             }
+            RunQueuedWork();
+        }
+        finally
+        {
+            // From here Schedule hands work to the thread pool; what was queued before this point is handed
+            // over below. An item is dequeued once, whichever of the two takes it.
+            Volatile.Write(ref _state, Stopped);
+            HandOverQueuedWork();
+            _epoll.Dispose();
+            _wakeEvent.Dispose();
+        }
+    }
 
-            int count = mayBlock ? WaitForEvents(events) : LibC.epoll_wait(_epoll, events, MaxEventsPerWait, 0);
-            Volatile.Write(ref _awake, 1);
-            if (count < 0)
+    private void DispatchEvents(byte* events, int count)
+    {
+        for (int i = 0; i < count; i++)
+        {
+            LibC.ReadEpollEvent(events, i, out uint flags, out ulong data);
+            if (data == WakeToken)
             {
-                int errno = LibC.LastErrno;
-                if (errno != Errno.EINTR)
-                {
-                    Log.EpollWaitFailed(_logger, Index, new SyscallException("epoll_wait", errno));
-                    Thread.Sleep(FailureBackoff);
-                }
+                DrainWakeEvent();
                 continue;
             }
-
-            for (int i = 0; i < count; i++)
+            IEpollHandler? handler = (int)data < _handlers.Length ? _handlers[(int)data] : null;
+            if (handler is null)
             {
-                LibC.ReadEpollEvent(events, i, out uint flags, out ulong data);
-                if (data == WakeToken)
-                {
-                    DrainWakeEvent();
-                    continue;
-                }
-                IEpollHandler? handler = (int)data < _handlers.Length ? _handlers[(int)data] : null;
-                if (handler is null)
-                {
-                    continue;
-                }
-                try
-                {
-                    handler.OnEvents(flags);
-                }
-                catch (Exception ex)
-                {
-                    Log.HandlerFailed(_logger, Index, ex);
-                }
+                continue;
+            }
+            try
+            {
+                handler.OnEvents(flags);
+            }
+            catch (Exception ex)
+            {
+                Log.HandlerFailed(_logger, Index, ex);
             }
         }
-        RunQueuedWork();
     }
 
     /// <summary>
@@ -217,28 +266,48 @@ internal sealed unsafe class EventLoop : PipeScheduler, IDisposable
         }
     }
 
+    /// <summary>The loop has stopped: whatever is still queued runs on the thread pool (see <see cref="Schedule"/>).</summary>
+    private void HandOverQueuedWork()
+    {
+        while (_work.TryDequeue(out WorkItem item))
+        {
+            System.Threading.ThreadPool.UnsafeQueueUserWorkItem(item.Action, item.State, preferLocal: false);
+        }
+    }
+
     private void DrainWakeEvent()
     {
         ulong value;
         LibC.read(_wakeEvent, (byte*)&value, sizeof(ulong));
     }
 
-    /// <summary>Stops the thread after the work already queued, and closes the epoll instance.</summary>
+    /// <summary>
+    /// Stops the loop after the work already queued. From another thread it waits for the loop thread to
+    /// end; on the loop thread itself (a handler disposing its own loop) it only asks, and the loop ends when
+    /// the current turn does. The loop thread closes its own descriptors as it ends, so nothing it may still
+    /// use is closed under it.
+    /// </summary>
     public void Dispose()
     {
-        if (_stopping)
+        if (Interlocked.CompareExchange(ref _state, Stopping, Running) != Running)
         {
             return;
         }
-        _stopping = true;
+        if ((_thread.ThreadState & System.Threading.ThreadState.Unstarted) != 0)
+        {
+            // Never started: nothing runs the loop's exit path, so it runs here.
+            Volatile.Write(ref _state, Stopped);
+            HandOverQueuedWork();
+            _epoll.Dispose();
+            _wakeEvent.Dispose();
+            return;
+        }
         Interlocked.Exchange(ref _awake, 1);
         Wake();
-        if (!IsOnLoopThread && _thread.IsAlive)
+        if (!IsOnLoopThread)
         {
             _thread.Join();
         }
-        _epoll.Dispose();
-        _wakeEvent.Dispose();
     }
 
     private readonly record struct WorkItem(Action<object?> Action, object? State);

@@ -77,6 +77,12 @@ public sealed class SpliceTransportOptions
     /// </summary>
     public bool SniffContentType { get; set; }
 
+    /// <summary>
+    /// The system calls of the data path. Tests replace them with a subclass that injects faults (EAGAIN
+    /// storms, short writes, resets); everything else uses the real ones.
+    /// </summary>
+    internal Interop.Syscalls Syscalls { get; set; } = Interop.Syscalls.Default;
+
     /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> naming the first invalid option.</summary>
     internal void Validate()
     {

@@ -74,6 +74,7 @@ internal static class FileOpener
                 return null;
             }
             CheckRange(path, offset, count, opened.Size);
+            MakeBlocking(file, path);
             length = count ?? opened.Size - offset;
             return file;
         }
@@ -81,6 +82,22 @@ internal static class FileOpener
         {
             file.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>
+    /// Clears the O_NONBLOCK the open needed (so that a FIFO swapped in for the file could not block it). On a
+    /// non-blocking file, sendfile may say EAGAIN for pages not in the page cache, which the send pump would
+    /// take for a full socket and wait for an edge that never comes; opened blocking, EAGAIN can only be the
+    /// socket's.
+    /// </summary>
+    private static void MakeBlocking(FileDescriptorHandle file, string path)
+    {
+        // The file status flags are exactly the O_NONBLOCK of the open (F_SETFL ignores the access mode, and
+        // O_CLOEXEC is a descriptor flag): 0 leaves it read-only and blocking, in one call.
+        if (LibC.fcntl(file, LibC.F_SETFL, 0) < 0)
+        {
+            throw LibC.Fail("fcntl", path);
         }
     }
 

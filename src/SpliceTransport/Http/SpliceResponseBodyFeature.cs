@@ -29,7 +29,7 @@ namespace SpliceTransport.Http;
 internal sealed class SpliceResponseBodyFeature : IHttpResponseBodyFeature
 {
     private readonly IHttpResponseBodyFeature _kestrel;
-    private readonly SpliceConnection _connection;
+    private readonly IZeroCopyOutputFeature _connection;
     private readonly HttpContext _context;
     private readonly SpliceTransportOptions _options;
     private readonly SpliceMetrics _metrics;
@@ -38,7 +38,7 @@ internal sealed class SpliceResponseBodyFeature : IHttpResponseBodyFeature
     /// <summary>The segment of the file being sent, from the moment it is queued (sends of one response are sequential).</summary>
     private FileSegment? _queued;
 
-    public SpliceResponseBodyFeature(IHttpResponseBodyFeature kestrel, SpliceConnection connection, HttpContext context,
+    public SpliceResponseBodyFeature(IHttpResponseBodyFeature kestrel, IZeroCopyOutputFeature connection, HttpContext context,
         SpliceTransportOptions options, SpliceMetrics metrics, ILogger logger)
     {
         _kestrel = kestrel;
@@ -140,7 +140,7 @@ internal sealed class SpliceResponseBodyFeature : IHttpResponseBodyFeature
 
         FileSegment segment = output.EnqueueFile(file, path, offset, length);
         using CancellationTokenRegistration abortOnCancel = cancellationToken.UnsafeRegister(static state =>
-            ((SpliceConnection)state!).Abort(new ConnectionAbortedException("The file send was canceled.")), _connection);
+            ((IZeroCopyOutputFeature)state!).Abort(new ConnectionAbortedException("The file send was canceled.")), _connection);
         _queued = segment;
         try
         {
@@ -244,29 +244,21 @@ internal sealed class SpliceResponseBodyFeature : IHttpResponseBodyFeature
         return read;
     }
 
-    private static unsafe int ReadPrefix(FileDescriptorHandle file, string path, byte[] buffer, long offset)
+    private int ReadPrefix(FileDescriptorHandle file, string path, byte[] buffer, long offset)
     {
         int total = 0;
-        fixed (byte* bytes = buffer)
+        while (total < buffer.Length)
         {
-            while (total < buffer.Length)
+            SyscallResult read = _connection.Syscalls.ReadFile(file, buffer.AsSpan(total), offset + total);
+            if (!read.IsSuccess)
             {
-                nint read = LibC.pread(file, bytes + total, (nuint)(buffer.Length - total), offset + total);
-                if (read < 0)
-                {
-                    int errno = LibC.LastErrno;
-                    if (errno == Errno.EINTR)
-                    {
-                        continue;
-                    }
-                    throw new SyscallException("pread", errno, path);
-                }
-                if (read == 0)
-                {
-                    break;
-                }
-                total += (int)read;
+                throw read.ToException("pread", path);
             }
+            if (read.Count == 0)
+            {
+                break;
+            }
+            total += (int)read.Count;
         }
         return total;
     }

@@ -26,7 +26,7 @@ internal sealed class SpliceStartupFilter(IOptions<SpliceTransportOptions> optio
         {
             app.Use((context, nextMiddleware) =>
             {
-                if (context.Features.Get<ISpliceConnectionFeature>() is SpliceConnection connection
+                if (context.Features.Get<IZeroCopyOutputFeature>() is { } connection
                     && context.Features.Get<IHttpResponseBodyFeature>() is { } kestrelBody)
                 {
                     context.Features.Set<IHttpResponseBodyFeature>(

@@ -18,6 +18,7 @@ internal static unsafe partial class LibC
     public const int SO_REUSEADDR = 2;
     public const int SO_TYPE = 3;
     public const int SO_ERROR = 4;
+    public const int SO_LINGER = 13;
     public const int SO_REUSEPORT = 15;
     public const int SO_ACCEPTCONN = 30;
     public const int SO_DOMAIN = 39;
@@ -37,6 +38,14 @@ internal static unsafe partial class LibC
     public const int MSG_NOSIGNAL = 0x4000;
     /// <summary>More data follows at once: the kernel holds a partial segment back instead of sending it alone.</summary>
     public const int MSG_MORE = 0x8000;
+
+    /// <summary>struct linger: with OnOff set and Seconds 0, close(2) resets the connection.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public struct Linger
+    {
+        public int OnOff;
+        public int Seconds;
+    }
 
     [StructLayout(LayoutKind.Sequential)]
     public struct IOVector
@@ -104,14 +113,5 @@ internal static unsafe partial class LibC
     public static void SetSocketOption(SafeHandle fd, int level, int name, int value, string optionName)
     {
         ThrowIfFailed(setsockopt(fd, level, name, &value, sizeof(int)), "setsockopt", optionName);
-    }
-
-    /// <summary>Reads an integer socket option, throwing with the option's name on failure.</summary>
-    public static int GetSocketOption(SafeHandle fd, int level, int name, string optionName)
-    {
-        int value = 0;
-        int length = sizeof(int);
-        ThrowIfFailed(getsockopt(fd, level, name, &value, &length), "getsockopt", optionName);
-        return value;
     }
 }

@@ -76,29 +76,58 @@ internal static class ListenSockets
     }
 
     /// <summary>
-    /// Adopts an inherited listening descriptor (systemd socket activation). It must be a listening stream
-    /// socket; it is made non-blocking, since the loops never block on it.
+    /// Adopts an inherited listening descriptor (<c>ListenOptions.UseFileHandle</c>, systemd socket activation).
+    /// It is checked before anything is done with it: an open descriptor, a socket, a stream socket, listening,
+    /// of a family the transport serves (a wrong one gets an <see cref="ArgumentException"/> that names the
+    /// handle and what it is instead). The handle is not owned, as in Kestrel: whoever passed it keeps it, and
+    /// unbinding never closes it. It is made non-blocking, since the loops never block on it.
     /// </summary>
     public static FileDescriptorHandle Adopt(FileHandleEndPoint endPoint, out EndPoint template)
     {
-        var socket = new FileDescriptorHandle(checked((int)endPoint.FileHandle), ownsHandle: true);
-        int type = LibC.GetSocketOption(socket, LibC.SOL_SOCKET, LibC.SO_TYPE, "SO_TYPE");
-        int listening = LibC.GetSocketOption(socket, LibC.SOL_SOCKET, LibC.SO_ACCEPTCONN, "SO_ACCEPTCONN");
-        if (type != LibC.SOCK_STREAM || listening == 0)
+        ulong number = endPoint.FileHandle;
+        if (number > int.MaxValue)
         {
-            socket.SetHandleAsInvalid();
-            throw new ArgumentException($"File handle {endPoint.FileHandle} is not a listening stream socket.", nameof(endPoint));
+            throw new ArgumentException($"File handle {number} is not a valid descriptor number.", nameof(endPoint));
         }
-        int domain = LibC.GetSocketOption(socket, LibC.SOL_SOCKET, LibC.SO_DOMAIN, "SO_DOMAIN");
+        var socket = new FileDescriptorHandle((int)number, ownsHandle: false);
+        int type = InheritedOption(socket, number, LibC.SO_TYPE, "SO_TYPE");
+        if (type != LibC.SOCK_STREAM)
+        {
+            throw new ArgumentException($"File handle {number} is a socket of type {type}, not a stream socket (SOCK_STREAM).", nameof(endPoint));
+        }
+        if (InheritedOption(socket, number, LibC.SO_ACCEPTCONN, "SO_ACCEPTCONN") == 0)
+        {
+            throw new ArgumentException($"File handle {number} is a stream socket that is not listening: call listen(2) on it before handing it over.", nameof(endPoint));
+        }
+        int domain = InheritedOption(socket, number, LibC.SO_DOMAIN, "SO_DOMAIN");
         template = domain switch
         {
             LibC.AF_INET => new IPEndPoint(IPAddress.Any, 0),
             LibC.AF_INET6 => new IPEndPoint(IPAddress.IPv6Any, 0),
             LibC.AF_UNIX => new UnixDomainSocketEndPoint("/"),
-            _ => throw new ArgumentException($"File handle {endPoint.FileHandle} is a socket of unsupported family {domain}.", nameof(endPoint)),
+            _ => throw new ArgumentException($"File handle {number} is a listening socket of address family {domain}; SpliceTransport serves AF_INET, AF_INET6 and AF_UNIX.", nameof(endPoint)),
         };
         int flags = LibC.ThrowIfFailed(LibC.fcntl(socket, LibC.F_GETFL, 0), "fcntl", "F_GETFL");
         LibC.ThrowIfFailed(LibC.fcntl(socket, LibC.F_SETFL, flags | LibC.O_NONBLOCK), "fcntl", "F_SETFL");
         return socket;
+    }
+
+    /// <summary>An integer socket option of an inherited handle; what it is not (closed, not a socket) becomes the error.</summary>
+    private static unsafe int InheritedOption(FileDescriptorHandle socket, ulong number, int name, string optionName)
+    {
+        int value = 0;
+        int length = sizeof(int);
+        if (LibC.getsockopt(socket, LibC.SOL_SOCKET, name, &value, &length) == 0)
+        {
+            return value;
+        }
+        int errno = LibC.LastErrno;
+        var error = new SyscallException("getsockopt", errno, optionName);
+        throw errno switch
+        {
+            Errno.EBADF => new ArgumentException($"File handle {number} is not an open descriptor.", nameof(FileHandleEndPoint), error),
+            Errno.ENOTSOCK => new ArgumentException($"File handle {number} is not a socket.", nameof(FileHandleEndPoint), error),
+            _ => new ArgumentException($"File handle {number} could not be checked: {error.Message}", nameof(FileHandleEndPoint), error),
+        };
     }
 }

@@ -1,5 +1,6 @@
 using System.IO.Pipelines;
 using Microsoft.AspNetCore.Connections;
+using SpliceTransport.Engine;
 using SpliceTransport.Interop;
 
 namespace SpliceTransport.Transport;
@@ -24,15 +25,7 @@ internal sealed class ReceivePump
         _input = input;
     }
 
-    private unsafe nint Receive(Span<byte> buffer)
-    {
-        fixed (byte* bytes = buffer)
-        {
-            return LibC.recv(_connection.Socket, bytes, (nuint)buffer.Length, 0);
-        }
-    }
-
-    /// <summary>Runs until FIN, an error, the app completing the input, or the connection closing.</summary>
+    /// <summary>Runs until FIN, an error, the app completing the input, or the connection shutting down.</summary>
     public async Task RunAsync()
     {
         ReadinessEdge readable = _connection.Readiness.Readable;
@@ -49,25 +42,25 @@ internal sealed class ReceivePump
                 {
                     await readable.WaitAsync(seen);
                 }
-                if (_connection.Readiness.IsCanceled)
+                if (_connection.IsShuttingDown)
                 {
                     break;
                 }
 
                 seen = readable.Observe();
                 Memory<byte> buffer = _input.GetMemory(MinimumBufferSize);
-                nint received = Receive(buffer.Span);
-                if (received < 0)
+                SyscallResult received = _connection.Syscalls.Receive(_connection.Socket, buffer.Span);
+                if (received.WouldBlock)
                 {
-                    int errno = LibC.LastErrno;
-                    if (errno == Errno.EAGAIN || errno == Errno.EINTR)
-                    {
-                        mayHaveMore = errno == Errno.EINTR;
-                        continue;
-                    }
-                    throw new SyscallException("recv", errno);
+                    mayHaveMore = false;
+                    continue;
                 }
-                if (received == 0)
+                if (!received.IsSuccess)
+                {
+                    error = ReceiveError(received);
+                    break;
+                }
+                if (received.Count == 0)
                 {
                     break; // FIN: the peer will send no more.
                 }
@@ -75,20 +68,15 @@ internal sealed class ReceivePump
                 // raises a new edge, so it counts as EAGAIN without paying for the extra call. A full buffer
                 // may have left more behind. A FIN or reset that already came raises no new edge, though:
                 // then read on until recv itself says 0, an error, or EAGAIN.
-                mayHaveMore = received == buffer.Length || _connection.Readiness.ReceiveEnded;
+                mayHaveMore = received.Count == buffer.Length || _connection.Readiness.ReceiveEnded;
 
-                _input.Advance((int)received);
+                _input.Advance((int)received.Count);
                 FlushResult result = await _input.FlushAsync();
                 if (result.IsCompleted || result.IsCanceled)
                 {
-                    break; // The application stopped reading, or the connection is closing.
+                    break; // The application stopped reading, or the connection is shutting down.
                 }
             }
-        }
-        catch (SyscallException ex) when (Errno.IsConnectionReset(ex.Errno))
-        {
-            error = new ConnectionResetException(ex.Message, ex);
-            Log.ConnectionReset(_connection.Logger, _connection.ConnectionId);
         }
         catch (Exception ex)
         {
@@ -98,7 +86,19 @@ internal sealed class ReceivePump
         finally
         {
             // A shutdown we started is the reason the pump ended, whatever recv said after it.
-            _input.Complete(_connection.AbortReason ?? error);
+            _input.Complete(_connection.ShutdownReason ?? error);
         }
+    }
+
+    private Exception ReceiveError(SyscallResult result)
+    {
+        SyscallException error = result.ToException("recv");
+        if (result.IsConnectionReset)
+        {
+            Log.ConnectionReset(_connection.Logger, _connection.ConnectionId);
+            return new ConnectionResetException(error.Message, error);
+        }
+        Log.ConnectionError(_connection.Logger, _connection.ConnectionId, error);
+        return error;
     }
 }

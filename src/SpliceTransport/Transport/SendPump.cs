@@ -12,10 +12,15 @@ namespace SpliceTransport.Transport;
 /// fits the socket buffer), and continues on the loop thread after a wait for writability; it is one logical
 /// thread either way, so its own state needs no lock.
 ///
-/// Pipe bytes leave with one sendmsg over up to <see cref="MaxIOVectors"/> segments. A file queued at pipe
-/// position P is sent with sendfile(2) once exactly P pipe bytes have left, and no pipe byte after P leaves
-/// before it: headers, file, next response. Bytes that precede a file (its headers) are sent with MSG_MORE,
-/// so that a small file leaves in the same TCP segment as its headers.
+/// The output is one ordered stream: pipe bytes, with file ranges queued at pipe positions (see
+/// <see cref="SpliceOutputWriter"/>). Pipe bytes leave with one sendmsg over up to <see cref="MaxIOVectors"/>
+/// segments. A file queued at pipe position P is sent with sendfile(2) once exactly P pipe bytes have left,
+/// and no pipe byte after P leaves before it: headers, file, next response.
+///
+/// MSG_MORE, in one rule: bytes that end exactly where a queued file starts are sent with MSG_MORE, so that a
+/// small file leaves in the same TCP segment as its headers. The file is then always the next thing sent, and
+/// its last sendfile call (or last copied chunk) goes without MORE, which pushes everything out. So nothing is
+/// ever left corked, and TCP_NODELAY is never touched: the application's NoDelay setting stands.
 /// </summary>
 internal sealed class SendPump
 {
@@ -40,9 +45,6 @@ internal sealed class SendPump
     private readonly long _maxSendFileChunk;
     private long _pipeBytesSent;
 
-    /// <summary>True after bytes left with MSG_MORE and nothing has pushed them yet.</summary>
-    private bool _heldBack;
-
     public SendPump(SpliceConnection connection, PipeReader output, SpliceOutputWriter writer, long maxSendFileChunk)
     {
         _connection = connection;
@@ -55,7 +57,6 @@ internal sealed class SendPump
     public async Task RunAsync()
     {
         Exception? error = null;
-        bool graceful = false;
         try
         {
             while (true)
@@ -68,14 +69,10 @@ internal sealed class SendPump
                     continue;
                 }
 
-                if (_heldBack && file is null && !_writer.IsFileExpected)
-                {
-                    PushHeldBytes();
-                }
-
                 ReadResult result = await _output.ReadAsync();
-                if (_connection.IsClosing)
+                if (_connection.IsShuttingDown)
                 {
+                    error = _connection.ShutdownReason;
                     break;
                 }
 
@@ -87,9 +84,10 @@ internal sealed class SendPump
 
                 if (!toSend.IsEmpty)
                 {
-                    bool moreFollows = file is not null ? toSend.Length == limit : _writer.IsFileExpected;
-                    if (!await SendAsync(toSend, moreFollows))
+                    bool fileFollows = toSend.Length == limit;
+                    if (!await SendAsync(toSend, fileFollows))
                     {
+                        error = _connection.ShutdownReason;
                         break;
                     }
                     _pipeBytesSent += toSend.Length;
@@ -105,15 +103,13 @@ internal sealed class SendPump
 
                 if (result.IsCompleted && _writer.PeekFile() is null)
                 {
-                    graceful = true;
-                    break;
+                    break; // Graceful: the application completed the output and all of it has left.
                 }
             }
         }
-        catch (SyscallException ex) when (Errno.IsConnectionReset(ex.Errno))
+        catch (SendFailedException ex)
         {
-            error = new ConnectionResetException(ex.Message, ex);
-            Log.ConnectionReset(_connection.Logger, _connection.ConnectionId);
+            error = ex.InnerException;
         }
         catch (FileTruncatedException ex)
         {
@@ -127,54 +123,71 @@ internal sealed class SendPump
         finally
         {
             _writer.StopFiles();
-            _connection.OnSendPumpCompleted(graceful, error);
+            _connection.OnSendPumpEnded(error);
             _output.Complete();
         }
     }
 
     /// <summary>
-    /// Sends <paramref name="buffer"/> completely, waiting for writability as needed. Returns false if the
-    /// connection started closing meanwhile.
+    /// A send failed with <paramref name="result"/>: a reset (the peer left) is logged as one, anything else as
+    /// an error, and the pump ends through <see cref="SendFailedException"/> with the connection's abort reason.
     /// </summary>
-    private async ValueTask<bool> SendAsync(ReadOnlySequence<byte> buffer, bool moreFollows)
+    private SendFailedException SendFailed(SyscallResult result, string syscall, string? detail = null)
+    {
+        SyscallException error = result.ToException(syscall, detail);
+        if (result.IsConnectionReset)
+        {
+            Log.ConnectionReset(_connection.Logger, _connection.ConnectionId);
+            return new SendFailedException(new ConnectionResetException(error.Message, error));
+        }
+        Log.ConnectionError(_connection.Logger, _connection.ConnectionId, error);
+        return new SendFailedException(error);
+    }
+
+    /// <summary>Carries a send's failure, already logged, out of the nested sends to <see cref="RunAsync"/>.</summary>
+    private sealed class SendFailedException(Exception reason) : Exception(reason.Message, reason);
+
+    /// <summary>
+    /// Sends <paramref name="buffer"/> completely, waiting for writability as needed. Returns false if the
+    /// connection started shutting down meanwhile. <paramref name="fileFollows"/>: a file is the next thing
+    /// sent, so the bytes may wait for it (MSG_MORE; see the class comment).
+    /// </summary>
+    private async ValueTask<bool> SendAsync(ReadOnlySequence<byte> buffer, bool fileFollows)
     {
         ReadinessEdge writable = _connection.Readiness.Writable;
-        int flags = LibC.MSG_NOSIGNAL | (moreFollows ? LibC.MSG_MORE : 0);
+        int flags = fileFollows ? LibC.MSG_MORE : 0;
         while (!buffer.IsEmpty)
         {
-            if (_connection.Readiness.IsCanceled)
+            if (_connection.IsShuttingDown)
             {
                 return false;
             }
             int seen = writable.Observe();
-            nint sent = SendOnce(buffer, flags, out long offered);
-            if (sent < 0)
+            SyscallResult sent = SendOnce(buffer, flags, out long offered);
+            if (sent.WouldBlock)
             {
-                int errno = LibC.LastErrno;
-                if (errno == Errno.EAGAIN)
-                {
-                    await writable.WaitAsync(seen);
-                    continue;
-                }
-                if (errno == Errno.EINTR)
-                {
-                    continue;
-                }
-                throw new SyscallException("sendmsg", errno);
+                await writable.WaitAsync(seen);
+                continue;
             }
-            buffer = buffer.Slice(sent);
-            if (sent < offered)
+            if (!sent.IsSuccess)
             {
-                // A short send means the socket buffer is full; the next edge says when it has room.
+                throw SendFailed(sent, "sendmsg");
+            }
+            buffer = buffer.Slice(sent.Count);
+            if (sent.Count < offered)
+            {
+                // Invariant: a non-blocking stream socket never sleeps in sendmsg, so no signal can cut it short;
+                // a short count means the send buffer filled (tcp_sendmsg and unix_stream_sendmsg return what
+                // they queued instead of EAGAIN). Room that frees up later raises an EPOLLOUT edge after `seen`,
+                // so waiting now saves the call that would only say EAGAIN.
                 await writable.WaitAsync(seen);
             }
         }
-        _heldBack = moreFollows;
         return true;
     }
 
     /// <summary>One sendmsg over the first <see cref="MaxIOVectors"/> segments; <paramref name="offered"/> is their size.</summary>
-    private unsafe nint SendOnce(in ReadOnlySequence<byte> buffer, int flags, out long offered)
+    private unsafe SyscallResult SendOnce(in ReadOnlySequence<byte> buffer, int flags, out long offered)
     {
         offered = 0;
         LibC.IOVector* vectors = stackalloc LibC.IOVector[MaxIOVectors];
@@ -200,10 +213,7 @@ internal sealed class SendPump
                     break;
                 }
             }
-            LibC.MessageHeader message = default;
-            message.IOVectors = vectors;
-            message.IOVectorCount = (nuint)count;
-            return LibC.sendmsg(_connection.Socket, &message, flags);
+            return _connection.Syscalls.SendMessage(_connection.Socket, vectors, count, flags);
         }
         finally
         {
@@ -211,19 +221,6 @@ internal sealed class SendPump
             {
                 handles[i].Dispose();
             }
-        }
-    }
-
-    /// <summary>
-    /// Bytes went out with MSG_MORE but no file followed (the response fell back or failed): setting
-    /// TCP_NODELAY pushes pending output at once (tcp(7)), instead of leaving it to the cork timer.
-    /// </summary>
-    private void PushHeldBytes()
-    {
-        _heldBack = false;
-        if (_connection.IsTcp)
-        {
-            LibC.SetSocketOption(_connection.Socket, LibC.IPPROTO_TCP, LibC.TCP_NODELAY, 1, "TCP_NODELAY");
         }
     }
 
@@ -240,7 +237,7 @@ internal sealed class SendPump
         {
             while (file.Remaining > 0)
             {
-                if (_connection.Readiness.IsCanceled)
+                if (_connection.IsShuttingDown)
                 {
                     file.SetConnectionClosed();
                     return;
@@ -257,11 +254,11 @@ internal sealed class SendPump
 
                 long chunk = Math.Min(file.Remaining, _maxSendFileChunk);
                 int seen = writable.Observe();
-                nint sent = SendFileOnce(file, chunk);
-                if (sent > 0)
+                SyscallResult sent = _connection.Syscalls.SendFile(_connection.Socket, file.File, file.Offset, chunk);
+                if (sent.Count > 0)
                 {
-                    file.Advance(sent);
-                    sentThisTurn += sent;
+                    file.Advance(sent.Count);
+                    sentThisTurn += sent.Count;
                     // A short count is not taken for a full socket (as a short sendmsg is): the file may have
                     // ended early. The next call tells which: EAGAIN (then wait for room) or 0 (truncated).
                     if (sentThisTurn >= FileBytesPerTurn && file.Remaining > 0)
@@ -271,27 +268,25 @@ internal sealed class SendPump
                     }
                     continue;
                 }
-                if (sent == 0)
+                if (sent.IsSuccess)
                 {
-                    throw new FileTruncatedException(file);
+                    throw new FileTruncatedException(file); // 0 before the count: the file ended early.
                 }
-                int errno = LibC.LastErrno;
-                switch (errno)
+                if (sent.WouldBlock)
                 {
-                    case Errno.EAGAIN:
-                        sentThisTurn = 0;
-                        await writable.WaitAsync(seen);
-                        break;
-                    case Errno.EINTR:
-                        break;
-                    case Errno.EINVAL or Errno.ENOSYS or Errno.EOPNOTSUPP when file.Remaining == file.Count:
-                        file.CopiedBecause = Errno.Name(errno);
-                        break;
-                    default:
-                        throw new SyscallException("sendfile", errno, file.Path);
+                    // Only the socket can say EAGAIN: the file was opened blocking (see FileOpener).
+                    sentThisTurn = 0;
+                    await writable.WaitAsync(seen);
+                }
+                else if (sent.Errno is Errno.EINVAL or Errno.ENOSYS or Errno.EOPNOTSUPP && file.Remaining == file.Count)
+                {
+                    file.CopiedBecause = Errno.Name(sent.Errno);
+                }
+                else
+                {
+                    throw SendFailed(sent, "sendfile", file.Path);
                 }
             }
-            _heldBack = false; // sendfile's last chunk goes out without MORE, pushing the headers with it.
             file.SetSent();
         }
         catch (FileTruncatedException ex)
@@ -312,41 +307,27 @@ internal sealed class SendPump
         }
     }
 
-    private unsafe nint SendFileOnce(FileSegment file, long chunk)
-    {
-        // sendfile advances this copy of the offset; the segment's own offset moves by the returned count.
-        long offset = file.Offset;
-        return LibC.sendfile(_connection.Socket, file.File, &offset, (nuint)chunk);
-    }
-
-    private static unsafe nint ReadFile(FileSegment file, byte[] buffer)
-    {
-        fixed (byte* bytes = buffer)
-        {
-            return LibC.pread(file.File, bytes, (nuint)Math.Min(buffer.Length, file.Remaining), file.Offset);
-        }
-    }
-
     /// <summary>The user-space path for a file sendfile refused: pread into a pooled buffer, then send.</summary>
     private async ValueTask<bool> CopyFileChunkAsync(FileSegment file)
     {
         byte[] buffer = ArrayPool<byte>.Shared.Rent((int)Math.Min(CopyBufferSize, file.Remaining));
         try
         {
-            nint read = ReadFile(file, buffer);
-            if (read < 0)
+            SyscallResult read = _connection.Syscalls.ReadFile(file.File, buffer.AsSpan(0, (int)Math.Min(buffer.Length, file.Remaining)), file.Offset);
+            if (!read.IsSuccess)
             {
-                throw LibC.Fail("pread", file.Path);
+                throw read.ToException("pread", file.Path);
             }
-            if (read == 0)
+            if (read.Count == 0)
             {
                 throw new FileTruncatedException(file);
             }
-            if (!await SendAsync(new ReadOnlySequence<byte>(buffer, 0, (int)read), moreFollows: read < file.Remaining))
+            // MORE on all but the last chunk: the file's bytes are the next thing sent until it ends.
+            if (!await SendAsync(new ReadOnlySequence<byte>(buffer, 0, (int)read.Count), fileFollows: read.Count < file.Remaining))
             {
                 return false;
             }
-            file.Advance(read);
+            file.Advance(read.Count);
             return true;
         }
         finally

@@ -20,7 +20,8 @@ internal sealed partial class SpliceConnection :
     IConnectionLifetimeFeature,
     IConnectionEndPointFeature,
     IConnectionSocketFeature,
-    ISpliceConnectionFeature
+    ISpliceConnectionFeature,
+    IZeroCopyOutputFeature
 {
     private Dictionary<Type, object>? _extraFeatures;
     private int _featureRevision;
@@ -38,7 +39,28 @@ internal sealed partial class SpliceConnection :
     /// I/O: the descriptor belongs to a SpliceTransport event loop, and a Socket's asynchronous operations
     /// would register it with the runtime's own epoll engine as well.
     /// </summary>
-    public System.Net.Sockets.Socket Socket2 => _socketView ??= new System.Net.Sockets.Socket(new SafeSocketHandle(Socket.DangerousGetHandle(), ownsHandle: false));
+    public System.Net.Sockets.Socket Socket2
+    {
+        get
+        {
+            // Under the same lock as DisposeSocketView, so that no view is made of a descriptor already closed
+            // (its number could belong to another file by then).
+            lock (Readiness)
+            {
+                ObjectDisposedException.ThrowIf(State == ConnectionState.Closed, this);
+                return _socketView ??= new System.Net.Sockets.Socket(new SafeSocketHandle(Socket.DangerousGetHandle(), ownsHandle: false));
+            }
+        }
+    }
+
+    /// <summary>Disposes the socket view before the descriptor closes, so that later use of it throws. Loop thread.</summary>
+    private void DisposeSocketView()
+    {
+        lock (Readiness)
+        {
+            _socketView?.Dispose();
+        }
+    }
 
     System.Net.Sockets.Socket IConnectionSocketFeature.Socket => Socket2;
 
@@ -101,6 +123,6 @@ internal sealed partial class SpliceConnection :
     [
         typeof(IConnectionIdFeature), typeof(IConnectionTransportFeature), typeof(IConnectionItemsFeature),
         typeof(IMemoryPoolFeature), typeof(IConnectionLifetimeFeature), typeof(IConnectionEndPointFeature),
-        typeof(IConnectionSocketFeature), typeof(ISpliceConnectionFeature),
+        typeof(IConnectionSocketFeature), typeof(ISpliceConnectionFeature), typeof(IZeroCopyOutputFeature),
     ];
 }

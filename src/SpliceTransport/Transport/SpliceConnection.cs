@@ -1,7 +1,6 @@
 using System.Buffers;
 using System.IO.Pipelines;
 using System.Net;
-using System.Net.Sockets;
 using Microsoft.AspNetCore.Connections;
 using SpliceTransport.Engine;
 using SpliceTransport.Interop;
@@ -9,18 +8,42 @@ using SpliceTransport.Interop;
 namespace SpliceTransport.Transport;
 
 /// <summary>
-/// One accepted socket: its pipes, its two pumps, and its life from accept to close.
+/// One accepted socket: its pipes, its two pumps, and its life from accept to close, as one state machine
+/// (<see cref="ConnectionState"/>) that only the loop thread changes.
 ///
-/// Threads: Kestrel uses the pipes from any thread. The receive pump and the connection's life-cycle
-/// (register, shutdown, close) run on <see cref="Loop"/>; calls from outside (abort, dispose) are scheduled
-/// onto it. The send pump is one logical thread that runs on the thread that flushed until it must wait
-/// for the socket, then on the loop; the descriptor is reference-counted, so it cannot be closed under it.
-/// Life: the pumps start on the loop; the send pump ends when Kestrel completes the output (FIN, with
-/// the receive side left open: half-close) or on an error or abort; the receive pump ends at the peer's
-/// FIN, an error, or when the connection closes. When both have ended the descriptor is closed, on the loop.
+/// Threads: Kestrel uses the pipes from any thread. The receive pump and every state change run on
+/// <see cref="Loop"/>; calls from outside (start, abort, dispose, the send pump's end) are scheduled onto it,
+/// in order. The send pump is one logical thread that runs on the thread that flushed until it must wait for
+/// the socket, then on the loop; it reads the state (volatile) but never changes it.
+///
+/// The only way out is <see cref="Shutdown"/>, as in Kestrel's <c>SocketConnection</c>: with no reason (a
+/// graceful end) the peer gets a FIN; with a reason (an abort or an error) it gets a reset. Either way both
+/// pumps are woken to end, and once both have ended the descriptor is closed, once, on the loop.
 /// </summary>
 internal sealed partial class SpliceConnection : ConnectionContext
 {
+    /// <summary>The states of a connection, in the only order they can come in (a state never goes back).</summary>
+    internal enum ConnectionState
+    {
+        /// <summary>Accepted and waiting in the listener for Kestrel: not registered, no pump, no buffer.</summary>
+        Created,
+
+        /// <summary>Taken by Kestrel: registered with the loop, both pumps running.</summary>
+        Open,
+
+        /// <summary>Kestrel completed the output and the send pump sent it all: FIN sent, still reading.</summary>
+        OutputShutDown,
+
+        /// <summary>Kestrel disposed the connection while the send pump still had bytes to send.</summary>
+        Draining,
+
+        /// <summary><see cref="Shutdown"/> ran: traffic stopped, pumps told to end.</summary>
+        ShuttingDown,
+
+        /// <summary>Both pumps ended and the descriptor is closed.</summary>
+        Closed,
+    }
+
     private readonly SpliceTransportContext _context;
     private readonly Pipe _input;
     private readonly Pipe _output;
@@ -29,25 +52,21 @@ internal sealed partial class SpliceConnection : ConnectionContext
     private readonly ReceivePump _receivePump;
     private readonly SendPump _sendPump;
     private readonly CancellationTokenSource _connectionClosed = new();
-    private readonly EndPoint _localTemplate;
-    private EndPoint? _localEndPoint;
-    private Task _processing = Task.CompletedTask;
+    private readonly TaskCompletionSource _closed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private IDuplexPipe _transport;
     private IDictionary<object, object?>? _items;
-    private Exception? _abortReason;
-    private volatile bool _closing;
-    private bool _sendPumpDone;
-    private bool _disposeRequested;
+    private volatile ConnectionState _state;
+    private Exception? _shutdownReason;
     private int _disposed;
 
-    public SpliceConnection(FileDescriptorHandle socket, EventLoop loop, SpliceTransportContext context, EndPoint localTemplate, EndPoint? remoteEndPoint)
+    public SpliceConnection(FileDescriptorHandle socket, EventLoop loop, SpliceTransportContext context, EndPoint? localEndPoint, EndPoint? remoteEndPoint)
     {
         Socket = socket;
         Loop = loop;
         _context = context;
-        _localTemplate = localTemplate;
+        LocalEndPoint = localEndPoint;
         RemoteEndPoint = remoteEndPoint;
-        IsTcp = localTemplate is IPEndPoint;
+        IsTcp = localEndPoint is IPEndPoint;
         ConnectionId = ConnectionIds.Next();
         Readiness = new SocketReadiness(loop);
 
@@ -76,6 +95,9 @@ internal sealed partial class SpliceConnection : ConnectionContext
 
     public SocketReadiness Readiness { get; }
 
+    /// <summary>The system calls of the data path (the fault-injection seam in tests).</summary>
+    public Syscalls Syscalls => _context.Syscalls;
+
     public Microsoft.Extensions.Logging.ILogger Logger => _context.Logger;
 
     public SpliceTransportOptions Options => _context.Options;
@@ -85,11 +107,14 @@ internal sealed partial class SpliceConnection : ConnectionContext
     /// <summary>TCP (rather than a Unix socket): TCP options such as TCP_NODELAY apply.</summary>
     public bool IsTcp { get; }
 
-    /// <summary>Why the connection was aborted, once it was; the input completes with it.</summary>
-    public Exception? AbortReason => _abortReason;
+    /// <summary>The current state; changed on the loop thread only, readable anywhere.</summary>
+    internal ConnectionState State => _state;
 
-    /// <summary>True once the connection is going down: the pumps stop at their next step. Loop thread only.</summary>
-    public bool IsClosing => _closing;
+    /// <summary>True once <see cref="Shutdown"/> has run: the pumps stop at their next step.</summary>
+    public bool IsShuttingDown => _state >= ConnectionState.ShuttingDown;
+
+    /// <summary>Why the connection was shut down with a reset, if it was; the input completes with it.</summary>
+    public Exception? ShutdownReason => _shutdownReason;
 
     /// <summary>The writer the response body feature queues files through.</summary>
     public SpliceOutputWriter OutputWriter => _outputWriter;
@@ -117,17 +142,19 @@ internal sealed partial class SpliceConnection : ConnectionContext
         set => throw new NotSupportedException("The ConnectionClosed token of a SpliceTransport connection is owned by the transport.");
     }
 
-    public override EndPoint? LocalEndPoint
-    {
-        get => _localEndPoint ??= SocketAddresses.GetLocal(Socket, _localTemplate);
-        set => _localEndPoint = value;
-    }
+    public override EndPoint? LocalEndPoint { get; set; }
 
     public override EndPoint? RemoteEndPoint { get; set; }
 
-    /// <summary>Registers the socket and starts both pumps. Loop thread only.</summary>
-    public void StartOnLoop()
+    /// <summary>Kestrel has taken the connection: register the socket and start both pumps, on the loop.</summary>
+    public void Start() => RunOnLoop(static connection => connection.StartOnLoop());
+
+    private void StartOnLoop()
     {
+        if (_state != ConnectionState.Created)
+        {
+            return; // Aborted or disposed before the loop got here: Shutdown closed it already.
+        }
         try
         {
             Loop.Register(Socket, Readiness);
@@ -135,44 +162,28 @@ internal sealed partial class SpliceConnection : ConnectionContext
         catch (Exception ex)
         {
             Log.ConnectionError(Logger, ConnectionId, ex);
-            _abortReason = new ConnectionAbortedException("The connection could not be registered with its event loop.", ex);
-            _closing = true;
-            Readiness.Cancel();
+            Shutdown(new ConnectionAbortedException("The connection could not be registered with its event loop.", ex));
+            return;
         }
+        _state = ConnectionState.Open;
         Task receiving = _receivePump.RunAsync();
         Task sending = _sendPump.RunAsync();
-        _processing = WhenPumpsDoneAsync(receiving, sending);
+        _ = CloseWhenPumpsEndAsync(receiving, sending, registered: true);
     }
 
-    private async Task WhenPumpsDoneAsync(Task receiving, Task sending)
+    private async Task CloseWhenPumpsEndAsync(Task receiving, Task sending, bool registered)
     {
         await receiving.ConfigureAwait(false);
         Task closedFired = FireConnectionClosedAsync();
         await sending.ConfigureAwait(false);
         await closedFired.ConfigureAwait(false);
-        var closed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        Loop.Schedule(static state =>
-        {
-            var (connection, done) = ((SpliceConnection, TaskCompletionSource))state!;
-            connection.CloseSocketOnLoop();
-            done.SetResult();
-        }, (this, closed));
-        await closed.Task.ConfigureAwait(false);
-    }
-
-    private void CloseSocketOnLoop()
-    {
-        // Aborts and disposals scheduled from now on find the connection closed and touch nothing.
-        _closing = true;
-        Loop.Unregister(Socket);
-        Socket.Dispose();
-        Metrics.ConnectionClosed();
+        RunOnLoop(static (connection, registered) => connection.CloseOnLoop(registered), registered);
     }
 
     /// <summary>
     /// Kestrel's RequestAborted follows this token. Like Kestrel's socket transport, it fires when the
-    /// receive side ends (FIN, reset or abort), on the thread pool so that no callback runs on the loop.
-    /// The processing task waits for it, so the token source is not disposed before it has fired.
+    /// receive side ends (FIN, reset or shutdown), on the thread pool so that no callback runs on the loop.
+    /// The close waits for it, so the token source is not disposed before it has fired.
     /// </summary>
     private Task FireConnectionClosedAsync() => Task.Run(() =>
     {
@@ -186,61 +197,107 @@ internal sealed partial class SpliceConnection : ConnectionContext
         }
     });
 
-    /// <summary>Called by the send pump as it ends, on whatever thread it ran last; the work moves to the loop.</summary>
-    public void OnSendPumpCompleted(bool graceful, Exception? error)
+    /// <summary>Called by the send pump as it ends, on whatever thread it ran last.</summary>
+    public void OnSendPumpEnded(Exception? error) => RunOnLoop(static (connection, error) =>
     {
-        if (!Loop.IsOnLoopThread)
+        if (error is not null)
         {
-            Loop.Schedule(static state =>
-            {
-                var (connection, graceful, error) = ((SpliceConnection, bool, Exception?))state!;
-                connection.OnSendPumpCompleted(graceful, error);
-            }, (this, graceful, error));
+            connection.Shutdown(error as ConnectionAbortedException ?? new ConnectionAbortedException(error.Message, error));
             return;
         }
-        _sendPumpDone = true;
-        if (graceful && !_closing && !_disposeRequested)
+        switch (connection._state)
         {
-            // FIN now; keep reading until the peer closes too, or the connection is disposed.
-            LibC.shutdown(Socket, LibC.SHUT_WR);
-            return;
+            case ConnectionState.Open:
+                // Kestrel completed the output: FIN now, and keep reading until the peer closes too or Kestrel
+                // disposes the connection (a half-close, which Kestrel's socket transport does not offer).
+                connection._state = ConnectionState.OutputShutDown;
+                connection.Syscalls.Shutdown(connection.Socket, LibC.SHUT_WR);
+                Log.ConnectionWriteFin(connection.Logger, connection.ConnectionId, "the application completed the output");
+                break;
+            case ConnectionState.Draining:
+                connection.Shutdown(null);
+                break;
         }
-        if (!graceful)
-        {
-            _abortReason ??= error as ConnectionAbortedException
-                ?? new ConnectionAbortedException(error?.Message ?? "The connection's send side ended.", error!);
-        }
-        CloseOnLoop(LibC.SHUT_RDWR);
-    }
+    }, error);
 
     public override void Abort(ConnectionAbortedException abortReason)
     {
         abortReason ??= new ConnectionAbortedException("The connection was aborted.");
-        Loop.Schedule(static state =>
+        RunOnLoop(static (connection, reason) =>
         {
-            var (connection, reason) = ((SpliceConnection, ConnectionAbortedException))state!;
-            if (!connection._closing)
+            if (!connection.IsShuttingDown)
             {
-                connection._abortReason ??= reason;
                 Log.ConnectionAborted(connection.Logger, connection.ConnectionId, reason.Message);
-                connection.CloseOnLoop(LibC.SHUT_RDWR);
+                connection.Shutdown(reason);
             }
-        }, (this, abortReason));
+        }, abortReason);
     }
 
-    /// <summary>Shuts the socket down and wakes both pumps so that they end. Loop thread only.</summary>
-    private void CloseOnLoop(int shutdownHow)
+    /// <summary>
+    /// The one way out. With no <paramref name="reason"/> the end is graceful: what was sent stays sent and the
+    /// peer gets a FIN. With a reason (an abort or an error) the peer gets a reset (SO_LINGER 0 and the close),
+    /// as on Kestrel's socket transport, and unsent bytes are dropped. Then both pumps are woken to end; the
+    /// descriptor closes when they have (<see cref="CloseOnLoop"/>). Loop thread only; runs once.
+    /// </summary>
+    private void Shutdown(Exception? reason)
     {
-        if (_closing)
+        if (_state >= ConnectionState.ShuttingDown)
         {
             return;
         }
-        _closing = true;
-        // The descriptor stays open (and so not reusable) until both pumps are done; shutdown only stops traffic.
-        LibC.shutdown(Socket, shutdownHow);
+        ConnectionState previous = _state;
+        _state = ConnectionState.ShuttingDown;
+        _shutdownReason = reason;
+        if (reason is null && previous == ConnectionState.OutputShutDown)
+        {
+            // The FIN went out when the output completed; the peer has nothing more to hear.
+            Syscalls.Shutdown(Socket, LibC.SHUT_RD);
+        }
+        else if (reason is null)
+        {
+            // shutdown(2) sends the FIN now (if the output has not sent it already) and ends the reading.
+            Syscalls.Shutdown(Socket, LibC.SHUT_RDWR);
+            Log.ConnectionWriteFin(Logger, ConnectionId, "the connection was closed gracefully");
+        }
+        else
+        {
+            // No shutdown(2): it would send a FIN ahead of the reset. The reset goes out with the close.
+            Syscalls.SetResetOnClose(Socket);
+            Log.ConnectionWriteRst(Logger, ConnectionId, reason.Message);
+        }
+        if (previous == ConnectionState.Created)
+        {
+            // Never registered, no pump: nothing to wait for but the ConnectionClosed token.
+            _ = CloseWhenPumpsEndAsync(Task.CompletedTask, Task.CompletedTask, registered: false);
+            return;
+        }
         _output.Reader.CancelPendingRead();
         _input.Writer.CancelPendingFlush();
         Readiness.Cancel(); // Last: this runs the pumps' continuations inline, which must see the state above.
+    }
+
+    /// <summary>
+    /// Both pumps have ended (or never started): close the descriptor, once. Loop thread only.
+    /// <paramref name="registered"/> says whether the socket was registered with the loop.
+    /// </summary>
+    private void CloseOnLoop(bool registered)
+    {
+        if (_state == ConnectionState.Closed)
+        {
+            return;
+        }
+        // Both pumps can end on their own (the peer closed, then the output completed). The one way out still
+        // runs, so that every close is logged and counted alike.
+        Shutdown(null);
+        _state = ConnectionState.Closed;
+        DisposeSocketView();
+        if (registered)
+        {
+            Loop.Unregister(Socket);
+        }
+        Socket.Dispose();
+        Metrics.ConnectionClosed();
+        _closed.TrySetResult();
     }
 
     public override async ValueTask DisposeAsync()
@@ -251,25 +308,57 @@ internal sealed partial class SpliceConnection : ConnectionContext
         }
         _originalTransport.Input.Complete();
         _originalTransport.Output.Complete();
-        Loop.Schedule(static state =>
+        RunOnLoop(static connection =>
         {
-            var connection = (SpliceConnection)state!;
-            connection._disposeRequested = true;
-            // Kestrel is done with the connection. The send pump still sends what was written; once it has,
-            // nothing more is wanted from the peer.
-            if (connection._sendPumpDone)
+            switch (connection._state)
             {
-                connection.CloseOnLoop(LibC.SHUT_RDWR);
+                case ConnectionState.Created or ConnectionState.OutputShutDown:
+                    connection.Shutdown(null);
+                    break;
+                case ConnectionState.Open:
+                    // Kestrel is done with the connection. The send pump still sends what was written (the
+                    // output is complete now, so it ends soon); once it has, nothing more is wanted from the peer.
+                    connection._state = ConnectionState.Draining;
+                    break;
             }
-        }, this);
+        });
         try
         {
-            await _processing.ConfigureAwait(false);
+            await _closed.Task.ConfigureAwait(false);
         }
         finally
         {
             _connectionClosed.Dispose();
         }
+    }
+
+    /// <summary>Runs <paramref name="action"/> on the loop thread: at once when already there, else queued in order.</summary>
+    private void RunOnLoop(Action<SpliceConnection> action)
+    {
+        if (Loop.IsOnLoopThread)
+        {
+            action(this);
+            return;
+        }
+        Loop.Schedule(static state =>
+        {
+            var (connection, action) = ((SpliceConnection, Action<SpliceConnection>))state!;
+            action(connection);
+        }, (this, action));
+    }
+
+    private void RunOnLoop<T>(Action<SpliceConnection, T> action, T argument)
+    {
+        if (Loop.IsOnLoopThread)
+        {
+            action(this, argument);
+            return;
+        }
+        Loop.Schedule(static state =>
+        {
+            var (connection, action, argument) = ((SpliceConnection, Action<SpliceConnection, T>, T))state!;
+            action(connection, argument);
+        }, (this, action, argument));
     }
 
     private static int MinimumSegmentSize(MemoryPool<byte> pool) =>

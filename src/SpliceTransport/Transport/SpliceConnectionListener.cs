@@ -8,13 +8,22 @@ using SpliceTransport.Interop;
 namespace SpliceTransport.Transport;
 
 /// <summary>
-/// One bound end point. Its acceptors run on the loops; what they accept is started on its loop and then
-/// queued for Kestrel's <see cref="AcceptAsync"/>.
+/// One bound end point. Its acceptors run on the loops; what they accept waits here, unstarted (no
+/// registration, no pump, no buffer), until Kestrel's <see cref="AcceptAsync"/> takes it and starts it on its
+/// loop. At most <see cref="MaxPendingConnections"/> wait here: beyond that the acceptors pause and the
+/// kernel's backlog holds the rest, as it does for Kestrel's socket transport, which accepts only when asked.
 /// </summary>
 internal sealed class SpliceConnectionListener : IConnectionListener
 {
     /// <summary>Mode bits of a socket inode (S_IFSOCK), to remove only stale sockets, never other files.</summary>
     private const int S_IFSOCK = 0xC000;
+
+    /// <summary>
+    /// Accepted connections Kestrel has not taken yet. Kestrel's accept loop takes them as fast as it runs, so
+    /// this only has to absorb one burst per loop turn; more would hold connections (and let clients send
+    /// into them) that the server cannot serve yet, where the kernel's backlog holds them for nothing.
+    /// </summary>
+    internal const int MaxPendingConnections = 64;
 
     private readonly SpliceTransportContext _context;
     private readonly Channel<SpliceConnection> _accepted = Channel.CreateUnbounded<SpliceConnection>(
@@ -22,6 +31,9 @@ internal sealed class SpliceConnectionListener : IConnectionListener
     private readonly List<Acceptor> _acceptors = new();
     private string? _unixSocketPath;
     private int _unbound;
+
+    /// <summary>Connections reserved or queued and not yet taken by <see cref="AcceptAsync"/>.</summary>
+    private int _pending;
 
     public SpliceConnectionListener(EndPoint endPoint, SpliceTransportContext context)
     {
@@ -81,29 +93,30 @@ internal sealed class SpliceConnectionListener : IConnectionListener
         Log.ListenerBound(_context.Logger, EndPoint.ToString() ?? string.Empty, _acceptors.Count);
     }
 
-    /// <summary>Starts <paramref name="connection"/> on its loop, then hands it to Kestrel. Called by acceptors.</summary>
-    public void Dispatch(SpliceConnection connection)
+    /// <summary>Connections accepted and waiting for Kestrel (for tests and diagnostics).</summary>
+    internal int PendingCount => Volatile.Read(ref _pending);
+
+    /// <summary>Reserves room for one more accepted connection; false when the listener is full. Acceptors only.</summary>
+    public bool TryReserve()
     {
-        if (connection.Loop.IsOnLoopThread)
+        if (Interlocked.Increment(ref _pending) <= MaxPendingConnections)
         {
-            StartAndQueue(connection);
+            return true;
         }
-        else
-        {
-            connection.Loop.Schedule(static state =>
-            {
-                var (listener, connection) = ((SpliceConnectionListener, SpliceConnection))state!;
-                listener.StartAndQueue(connection);
-            }, (this, connection));
-        }
+        Interlocked.Decrement(ref _pending);
+        return false;
     }
 
-    private void StartAndQueue(SpliceConnection connection)
+    /// <summary>Gives back a reservation that produced no connection.</summary>
+    public void ReleaseReservation() => Interlocked.Decrement(ref _pending);
+
+    /// <summary>Queues an accepted, unstarted connection for Kestrel, in a slot reserved with <see cref="TryReserve"/>.</summary>
+    public void Enqueue(SpliceConnection connection)
     {
-        connection.StartOnLoop();
         if (!_accepted.Writer.TryWrite(connection))
         {
             // Unbound between accept and now: nobody will take it.
+            ReleaseReservation();
             connection.Abort(new ConnectionAbortedException("The listener was unbound."));
             _ = connection.DisposeAsync();
         }
@@ -115,6 +128,14 @@ internal sealed class SpliceConnectionListener : IConnectionListener
         {
             if (_accepted.Reader.TryRead(out SpliceConnection? connection))
             {
+                // Invariant (with Acceptor.AcceptAll): the room is made with a full fence before the paused
+                // flags are read, so a pausing acceptor either sees the room or is resumed here.
+                Interlocked.Decrement(ref _pending);
+                foreach (Acceptor acceptor in _acceptors)
+                {
+                    acceptor.ResumeIfPaused();
+                }
+                connection.Start();
                 return connection;
             }
         }
@@ -131,6 +152,7 @@ internal sealed class SpliceConnectionListener : IConnectionListener
         _accepted.Writer.TryComplete();
         while (_accepted.Reader.TryRead(out SpliceConnection? orphan))
         {
+            // Never started: the abort resets and closes it at once.
             orphan.Abort(new ConnectionAbortedException("The listener was unbound before the connection was accepted."));
             await orphan.DisposeAsync().ConfigureAwait(false);
         }

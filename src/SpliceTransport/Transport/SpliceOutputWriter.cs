@@ -21,12 +21,15 @@ internal sealed class SpliceOutputWriter : PipeWriter
 {
     /// <summary>
     /// Size of the shared scratch buffer for swallowed bytes. Larger means fewer Advance calls per file
-    /// (a 100 MiB file takes 100); the buffer is never written or read by us, and allocated uninitialized,
-    /// so its pages are not even touched.
+    /// (a 100 MiB file takes 100); the buffer is never written or read by us, so its pages are not even touched.
     /// </summary>
     internal const int ScratchSize = 1024 * 1024;
 
-    private static readonly byte[] s_scratch = GC.AllocateUninitializedArray<byte>(ScratchSize);
+    /// <summary>
+    /// Zeroed, not uninitialized: nobody should ever read it, but if a bug ever sent it, it must carry no
+    /// bytes of the process's past. A large new array comes from fresh zero pages, so this costs nothing.
+    /// </summary>
+    private static readonly byte[] s_scratch = new byte[ScratchSize];
 
     /// <summary>
     /// The scratch memory, for writing a file's count through Kestrel: <see cref="GetSpan"/> hands out this same
@@ -43,16 +46,13 @@ internal sealed class SpliceOutputWriter : PipeWriter
     private FileSegment? _lastFile;
     private bool _pumpStopped;
     private bool _fileQueuedSinceFlush;
-    private volatile bool _fileExpected;
+    private bool _fileExpected;
 
     public SpliceOutputWriter(PipeWriter pipe, PipeReader pumpReader)
     {
         _pipe = pipe;
         _pumpReader = pumpReader;
     }
-
-    /// <summary>True between <see cref="ExpectFile"/> and the file being queued: the pump holds headers back (MSG_MORE).</summary>
-    public bool IsFileExpected => _fileExpected;
 
     /// <summary>Bytes of the current file Kestrel has still to advance through this writer.</summary>
     public long BytesToSwallow => _bytesToSwallow;
@@ -80,10 +80,6 @@ internal sealed class SpliceOutputWriter : PipeWriter
         {
             // Only headers are held, far below any pause threshold, so this completes at once.
             _ = _pipe.FlushAsync();
-        }
-        else
-        {
-            _pumpReader.CancelPendingRead(); // The pump may hold bytes back with MSG_MORE; let it push them.
         }
     }
 

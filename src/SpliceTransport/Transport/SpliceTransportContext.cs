@@ -15,6 +15,7 @@ internal sealed class SpliceTransportContext
         MemoryPool = memoryPool;
         Logger = logger;
         Metrics = metrics;
+        Syscalls = options.Syscalls;
         ApplicationScheduler = options.ApplicationSchedulingMode == ApplicationSchedulingMode.Inline
             ? PipeScheduler.Inline
             : PipeScheduler.ThreadPool;
@@ -29,6 +30,9 @@ internal sealed class SpliceTransportContext
     public ILogger Logger { get; }
 
     public SpliceMetrics Metrics { get; }
+
+    /// <summary>The system calls of the data path: the real ones, or a test's fault injector.</summary>
+    public Interop.Syscalls Syscalls { get; }
 
     /// <summary>Where application code continues: Kestrel's reads of the input and its flush resumptions.</summary>
     public PipeScheduler ApplicationScheduler { get; }

@@ -1,7 +1,6 @@
 using System.IO.Pipelines;
-using SpliceTransport.Engine;
 
-namespace SpliceTransport.Transport;
+namespace SpliceTransport.Engine;
 
 /// <summary>
 /// Where the send pump continues after a flush: on the flushing thread, but after the work that thread is

@@ -1,8 +1,7 @@
 using System.Runtime.CompilerServices;
-using SpliceTransport.Engine;
 using SpliceTransport.Interop;
 
-namespace SpliceTransport.Transport;
+namespace SpliceTransport.Engine;
 
 /// <summary>
 /// The edge-triggered readiness of one connected socket: the epoll handler that receives its events, and
@@ -19,7 +18,6 @@ internal sealed class SocketReadiness : IEpollHandler
     /// <summary>Events that say the peer will send no more (FIN or reset) or that an error waits.</summary>
     private const uint EndEvents = LibC.EPOLLRDHUP | LibC.EPOLLHUP | LibC.EPOLLERR;
 
-    private volatile bool _canceled;
     private volatile bool _receiveEnded;
 
     public SocketReadiness(EventLoop loop)
@@ -31,9 +29,6 @@ internal sealed class SocketReadiness : IEpollHandler
     public ReadinessEdge Readable { get; }
 
     public ReadinessEdge Writable { get; }
-
-    /// <summary>Set by <see cref="Cancel"/>: every wait, now and later, completes at once.</summary>
-    public bool IsCanceled => _canceled;
 
     /// <summary>
     /// Sticky: an event has reported the peer's FIN, a reset, or a pending error. Edge-triggered epoll reports
@@ -60,12 +55,15 @@ internal sealed class SocketReadiness : IEpollHandler
         }
     }
 
-    /// <summary>Wakes both pumps for good; they then see the connection is closing.</summary>
+    /// <summary>
+    /// Wakes both pumps for good: every wait, now and later, completes at once, and the pumps then see that
+    /// their connection is shutting down. Needed because a shutdown that resets the connection makes no
+    /// epoll event of its own.
+    /// </summary>
     public void Cancel()
     {
-        _canceled = true;
-        Readable.Signal();
-        Writable.Signal();
+        Readable.Cancel();
+        Writable.Cancel();
     }
 }
 
@@ -85,12 +83,21 @@ internal sealed class ReadinessEdge(EventLoop loop)
 {
     private int _edges;
     private Action? _continuation;
+    private volatile bool _canceled;
 
     /// <summary>The edge count to pass to <see cref="WaitAsync"/> after the next system call would block.</summary>
     public int Observe() => Volatile.Read(ref _edges);
 
     /// <summary>Completes once an edge has arrived after <paramref name="observed"/> was read.</summary>
     public EdgeAwaiter WaitAsync(int observed) => new(this, observed);
+
+    /// <summary>Makes every wait, now and later, complete at once. Loop thread.</summary>
+    public void Cancel()
+    {
+        // Before the signal's full fence: a waiter that registers after it sees the flag (see Register).
+        _canceled = true;
+        Signal();
+    }
 
     /// <summary>Counts an edge and runs the waiting continuation, if any, inline. Loop thread.</summary>
     public void Signal()
@@ -104,7 +111,7 @@ internal sealed class ReadinessEdge(EventLoop loop)
         Interlocked.Exchange(ref _continuation, continuation);
         // Either Signal sees the continuation stored above, or this sees its increment (both use full
         // fences), so no edge is lost; whichever takes the continuation back runs it, exactly once.
-        if (Volatile.Read(ref _edges) != observed && Interlocked.CompareExchange(ref _continuation, null, continuation) == continuation)
+        if ((Volatile.Read(ref _edges) != observed || _canceled) && Interlocked.CompareExchange(ref _continuation, null, continuation) == continuation)
         {
             loop.Schedule(static c => ((Action)c!)(), continuation);
         }
@@ -114,7 +121,7 @@ internal sealed class ReadinessEdge(EventLoop loop)
     {
         public EdgeAwaiter GetAwaiter() => this;
 
-        public bool IsCompleted => Volatile.Read(ref edge._edges) != observed;
+        public bool IsCompleted => Volatile.Read(ref edge._edges) != observed || edge._canceled;
 
         public void GetResult()
         {
