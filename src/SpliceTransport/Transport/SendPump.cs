@@ -163,7 +163,7 @@ internal sealed class SendPump
                 return false;
             }
             int seen = writable.Observe();
-            SyscallResult sent = SendOnce(buffer, flags, out long offered);
+            SyscallResult sent = SendOnce(buffer, flags);
             if (sent.WouldBlock)
             {
                 await writable.WaitAsync(seen);
@@ -173,23 +173,18 @@ internal sealed class SendPump
             {
                 throw SendFailed(sent, "sendmsg");
             }
+            // A short count is not taken for a full socket: only EAGAIN says that. Usually a short count does
+            // mean the buffer filled (a non-blocking stream socket returns what it queued), and the next call
+            // costs one EAGAIN; but a count cut short for any other reason (memory pressure, a signal, a fault
+            // injected by a test) would otherwise wait for an EPOLLOUT edge that never comes.
             buffer = buffer.Slice(sent.Count);
-            if (sent.Count < offered)
-            {
-                // Invariant: a non-blocking stream socket never sleeps in sendmsg, so no signal can cut it short;
-                // a short count means the send buffer filled (tcp_sendmsg and unix_stream_sendmsg return what
-                // they queued instead of EAGAIN). Room that frees up later raises an EPOLLOUT edge after `seen`,
-                // so waiting now saves the call that would only say EAGAIN.
-                await writable.WaitAsync(seen);
-            }
         }
         return true;
     }
 
-    /// <summary>One sendmsg over the first <see cref="MaxIOVectors"/> segments; <paramref name="offered"/> is their size.</summary>
-    private unsafe SyscallResult SendOnce(in ReadOnlySequence<byte> buffer, int flags, out long offered)
+    /// <summary>One sendmsg over the first <see cref="MaxIOVectors"/> segments.</summary>
+    private unsafe SyscallResult SendOnce(in ReadOnlySequence<byte> buffer, int flags)
     {
-        offered = 0;
         LibC.IOVector* vectors = stackalloc LibC.IOVector[MaxIOVectors];
         // Per loop thread rather than per connection: SendOnce never awaits, and 10,000 idle connections
         // should not each carry 1.5 KiB of handles.
@@ -207,7 +202,6 @@ internal sealed class SendPump
                 handles[count] = segment.Pin();
                 vectors[count].Base = (byte*)handles[count].Pointer;
                 vectors[count].Length = (nuint)segment.Length;
-                offered += segment.Length;
                 if (++count == MaxIOVectors)
                 {
                     break;
