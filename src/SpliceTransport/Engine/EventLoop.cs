@@ -89,6 +89,9 @@ internal sealed unsafe class EventLoop : PipeScheduler, IDisposable
 
     public void Start() => _thread.Start();
 
+    /// <summary>True once the epoll instance and the eventfd are closed (for tests).</summary>
+    internal bool DescriptorsClosed => _epoll.IsClosed && _wakeEvent.IsClosed;
+
     /// <summary>
     /// Runs <paramref name="action"/> on the loop thread, after the work already queued. Safe from any thread.
     /// After the loop has stopped the work runs on the thread pool instead: by then every connection of the
