@@ -7,7 +7,7 @@ namespace SpliceTransport;
 /// The transport's <see cref="System.Diagnostics.Metrics"/> instruments, on the meter
 /// <see cref="MeterName"/> created through the host's <see cref="IMeterFactory"/>.
 /// </summary>
-public sealed class SpliceMetrics
+internal sealed class SpliceMetrics
 {
     /// <summary>The name of the meter that holds every SpliceTransport instrument.</summary>
     public const string MeterName = "SpliceTransport";

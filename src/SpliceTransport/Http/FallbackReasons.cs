@@ -4,7 +4,7 @@ namespace SpliceTransport.Http;
 /// Why a file went through Kestrel's normal (copying) path: the values of the <c>reason</c> tag on the
 /// <c>splice.sendfile.fallbacks</c> counter, and of the Debug log that goes with it.
 /// </summary>
-public static class FallbackReasons
+internal static class FallbackReasons
 {
     /// <summary>HTTP/2 or HTTP/3: frames must wrap the bytes, so they pass through user space.</summary>
     public const string Protocol = "protocol";
