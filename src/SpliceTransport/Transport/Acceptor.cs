@@ -81,7 +81,7 @@ internal sealed unsafe class Acceptor : IEpollHandler
                 EndPoint? remote = ParseRemote(address, addressLength);
                 EventLoop loop = _distribute ? _context.Loops.Next() : _loop;
                 var connection = new SpliceConnection(socket, loop, _context, _template, remote);
-                _context.Metrics.ConnectionOpened();
+                _context.Metrics.ConnectionOpened(_template);
                 _listener.Dispatch(connection);
             }
             catch (Exception ex)

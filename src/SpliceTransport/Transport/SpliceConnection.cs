@@ -166,7 +166,7 @@ internal sealed partial class SpliceConnection : ConnectionContext
         _closing = true;
         Loop.Unregister(Socket);
         Socket.Dispose();
-        Metrics.ConnectionClosed();
+        Metrics.ConnectionClosed(_localTemplate);
     }
 
     /// <summary>
