@@ -1,16 +1,36 @@
-using System.Diagnostics;
 using System.Diagnostics.Metrics;
+using System.Net;
+using System.Net.Sockets;
+using System.Runtime.CompilerServices;
 
 namespace SpliceTransport;
 
 /// <summary>
-/// The transport's <see cref="System.Diagnostics.Metrics"/> instruments, on the meter
-/// <see cref="MeterName"/> created through the host's <see cref="IMeterFactory"/>.
+/// The transport's <see cref="System.Diagnostics.Metrics"/> instruments, on the meter <see cref="MeterName"/>
+/// created through the host's <see cref="IMeterFactory"/>. Names follow OpenTelemetry's naming rules (singular
+/// namespaces, UpDownCounters not pluralized, no unit in a name, attributes of a system under its namespace,
+/// lower_snake values), and the connection instruments carry the end-point attributes Kestrel's own
+/// <c>kestrel.active_connections</c> carries, so the two can be read side by side.
 /// </summary>
-public sealed class SpliceMetrics
+internal sealed class SpliceMetrics
 {
     /// <summary>The name of the meter that holds every SpliceTransport instrument.</summary>
     public const string MeterName = "SpliceTransport";
+
+    public const string ActiveConnectionsName = "splice.connection.active";
+    public const string AcceptedConnectionsName = "splice.connection.accepted";
+    public const string ZeroCopyResponsesName = "splice.sendfile.responses";
+    public const string ZeroCopyBytesName = "splice.sendfile.sent";
+    public const string FallbacksName = "splice.sendfile.fallbacks";
+
+    /// <summary>The attribute of <see cref="FallbacksName"/>: one of the <see cref="Http.FallbackReasons"/>.</summary>
+    public const string FallbackReasonTag = "splice.sendfile.fallback.reason";
+
+    // OpenTelemetry's general attributes, with the values Kestrel gives them.
+    public const string ServerAddressTag = "server.address";
+    public const string ServerPortTag = "server.port";
+    public const string NetworkTypeTag = "network.type";
+    public const string NetworkTransportTag = "network.transport";
 
     private readonly UpDownCounter<long> _activeConnections;
     private readonly Counter<long> _acceptedConnections;
@@ -18,25 +38,40 @@ public sealed class SpliceMetrics
     private readonly Counter<long> _zeroCopyBytes;
     private readonly Counter<long> _fallbackResponses;
 
+    /// <summary>
+    /// The connection attributes of each listening end point, made on its first connection. A connection keeps
+    /// its listener's end point, so opening and closing it costs a lookup, not an allocation; entries go with the
+    /// end points when their listener is gone.
+    /// </summary>
+    private readonly ConditionalWeakTable<EndPoint, KeyValuePair<string, object?>[]> _connectionTags = new();
+
     /// <summary>Creates the instruments on a meter from <paramref name="meterFactory"/>.</summary>
     public SpliceMetrics(IMeterFactory meterFactory)
     {
         ArgumentNullException.ThrowIfNull(meterFactory);
         Meter meter = meterFactory.Create(MeterName);
-        _activeConnections = meter.CreateUpDownCounter<long>("splice.connections.active", "{connection}", "Connections open on SpliceTransport.");
-        _acceptedConnections = meter.CreateCounter<long>("splice.connections.accepted", "{connection}", "Connections accepted by SpliceTransport.");
-        _zeroCopyResponses = meter.CreateCounter<long>("splice.sendfile.responses", "{response}", "File sends that went zero-copy (sendfile).");
-        _zeroCopyBytes = meter.CreateCounter<long>("splice.sendfile.bytes", "By", "File bytes sent zero-copy (sendfile), never through a managed buffer.");
-        _fallbackResponses = meter.CreateCounter<long>("splice.sendfile.fallbacks", "{response}", "File sends that went through Kestrel's normal path, tagged with the reason.");
+        _activeConnections = meter.CreateUpDownCounter<long>(ActiveConnectionsName, "{connection}",
+            "Number of connections open on SpliceTransport.");
+        _acceptedConnections = meter.CreateCounter<long>(AcceptedConnectionsName, "{connection}",
+            "Number of connections SpliceTransport accepted.");
+        _zeroCopyResponses = meter.CreateCounter<long>(ZeroCopyResponsesName, "{response}",
+            "Number of file sends that went zero-copy (sendfile).");
+        _zeroCopyBytes = meter.CreateCounter<long>(ZeroCopyBytesName, "By",
+            "File bytes sent zero-copy (sendfile), never through a managed buffer.");
+        _fallbackResponses = meter.CreateCounter<long>(FallbacksName, "{response}",
+            "Number of file sends that went through Kestrel's normal (copying) path, by reason.");
     }
 
-    internal void ConnectionOpened()
+    /// <summary>A connection was accepted on the listener bound to <paramref name="listenEndPoint"/>.</summary>
+    internal void ConnectionOpened(EndPoint listenEndPoint)
     {
-        _acceptedConnections.Add(1);
-        _activeConnections.Add(1);
+        ReadOnlySpan<KeyValuePair<string, object?>> tags = ConnectionTags(listenEndPoint);
+        _acceptedConnections.Add(1, tags);
+        _activeConnections.Add(1, tags);
     }
 
-    internal void ConnectionClosed() => _activeConnections.Add(-1);
+    /// <summary>A connection of the listener bound to <paramref name="listenEndPoint"/> closed.</summary>
+    internal void ConnectionClosed(EndPoint listenEndPoint) => _activeConnections.Add(-1, ConnectionTags(listenEndPoint));
 
     internal void ZeroCopySent(long bytes)
     {
@@ -44,5 +79,36 @@ public sealed class SpliceMetrics
         _zeroCopyBytes.Add(bytes);
     }
 
-    internal void FellBack(string reason) => _fallbackResponses.Add(1, new KeyValuePair<string, object?>("reason", reason));
+    internal void FellBack(string reason) => _fallbackResponses.Add(1, new KeyValuePair<string, object?>(FallbackReasonTag, reason));
+
+    private KeyValuePair<string, object?>[] ConnectionTags(EndPoint listenEndPoint) =>
+        _connectionTags.TryGetValue(listenEndPoint, out KeyValuePair<string, object?>[]? tags)
+            ? tags
+            : _connectionTags.GetValue(listenEndPoint, CreateConnectionTags);
+
+    /// <summary>
+    /// The attributes Kestrel gives its connection metrics, from the listening end point rather than each
+    /// connection's local one: a listener on 0.0.0.0 or [::] reports that address, not the one a client reached.
+    /// </summary>
+    internal static KeyValuePair<string, object?>[] CreateConnectionTags(EndPoint listenEndPoint) => listenEndPoint switch
+    {
+        IPEndPoint ip =>
+        [
+            new(ServerAddressTag, ip.Address.ToString()),
+            new(ServerPortTag, ip.Port),
+            new(NetworkTypeTag, ip.AddressFamily == AddressFamily.InterNetworkV6 ? "ipv6" : "ipv4"),
+            new(NetworkTransportTag, "tcp"),
+        ],
+        UnixDomainSocketEndPoint unix =>
+        [
+            new(ServerAddressTag, unix.ToString()),
+            new(NetworkTransportTag, "unix"),
+        ],
+        // The listener binds only the two kinds above (an inherited socket is read as one of them); this is
+        // what Kestrel reports for an end point it does not know.
+        _ =>
+        [
+            new(ServerAddressTag, listenEndPoint.ToString()),
+        ],
+    };
 }

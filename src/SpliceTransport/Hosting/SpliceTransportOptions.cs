@@ -1,3 +1,5 @@
+using System.Numerics;
+
 namespace SpliceTransport;
 
 /// <summary>
@@ -9,6 +11,15 @@ public sealed class SpliceTransportOptions
     /// <summary>Above this many loops the gains stop: each loop already serves thousands of connections.</summary>
     internal const int MaxDefaultThreadCount = 16;
 
+    /// <summary>
+    /// The most event loops allowed. A loop per hardware thread is the most that can help; more loops only
+    /// compete for the same processors. 1024 is above the hardware-thread count of today's largest two-socket
+    /// servers, so it limits no real deployment, while a mistaken value (a connection count typed into the
+    /// wrong option) cannot start thousands of threads, each with its own stack, epoll instance, eventfd and,
+    /// with <see cref="ReusePort"/>, its own listening socket per end point.
+    /// </summary>
+    internal const int MaxThreadCount = 1024;
+
     /// <summary>1 MiB, Kestrel's socket-transport default for what may wait unread in a connection's input.</summary>
     internal const long DefaultMaxReadBufferSize = 1024 * 1024;
 
@@ -16,16 +27,37 @@ public sealed class SpliceTransportOptions
     internal const long DefaultMaxWriteBufferSize = 64 * 1024;
 
     /// <summary>
+    /// The smallest buffer limit: one byte. Zero is refused rather than read as "no limit" (which is what a
+    /// pause threshold of 0 means to System.IO.Pipelines): null already says "no limit", and a 0 could as well
+    /// be taken for "no buffering". Kestrel's own <c>MaxRequestBufferSize</c> refuses 0 the same way.
+    /// </summary>
+    internal const long MinBufferSize = 1;
+
+    /// <summary>
     /// 2 MiB per sendfile call: large enough that the call overhead vanishes, small enough that one download
     /// returns to the loop often (see <see cref="MaxSendFileChunkSize"/>).
     /// </summary>
     internal const long DefaultMaxSendFileChunkSize = 2 * 1024 * 1024;
 
+    /// <summary>
+    /// 0x7ffff000 (2,147,479,552) bytes, the most Linux transfers in one sendfile call (sendfile(2): "sendfile()
+    /// will transfer at most 0x7ffff000 bytes", the kernel's MAX_RW_COUNT: INT_MAX rounded down to a page). A
+    /// larger count would be shortened silently, so a larger chunk size could not mean what it says.
+    /// </summary>
+    internal const long MaxSendFileChunkSizeLimit = 0x7ffff000;
+
     /// <summary>Kestrel's default listen backlog.</summary>
     internal const int DefaultBacklog = 512;
 
     /// <summary>
-    /// The number of event-loop threads (<c>splice-loop-0</c> … <c>splice-loop-N-1</c>).
+    /// Any positive int: listen(2) takes an int and the kernel silently lowers a larger backlog to
+    /// <c>net.core.somaxconn</c> (4096 by default since Linux 5.4, 128 before), so no value is an error there and
+    /// the real ceiling is the system's to set, as with Kestrel's socket transport.
+    /// </summary>
+    internal const int MaxBacklog = int.MaxValue;
+
+    /// <summary>
+    /// The number of event-loop threads (<c>splice-loop-0</c> … <c>splice-loop-N-1</c>), from 1 to 1024.
     /// Default: the processor count, at most 16.
     /// </summary>
     public int ThreadCount { get; set; } = Math.Min(Environment.ProcessorCount, MaxDefaultThreadCount);
@@ -42,20 +74,25 @@ public sealed class SpliceTransportOptions
 
     /// <summary>
     /// The most bytes received but not yet read by the application; above it the transport stops reading
-    /// and TCP flow control slows the client. Null means no limit. Default: 1 MiB.
+    /// and TCP flow control slows the client. At least 1; null means no limit (0 is refused, not read as
+    /// "no limit"). Default: 1 MiB.
     /// </summary>
     public long? MaxReadBufferSize { get; set; } = DefaultMaxReadBufferSize;
 
     /// <summary>
     /// The most bytes written by the application but not yet sent; above it the application's flushes wait.
-    /// File bytes sent zero-copy do not count: they are never buffered. Null means no limit. Default: 64 KiB.
+    /// File bytes sent zero-copy do not count: they are never buffered. At least 1; null means no limit (0 is
+    /// refused, not read as "no limit"). Default: 64 KiB.
     /// </summary>
     public long? MaxWriteBufferSize { get; set; } = DefaultMaxWriteBufferSize;
 
     /// <summary>Sets TCP_NODELAY on accepted TCP connections (Nagle off), as Kestrel does. Default: true.</summary>
     public bool NoDelay { get; set; } = true;
 
-    /// <summary>The listen backlog: connections the kernel queues before they are accepted. Default: 512.</summary>
+    /// <summary>
+    /// The listen backlog: connections the kernel queues before they are accepted. At least 1; the kernel
+    /// silently lowers a value above <c>net.core.somaxconn</c> to it. Default: 512.
+    /// </summary>
     public int Backlog { get; set; } = DefaultBacklog;
 
     /// <summary>
@@ -66,7 +103,8 @@ public sealed class SpliceTransportOptions
 
     /// <summary>
     /// The most file bytes one sendfile call may send. Smaller values return to the event loop more often,
-    /// so that one large download cannot delay the loop's other connections. Default: 2 MiB.
+    /// so that one large download cannot delay the loop's other connections. From 1 to 0x7ffff000
+    /// (2,147,479,552), the most Linux sends in one sendfile call. Default: 2 MiB.
     /// </summary>
     public long MaxSendFileChunkSize { get; set; } = DefaultMaxSendFileChunkSize;
 
@@ -83,32 +121,37 @@ public sealed class SpliceTransportOptions
     /// </summary>
     internal Interop.Syscalls Syscalls { get; set; } = Interop.Syscalls.Default;
 
-    /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> naming the first invalid option.</summary>
+    /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> naming the first invalid option and its value.</summary>
     internal void Validate()
     {
-        if (ThreadCount <= 0)
-        {
-            throw new ArgumentOutOfRangeException(nameof(ThreadCount), ThreadCount, $"{nameof(SpliceTransportOptions)}.{nameof(ThreadCount)} must be at least 1.");
-        }
-        if (MaxReadBufferSize < 0)
-        {
-            throw new ArgumentOutOfRangeException(nameof(MaxReadBufferSize), MaxReadBufferSize, $"{nameof(SpliceTransportOptions)}.{nameof(MaxReadBufferSize)} must be null (no limit) or not negative.");
-        }
-        if (MaxWriteBufferSize < 0)
-        {
-            throw new ArgumentOutOfRangeException(nameof(MaxWriteBufferSize), MaxWriteBufferSize, $"{nameof(SpliceTransportOptions)}.{nameof(MaxWriteBufferSize)} must be null (no limit) or not negative.");
-        }
-        if (MaxSendFileChunkSize <= 0)
-        {
-            throw new ArgumentOutOfRangeException(nameof(MaxSendFileChunkSize), MaxSendFileChunkSize, $"{nameof(SpliceTransportOptions)}.{nameof(MaxSendFileChunkSize)} must be at least 1.");
-        }
-        if (Backlog <= 0)
-        {
-            throw new ArgumentOutOfRangeException(nameof(Backlog), Backlog, $"{nameof(SpliceTransportOptions)}.{nameof(Backlog)} must be at least 1.");
-        }
+        ThrowIfOutOfRange(nameof(ThreadCount), ThreadCount, min: 1, MaxThreadCount);
+        ThrowIfOutOfRange(nameof(MaxReadBufferSize), MaxReadBufferSize, MinBufferSize);
+        ThrowIfOutOfRange(nameof(MaxWriteBufferSize), MaxWriteBufferSize, MinBufferSize);
+        ThrowIfOutOfRange(nameof(MaxSendFileChunkSize), MaxSendFileChunkSize, min: 1, MaxSendFileChunkSizeLimit);
+        ThrowIfOutOfRange(nameof(Backlog), Backlog, min: 1, MaxBacklog);
         if (!Enum.IsDefined(ApplicationSchedulingMode))
         {
-            throw new ArgumentOutOfRangeException(nameof(ApplicationSchedulingMode), ApplicationSchedulingMode, $"{nameof(SpliceTransportOptions)}.{nameof(ApplicationSchedulingMode)} is not a defined value.");
+            throw new ArgumentOutOfRangeException(nameof(ApplicationSchedulingMode), ApplicationSchedulingMode,
+                $"{nameof(SpliceTransportOptions)}.{nameof(ApplicationSchedulingMode)} is {(int)ApplicationSchedulingMode}, which is not a defined value.");
+        }
+    }
+
+    private static void ThrowIfOutOfRange<T>(string option, T value, T min, T max) where T : struct, INumber<T>
+    {
+        if (value < min || value > max)
+        {
+            throw new ArgumentOutOfRangeException(option, value,
+                $"{nameof(SpliceTransportOptions)}.{option} is {value}; it must be from {min} to {max}.");
+        }
+    }
+
+    /// <summary>For the buffer limits: null means no limit, any other value must be at least <paramref name="min"/>.</summary>
+    private static void ThrowIfOutOfRange(string option, long? value, long min)
+    {
+        if (value < min)
+        {
+            throw new ArgumentOutOfRangeException(option, value,
+                $"{nameof(SpliceTransportOptions)}.{option} is {value}; it must be at least {min}, or null for no limit.");
         }
     }
 }

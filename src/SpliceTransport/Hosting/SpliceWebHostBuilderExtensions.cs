@@ -14,6 +14,7 @@ public static class SpliceWebHostBuilderExtensions
     /// <summary>
     /// Serves Kestrel's connections through SpliceTransport (epoll event loops, non-blocking sockets,
     /// sendfile for file responses). On anything but 64-bit Linux this changes nothing and logs a warning.
+    /// Calling it more than once registers the transport once.
     /// </summary>
     /// <param name="hostBuilder">The web host builder.</param>
     /// <returns>The same builder.</returns>
@@ -22,7 +23,8 @@ public static class SpliceWebHostBuilderExtensions
 
     /// <summary>
     /// Serves Kestrel's connections through SpliceTransport, with options. On anything but 64-bit Linux this
-    /// changes nothing and logs a warning.
+    /// changes nothing and logs a warning. Calling it more than once registers the transport once; every
+    /// call's <paramref name="configureOptions"/> applies, in the order of the calls.
     /// </summary>
     /// <param name="hostBuilder">The web host builder.</param>
     /// <param name="configureOptions">Sets <see cref="SpliceTransportOptions"/>; validated when the server starts.</param>
@@ -43,6 +45,12 @@ public static class SpliceWebHostBuilderExtensions
                 return;
             }
             services.Configure(configureOptions);
+            if (IsRegistered(services))
+            {
+                // A second call only adds its options: a second factory would bind every end point twice,
+                // and a second startup filter would install the body feature twice.
+                return;
+            }
             services.TryAddSingleton<SpliceMetrics>();
             services.TryAddSingleton<SpliceConnectionListenerFactory>();
             // Added, not tried: Kestrel asks the last registered factory first, so this one wins over the
@@ -52,6 +60,19 @@ public static class SpliceWebHostBuilderExtensions
             // (compression, caching) then wraps our body feature, not the other way round.
             services.Insert(0, ServiceDescriptor.Transient<IStartupFilter, SpliceStartupFilter>());
         });
+    }
+
+    /// <summary>Whether an earlier call already put the transport in <paramref name="services"/>.</summary>
+    private static bool IsRegistered(IServiceCollection services)
+    {
+        foreach (ServiceDescriptor descriptor in services)
+        {
+            if (descriptor.ServiceType == typeof(SpliceConnectionListenerFactory))
+            {
+                return true;
+            }
+        }
+        return false;
     }
 
     private static bool IsSupportedPlatform() => OperatingSystem.IsLinux() && Environment.Is64BitProcess;

@@ -120,8 +120,8 @@ internal sealed unsafe class Acceptor : IEpollHandler
                 }
                 EndPoint? remote = ParseRemote(address, addressLength);
                 EventLoop loop = _distribute ? _context.Loops.Next() : _loop;
-                var connection = new SpliceConnection(socket, loop, _context, LocalEndPointOf(socket), remote);
-                _context.Metrics.ConnectionOpened();
+                var connection = new SpliceConnection(socket, loop, _context, LocalEndPointOf(socket), remote, _template);
+                _context.Metrics.ConnectionOpened(_template);
                 _listener.Enqueue(connection);
             }
             catch (Exception ex)

@@ -45,6 +45,9 @@ internal sealed partial class SpliceConnection : ConnectionContext
     }
 
     private readonly SpliceTransportContext _context;
+
+    /// <summary>The end point of the listener that accepted the connection: the metrics' tags come from it.</summary>
+    private readonly EndPoint _listenEndPoint;
     private readonly Pipe _input;
     private readonly Pipe _output;
     private readonly SpliceOutputWriter _outputWriter;
@@ -59,8 +62,9 @@ internal sealed partial class SpliceConnection : ConnectionContext
     private Exception? _shutdownReason;
     private int _disposed;
 
-    public SpliceConnection(FileDescriptorHandle socket, EventLoop loop, SpliceTransportContext context, EndPoint? localEndPoint, EndPoint? remoteEndPoint)
+    public SpliceConnection(FileDescriptorHandle socket, EventLoop loop, SpliceTransportContext context, EndPoint? localEndPoint, EndPoint? remoteEndPoint, EndPoint listenEndPoint)
     {
+        _listenEndPoint = listenEndPoint;
         Socket = socket;
         Loop = loop;
         _context = context;
@@ -296,7 +300,7 @@ internal sealed partial class SpliceConnection : ConnectionContext
             Loop.Unregister(Socket);
         }
         Socket.Dispose();
-        Metrics.ConnectionClosed();
+        Metrics.ConnectionClosed(_listenEndPoint);
         _closed.TrySetResult();
     }
 

@@ -15,7 +15,7 @@ namespace SpliceTransport;
 /// Kestrel's socket transport, so Kestrel asks it first; for an end point it cannot serve,
 /// <see cref="CanBind"/> says so and Kestrel falls back to its socket transport.
 /// </summary>
-public sealed class SpliceConnectionListenerFactory : IConnectionListenerFactory, IConnectionListenerFactorySelector, IDisposable
+internal sealed class SpliceConnectionListenerFactory : IConnectionListenerFactory, IConnectionListenerFactorySelector, IDisposable
 {
     private readonly SpliceTransportOptions _options;
     private readonly ILogger _logger;

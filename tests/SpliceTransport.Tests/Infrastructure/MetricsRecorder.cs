@@ -6,12 +6,14 @@ namespace SpliceTransport.Tests.Infrastructure;
 
 /// <summary>
 /// Sums the SpliceTransport counters of one host (its own IMeterFactory scope), so that tests running in
-/// parallel do not see each other's measurements.
+/// parallel do not see each other's measurements, and keeps the instruments and every measurement's tags.
 /// </summary>
 public sealed class MetricsRecorder : IDisposable
 {
     private readonly MeterListener _listener = new();
     private readonly ConcurrentDictionary<string, long> _totals = new();
+    private readonly ConcurrentDictionary<string, Instrument> _instruments = new();
+    private readonly ConcurrentQueue<(string Instrument, KeyValuePair<string, object?>[] Tags)> _measurements = new();
 
     public MetricsRecorder(IServiceProvider services)
     {
@@ -20,12 +22,14 @@ public sealed class MetricsRecorder : IDisposable
         {
             if (instrument.Meter.Name == SpliceMetrics.MeterName && ReferenceEquals(instrument.Meter.Scope, scope))
             {
+                _instruments[instrument.Name] = instrument;
                 listener.EnableMeasurementEvents(instrument);
             }
         };
         _listener.SetMeasurementEventCallback<long>((instrument, value, tags, _) =>
         {
             _totals.AddOrUpdate(instrument.Name, value, (_, total) => total + value);
+            _measurements.Enqueue((instrument.Name, tags.ToArray()));
             foreach (KeyValuePair<string, object?> tag in tags)
             {
                 string key = $"{instrument.Name}[{tag.Key}={tag.Value}]";
@@ -35,21 +39,30 @@ public sealed class MetricsRecorder : IDisposable
         _listener.Start();
     }
 
+    /// <summary>The SpliceTransport instruments published on this host's meter, by name.</summary>
+    public IReadOnlyDictionary<string, Instrument> Instruments => _instruments;
+
+    /// <summary>The tags of every measurement of <paramref name="instrument"/> so far, in order.</summary>
+    public IReadOnlyList<KeyValuePair<string, object?>[]> TagsOf(string instrument) =>
+        _measurements.Where(m => m.Instrument == instrument).Select(m => m.Tags).ToList();
+
     /// <summary>The total of an instrument, e.g. "splice.sendfile.responses".</summary>
     public long Total(string instrument) => _totals.TryGetValue(instrument, out long value) ? value : 0;
 
-    /// <summary>The total of an instrument for one tag value, e.g. ("splice.sendfile.fallbacks", "reason", "tls").</summary>
+    /// <summary>The total of an instrument for one tag value, e.g. ("splice.sendfile.fallbacks", "splice.sendfile.fallback.reason", "tls").</summary>
     public long Total(string instrument, string tag, string value) => Total($"{instrument}[{tag}={value}]");
 
     public long ZeroCopyResponses => Total("splice.sendfile.responses");
 
-    public long ZeroCopyBytes => Total("splice.sendfile.bytes");
+    public long ZeroCopyBytes => Total("splice.sendfile.sent");
 
-    public long Fallbacks(string reason) => Total("splice.sendfile.fallbacks", "reason", reason);
+    public long Fallbacks(string reason) => Total("splice.sendfile.fallbacks", "splice.sendfile.fallback.reason", reason);
 
     public long AllFallbacks => Total("splice.sendfile.fallbacks");
 
-    public long AcceptedConnections => Total("splice.connections.accepted");
+    public long AcceptedConnections => Total("splice.connection.accepted");
+
+    public long ActiveConnections => Total("splice.connection.active");
 
     public void Dispose() => _listener.Dispose();
 }

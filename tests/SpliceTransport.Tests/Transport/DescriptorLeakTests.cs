@@ -82,9 +82,9 @@ public class DescriptorLeakTests(ITestOutputHelper output)
     private static async Task WaitForNoActiveConnectionsAsync(SpliceTestHost host)
     {
         using var timeout = new CancellationTokenSource(SettleTimeout);
-        while (host.Metrics.Total("splice.connections.active") != 0)
+        while (host.Metrics.ActiveConnections != 0)
         {
-            Assert.False(timeout.IsCancellationRequested, $"{host.Metrics.Total("splice.connections.active")} connection(s) still open.");
+            Assert.False(timeout.IsCancellationRequested, $"{host.Metrics.ActiveConnections} connection(s) still open.");
             await Task.Delay(20);
         }
     }

@@ -65,7 +65,7 @@ public class GracefulShutdownTests
         await AssertRefusedAsync(port);
         // At least the two connections above (a probe may have been accepted just before the unbind).
         Assert.True(host.Metrics.AcceptedConnections >= 2);
-        Assert.Equal(0, host.Metrics.Total("splice.connections.active"));
+        Assert.Equal(0, host.Metrics.ActiveConnections);
         host.Logs.AssertNoErrors();
     }
 

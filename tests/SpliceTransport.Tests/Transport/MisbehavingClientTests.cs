@@ -218,9 +218,9 @@ public class MisbehavingClientTests
     private static async Task AssertCostsNothingAsync(SpliceTestHost host, int expectedAccepted, bool resetsBeforeAccept = false)
     {
         using var timeout = new CancellationTokenSource(CloseTimeout);
-        while (host.Metrics.Total("splice.connections.active") != 0)
+        while (host.Metrics.ActiveConnections != 0)
         {
-            Assert.False(timeout.IsCancellationRequested, $"{host.Metrics.Total("splice.connections.active")} connection(s) still open.");
+            Assert.False(timeout.IsCancellationRequested, $"{host.Metrics.ActiveConnections} connection(s) still open.");
             await Task.Delay(20);
         }
         if (resetsBeforeAccept)
