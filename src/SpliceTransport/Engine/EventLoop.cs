@@ -132,6 +132,9 @@ internal sealed unsafe class EventLoop : PipeScheduler, IDisposable
         }
     }
 
+    /// <summary>Registers a listening socket, edge-triggered, for incoming connections only. Loop thread only.</summary>
+    public void RegisterListener(FileDescriptorHandle fd, IEpollHandler handler) => Register(fd, handler, LibC.EPOLLIN);
+
     /// <summary>
     /// Forgets <paramref name="fd"/>. Loop thread only, and before the descriptor is closed: a stale event for
     /// the number may still be in the current batch, and it then finds no handler (or a new connection's,

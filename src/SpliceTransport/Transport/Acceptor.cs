@@ -49,7 +49,7 @@ internal sealed unsafe class Acceptor : IEpollHandler
     public EventLoop Loop => _loop;
 
     /// <summary>Registers the listening socket. Edge-triggered: an event means "accept until EAGAIN".</summary>
-    public void StartOnLoop() => _loop.Register(_socket, this, LibC.EPOLLIN);
+    public void StartOnLoop() => _loop.RegisterListener(_socket, this);
 
     public void OnEvents(uint events) => AcceptAll();
 

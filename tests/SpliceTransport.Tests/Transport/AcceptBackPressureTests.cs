@@ -70,10 +70,8 @@ public class AcceptBackPressureTests
     public async Task AConnectionWaitingForKestrelIsNotStarted()
     {
         using var factory = CreateFactory();
-        var listener = (SpliceConnectionListener)await factory.BindAsync(new IPEndPoint(IPAddress.Loopback, 0));
-        using var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        await client.ConnectAsync(IPAddress.Loopback, ((IPEndPoint)listener.EndPoint).Port);
-        await WaitUntilAsync(() => listener.PendingCount == 1);
+        var (listener, client) = await BindWithOneWaitingClientAsync(factory);
+        using var _ = client;
 
         var connection = (SpliceConnection)(await listener.AcceptAsync().AsTask().WaitAsync(Deadline))!;
         // Taken now; Start was scheduled on its loop as AcceptAsync returned it.
@@ -87,16 +85,24 @@ public class AcceptBackPressureTests
     public async Task UnbindingResetsTheConnectionsKestrelNeverTook()
     {
         using var factory = CreateFactory();
-        var listener = (SpliceConnectionListener)await factory.BindAsync(new IPEndPoint(IPAddress.Loopback, 0));
-        using var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        await client.ConnectAsync(IPAddress.Loopback, ((IPEndPoint)listener.EndPoint).Port);
-        await WaitUntilAsync(() => listener.PendingCount == 1);
+        var (listener, client) = await BindWithOneWaitingClientAsync(factory);
+        using var _ = client;
 
         await listener.UnbindAsync().AsTask().WaitAsync(Deadline);
 
         var buffer = new byte[1];
         var error = await Assert.ThrowsAsync<SocketException>(async () => await client.ReceiveAsync(buffer.AsMemory()).AsTask().WaitAsync(Deadline));
         Assert.Equal(SocketError.ConnectionReset, error.SocketErrorCode);
+    }
+
+    /// <summary>A listener with one client connected and accepted, waiting for Kestrel to take it.</summary>
+    private static async Task<(SpliceConnectionListener, Socket)> BindWithOneWaitingClientAsync(SpliceConnectionListenerFactory factory)
+    {
+        var listener = (SpliceConnectionListener)await factory.BindAsync(new IPEndPoint(IPAddress.Loopback, 0));
+        var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        await client.ConnectAsync(IPAddress.Loopback, ((IPEndPoint)listener.EndPoint).Port);
+        await WaitUntilAsync(() => listener.PendingCount == 1);
+        return (listener, client);
     }
 
     private static SpliceConnectionListenerFactory CreateFactory() => new(
