@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.IO.Pipelines;
 using System.Net;
 using Microsoft.AspNetCore.Connections;
@@ -74,21 +73,13 @@ internal sealed partial class SpliceConnection : ConnectionContext
         ConnectionId = ConnectionIds.Next();
         Readiness = new SocketReadiness(loop);
 
-        SpliceTransportOptions options = context.Options;
-        long maxRead = options.MaxReadBufferSize ?? 0;
-        long maxWrite = options.MaxWriteBufferSize ?? 0;
-        int minimumSegmentSize = MinimumSegmentSize(context.MemoryPool);
-        _input = new Pipe(new PipeOptions(context.MemoryPool, readerScheduler: context.ApplicationScheduler, writerScheduler: loop,
-            pauseWriterThreshold: maxRead, resumeWriterThreshold: maxRead / 2, minimumSegmentSize: minimumSegmentSize, useSynchronizationContext: false));
-        // The send pump continues on the thread that flushed, once that thread has finished what it is doing
-        // (see SendScheduler); it moves to the loop thread only when it must wait for the socket to drain.
-        _output = new Pipe(new PipeOptions(context.MemoryPool, readerScheduler: loop.SendScheduler, writerScheduler: context.ApplicationScheduler,
-            pauseWriterThreshold: maxWrite, resumeWriterThreshold: maxWrite / 2, minimumSegmentSize: minimumSegmentSize, useSynchronizationContext: false));
+        _input = new Pipe(context.InputOptions(loop));
+        _output = new Pipe(context.OutputOptions(loop));
         _outputWriter = new SpliceOutputWriter(_output.Writer, _output.Reader);
         _originalTransport = new DuplexPipe(_input.Reader, _outputWriter);
         _transport = _originalTransport;
         _receivePump = new ReceivePump(this, _input.Writer);
-        _sendPump = new SendPump(this, _output.Reader, _outputWriter, options.MaxSendFileChunkSize);
+        _sendPump = new SendPump(this, _output.Reader, _outputWriter, context.Options.MaxSendFileChunkSize);
     }
 
     /// <summary>The connected, non-blocking socket.</summary>
@@ -364,7 +355,4 @@ internal sealed partial class SpliceConnection : ConnectionContext
             action(connection, argument);
         }, (this, action, argument));
     }
-
-    private static int MinimumSegmentSize(MemoryPool<byte> pool) =>
-        pool.MaxBufferSize is > 0 and < 4096 ? pool.MaxBufferSize : 4096;
 }

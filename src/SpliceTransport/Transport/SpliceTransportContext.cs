@@ -19,7 +19,36 @@ internal sealed class SpliceTransportContext
         ApplicationScheduler = options.ApplicationSchedulingMode == ApplicationSchedulingMode.Inline
             ? PipeScheduler.Inline
             : PipeScheduler.ThreadPool;
+
+        // PipeOptions are immutable and depend only on the loop, so each loop's pair is made once here rather
+        // than per connection (two objects fewer for every idle connection to hold).
+        long maxRead = options.MaxReadBufferSize ?? 0;
+        long maxWrite = options.MaxWriteBufferSize ?? 0;
+        int minimumSegmentSize = memoryPool.MaxBufferSize is > 0 and < DefaultMinimumSegmentSize ? memoryPool.MaxBufferSize : DefaultMinimumSegmentSize;
+        _inputOptions = new PipeOptions[loops.Loops.Count];
+        _outputOptions = new PipeOptions[loops.Loops.Count];
+        foreach (EventLoop loop in loops.Loops)
+        {
+            _inputOptions[loop.Index] = new PipeOptions(memoryPool, readerScheduler: ApplicationScheduler, writerScheduler: loop,
+                pauseWriterThreshold: maxRead, resumeWriterThreshold: maxRead / 2, minimumSegmentSize: minimumSegmentSize, useSynchronizationContext: false);
+            // The send pump continues on the thread that flushed, once that thread has finished what it is doing
+            // (see SendScheduler); it moves to the loop thread only when it must wait for the socket to drain.
+            _outputOptions[loop.Index] = new PipeOptions(memoryPool, readerScheduler: loop.SendScheduler, writerScheduler: ApplicationScheduler,
+                pauseWriterThreshold: maxWrite, resumeWriterThreshold: maxWrite / 2, minimumSegmentSize: minimumSegmentSize, useSynchronizationContext: false);
+        }
     }
+
+    /// <summary>A pool block: the most one recv fills in the common case, and Kestrel's own segment size.</summary>
+    private const int DefaultMinimumSegmentSize = 4096;
+
+    private readonly PipeOptions[] _inputOptions;
+    private readonly PipeOptions[] _outputOptions;
+
+    /// <summary>The options of the input pipe (socket → Kestrel) of a connection on <paramref name="loop"/>.</summary>
+    public PipeOptions InputOptions(EventLoop loop) => _inputOptions[loop.Index];
+
+    /// <summary>The options of the output pipe (Kestrel → socket) of a connection on <paramref name="loop"/>.</summary>
+    public PipeOptions OutputOptions(EventLoop loop) => _outputOptions[loop.Index];
 
     public SpliceTransportOptions Options { get; }
 
