@@ -47,6 +47,9 @@ internal static partial class Log
     [LoggerMessage(201, LogLevel.Error, "Connection id \"{ConnectionId}\": the file being sent was truncated; the connection was aborted.", EventName = "FileTruncated")]
     public static partial void FileTruncated(ILogger logger, string connectionId, Exception exception);
 
+    [LoggerMessage(202, LogLevel.Error, "Connection id \"{ConnectionId}\": the file being sent could not be read; the connection was aborted.", EventName = "FileReadFailed")]
+    public static partial void FileReadFailed(ILogger logger, string connectionId, Exception exception);
+
     [LoggerMessage(300, LogLevel.Warning, "UseSpliceTransport() was called, but SpliceTransport runs only on 64-bit Linux; Kestrel's own socket transport stays in place.", EventName = "UnsupportedPlatform")]
     public static partial void UnsupportedPlatform(ILogger logger);
 }

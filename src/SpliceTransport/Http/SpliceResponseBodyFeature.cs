@@ -146,12 +146,12 @@ internal sealed class SpliceResponseBodyFeature : IHttpResponseBodyFeature
         {
             await WriteFileCountThroughKestrelAsync(body, length, cancellationToken).ConfigureAwait(false);
         }
-        catch (Exception) when (segment.Completion.Exception?.InnerException is FileTruncatedException truncated)
+        catch (Exception) when (segment.Completion.Exception?.InnerException is FileSendException failure)
         {
             // The truncation aborted the connection, and that abort (RequestAborted) is what reached the writes.
             // Report the cause once; an OperationCanceledException from RequestAborted would be swallowed by
             // HttpResponse.SendFileAsync and the truncation never logged.
-            Log.FileTruncated(_logger, _connection.ConnectionId, truncated);
+            LogFileFailure(failure);
             return segment;
         }
         catch (OperationCanceledException) when (segment.Completion is { IsCompletedSuccessfully: true, Result: true })
@@ -181,13 +181,25 @@ internal sealed class SpliceResponseBodyFeature : IHttpResponseBodyFeature
                 cancellationToken.ThrowIfCancellationRequested();
             }
         }
-        catch (FileTruncatedException ex)
+        catch (FileSendException ex)
         {
             // The pump has aborted the connection; the client sees a short response and a close. This is the
             // one log line for it, so nothing is thrown for Kestrel to log again.
-            Log.FileTruncated(_logger, _connection.ConnectionId, ex);
+            LogFileFailure(ex);
         }
         return segment;
+    }
+
+    private void LogFileFailure(FileSendException failure)
+    {
+        if (failure is FileTruncatedException)
+        {
+            Log.FileTruncated(_logger, _connection.ConnectionId, failure);
+        }
+        else
+        {
+            Log.FileReadFailed(_logger, _connection.ConnectionId, failure);
+        }
     }
 
     /// <summary>

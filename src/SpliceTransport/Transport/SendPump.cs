@@ -111,9 +111,9 @@ internal sealed class SendPump
         {
             error = ex.InnerException;
         }
-        catch (FileTruncatedException ex)
+        catch (FileSendException ex)
         {
-            error = ex;
+            error = ex; // Logged once, at Error, by the response body feature that queued the file.
         }
         catch (Exception ex)
         {
@@ -129,8 +129,9 @@ internal sealed class SendPump
     }
 
     /// <summary>
-    /// A send failed with <paramref name="result"/>: a reset (the peer left) is logged as one, anything else as
-    /// an error, and the pump ends through <see cref="SendFailedException"/> with the connection's abort reason.
+    /// A send to the socket failed with <paramref name="result"/>: a reset (the peer left) is logged as one (event
+    /// 106), anything else as a connection error (event 107, Debug: Kestrel reports the aborted request itself),
+    /// and the pump ends through <see cref="SendFailedException"/> with the connection's abort reason.
     /// </summary>
     private SendFailedException SendFailed(SyscallResult result, string syscall, string? detail = null)
     {
@@ -276,14 +277,20 @@ internal sealed class SendPump
                 {
                     file.CopiedBecause = Errno.Name(sent.Errno);
                 }
-                else
+                else if (sent.IsConnectionReset)
                 {
                     throw SendFailed(sent, "sendfile", file.Path);
+                }
+                else
+                {
+                    // Not the peer: the file could not be read (EIO, or EINVAL once bytes have left). Reported
+                    // like a truncation: the response cannot be completed as framed.
+                    throw new FileReadException(file, sent.ToException("sendfile", file.Path));
                 }
             }
             file.SetSent();
         }
-        catch (FileTruncatedException ex)
+        catch (FileSendException ex)
         {
             file.SetFailed(ex);
             throw;
@@ -296,7 +303,12 @@ internal sealed class SendPump
         finally
         {
             Log.FileSegmentEnded(_connection.Logger, _connection.ConnectionId, file.Path,
-                file.Completion.Status == TaskStatus.Faulted ? "truncated" : file.IsCompleted && file.Completion.Result ? "sent" : "closed",
+                file.Completion.Exception?.InnerException switch
+                {
+                    FileTruncatedException => "truncated",
+                    FileReadException => "unreadable",
+                    _ => file.IsCompleted && file.Completion.Result ? "sent" : "closed",
+                },
                 file.Count - file.Remaining, file.Count);
         }
     }
@@ -310,7 +322,7 @@ internal sealed class SendPump
             SyscallResult read = _connection.Syscalls.ReadFile(file.File, buffer.AsSpan(0, (int)Math.Min(buffer.Length, file.Remaining)), file.Offset);
             if (!read.IsSuccess)
             {
-                throw read.ToException("pread", file.Path);
+                throw new FileReadException(file, read.ToException("pread", file.Path));
             }
             if (read.Count == 0)
             {
@@ -331,6 +343,16 @@ internal sealed class SendPump
     }
 }
 
+/// <summary>
+/// A file segment could not be sent because of the file, not the connection: the response cannot be completed
+/// as framed, so the connection is aborted, and the body feature that queued the file logs it once, at Error.
+/// </summary>
+internal abstract class FileSendException(string message, Exception? innerException = null) : IOException(message, innerException);
+
 /// <summary>A file became shorter than the bytes promised for it while it was being sent.</summary>
 internal sealed class FileTruncatedException(FileSegment file)
-    : IOException($"The file '{file.Path}' was truncated while it was being sent: {file.Count - file.Remaining} of {file.Count} bytes from offset {file.Offset - (file.Count - file.Remaining)} had been sent when it ended.");
+    : FileSendException($"The file '{file.Path}' was truncated while it was being sent: {file.Count - file.Remaining} of {file.Count} bytes from offset {file.Offset - (file.Count - file.Remaining)} had been sent when it ended.");
+
+/// <summary>Reading a file failed while it was being sent (an I/O error of its device, for instance).</summary>
+internal sealed class FileReadException(FileSegment file, SyscallException error)
+    : FileSendException($"Reading the file '{file.Path}' failed at offset {file.Offset} after {file.Count - file.Remaining} of {file.Count} bytes had been sent: {error.Message}", error);

@@ -206,7 +206,7 @@ internal sealed class SpliceOutputWriter : PipeWriter
         {
             sent = await file.WhenRemainingAtMost(unwritten).WaitAsync(cancellationToken).ConfigureAwait(false);
         }
-        catch (FileTruncatedException)
+        catch (FileSendException)
         {
             // Not Kestrel's to see: its flusher would log it as an unexpected error, and the body feature logs
             // it once already (from the segment). For Kestrel the output has simply ended: the pump aborted it.
