@@ -64,4 +64,22 @@ internal static class FaultKit
         int end = bytes.IndexOf("\r\n\r\n"u8);
         return end < 0 ? -1 : end + 4;
     }
+
+    /// <summary>
+    /// <paramref name="bytes"/> is a 200 head (if it got that far) followed by an exact prefix of the file.
+    /// </summary>
+    public static void AssertPrefixOfFile(byte[] bytes, string path, long size)
+    {
+        int bodyStart = EndOfHead(bytes);
+        if (bodyStart < 0)
+        {
+            Assert.True(bytes.Length < 1024, $"{bytes.Length} bytes arrived without the end of a head.");
+            return;
+        }
+        Assert.StartsWith("HTTP/1.1 200 OK", System.Text.Encoding.ASCII.GetString(bytes, 0, bodyStart));
+        int bodyLength = bytes.Length - bodyStart;
+        Assert.True(bodyLength <= size);
+        Assert.True(TestFiles.Sha256(path, 0, bodyLength) == TestFiles.Sha256(bytes.AsSpan(bodyStart)),
+            $"The {bodyLength} body bytes that arrived are not the file's first {bodyLength} bytes.");
+    }
 }

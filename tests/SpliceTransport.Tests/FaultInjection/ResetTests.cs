@@ -52,7 +52,7 @@ public class ResetTests(FileFixture files, ITestOutputHelper output) : IClassFix
             output.WriteLine($"{bytes.Length} bytes, then {(object?)error ?? "FIN"}");
 
             Assert.True(error is null or SocketError.ConnectionReset, $"The connection ended with {error}.");
-            AssertPrefixOfFile(bytes, path, BigSize);
+            FaultKit.AssertPrefixOfFile(bytes, path, BigSize);
             // sendfile sends at most 64 KiB a call, and fails once ResetAfter bytes have left.
             Assert.True(bytes.Length < ResetAfter + (64 * 1024) + 1024, $"{bytes.Length} bytes arrived although sendfile failed after {ResetAfter}.");
             Assert.Equal(expectedHash, TestFiles.Sha256(path)); // The file itself is untouched.
@@ -155,23 +155,5 @@ public class ResetTests(FileFixture files, ITestOutputHelper output) : IClassFix
         output.WriteLine($"descriptors: baseline {baseline}, after {Repetitions} reset connections {after}");
         Assert.True(after <= baseline + Tolerance, $"{after - baseline} descriptors more than before {Repetitions} reset connections.");
         Assert.Equal(Repetitions + 1, host.Metrics.AcceptedConnections);
-    }
-
-    /// <summary>
-    /// <paramref name="bytes"/> is a 200 head (if it got that far) followed by an exact prefix of the file.
-    /// </summary>
-    private static void AssertPrefixOfFile(byte[] bytes, string path, long size)
-    {
-        int bodyStart = FaultKit.EndOfHead(bytes);
-        if (bodyStart < 0)
-        {
-            Assert.True(bytes.Length < 1024, $"{bytes.Length} bytes arrived without the end of a head.");
-            return;
-        }
-        Assert.StartsWith("HTTP/1.1 200 OK", System.Text.Encoding.ASCII.GetString(bytes, 0, bodyStart));
-        int bodyLength = bytes.Length - bodyStart;
-        Assert.True(bodyLength <= size);
-        Assert.True(TestFiles.Sha256(path, 0, bodyLength) == TestFiles.Sha256(bytes.AsSpan(bodyStart)),
-            $"The {bodyLength} body bytes that arrived are not the file's first {bodyLength} bytes.");
     }
 }

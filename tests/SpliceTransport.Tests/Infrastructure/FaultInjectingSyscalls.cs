@@ -14,7 +14,8 @@ namespace SpliceTransport.Tests.Infrastructure;
 ///
 /// What it can fake, and what it must not: short writes (<see cref="MaxSendMessageBytes"/>,
 /// <see cref="MaxSendFileBytes"/>) and errors returned instead of the call (<see cref="AcceptFault"/>,
-/// <see cref="SendFileFault"/>, <see cref="SendMessageFault"/>). Not short reads and not EAGAIN: the pumps take
+/// <see cref="SendFileFault"/>, <see cref="SendMessageFault"/>, <see cref="ReceiveFault"/>, <see cref="SetOptionFault"/>,
+/// <see cref="ReadFileFault"/>). Not short reads and not EAGAIN: the pumps take
 /// both to mean "wait for the next epoll edge", which a socket that is not really empty or full never raises.
 /// Real EAGAIN is counted instead (<see cref="SendFileWouldBlock"/>, <see cref="SendMessageWouldBlock"/>).
 /// </summary>
@@ -23,6 +24,7 @@ internal sealed unsafe class FaultInjectingSyscalls : Syscalls
     /// <summary>What one connection's socket saw through the seam.</summary>
     public sealed class SocketLog
     {
+        private int _receiveCalls;
         private int _sendMessageCalls;
         private int _responseHeads;
         private long _sendFileBytes;
@@ -30,6 +32,9 @@ internal sealed unsafe class FaultInjectingSyscalls : Syscalls
         private int _shutdownWriteCalls;
         private int _resetOnCloseCalls;
         private int _injectedFaults;
+
+        /// <summary>recv calls on this socket, this one included while a fault callback runs.</summary>
+        public int ReceiveCalls => Volatile.Read(ref _receiveCalls);
 
         public int SendMessageCalls => Volatile.Read(ref _sendMessageCalls);
 
@@ -48,6 +53,8 @@ internal sealed unsafe class FaultInjectingSyscalls : Syscalls
 
         /// <summary>Faults a test's callback injected on this socket.</summary>
         public int InjectedFaults => Volatile.Read(ref _injectedFaults);
+
+        internal void CountReceive() => Interlocked.Increment(ref _receiveCalls);
 
         internal int CountSendMessage(bool responseHead)
         {
@@ -84,6 +91,15 @@ internal sealed unsafe class FaultInjectingSyscalls : Syscalls
     /// </summary>
     public delegate SyscallResult? SendMessageFaultHandler(SocketLog socket, int responseHead);
 
+    /// <summary>
+    /// Before a call on <paramref name="socket"/> (recv, setsockopt): a result to return instead, or null for the
+    /// real call. Errors only for recv: a short count or EAGAIN would wait, by design, for an edge that never comes.
+    /// </summary>
+    public delegate SyscallResult? SocketFaultHandler(SocketLog socket);
+
+    /// <summary>Before a pread (the copy path and content sniffing): a result to return instead, or null for the real call.</summary>
+    public delegate SyscallResult? ReadFileFaultHandler(long offset, int length);
+
     private static readonly byte[] StatusLinePrefix = Encoding.ASCII.GetBytes("HTTP/1.");
 
     private readonly ConditionalWeakTable<SafeHandle, SocketLog> _sockets = new();
@@ -111,6 +127,14 @@ internal sealed unsafe class FaultInjectingSyscalls : Syscalls
     public SendFileFaultHandler? SendFileFault { get; init; }
 
     public SendMessageFaultHandler? SendMessageFault { get; init; }
+
+    /// <summary>Consulted before every recv; must return errors only (see <see cref="SocketFaultHandler"/>).</summary>
+    public SocketFaultHandler? ReceiveFault { get; init; }
+
+    /// <summary>Consulted before every integer setsockopt (TCP_NODELAY at accept).</summary>
+    public SocketFaultHandler? SetOptionFault { get; init; }
+
+    public ReadFileFaultHandler? ReadFileFault { get; init; }
 
     /// <summary>Every connection socket seen so far, in the order first seen (at accept, through TCP_NODELAY).</summary>
     public IReadOnlyList<SocketLog> Sockets => _allSockets.ToArray();
@@ -165,9 +189,7 @@ internal sealed unsafe class FaultInjectingSyscalls : Syscalls
         int heads = log.CountSendMessage(head);
         if (SendMessageFault is { } fault && fault(log, head ? heads : 0) is { } injected)
         {
-            log.CountInjected();
-            Interlocked.Increment(ref _injectedFaults);
-            return injected;
+            return Injected(log, injected);
         }
 
         SyscallResult result;
@@ -203,9 +225,7 @@ internal sealed unsafe class FaultInjectingSyscalls : Syscalls
         SocketLog log = For(socket);
         if (SendFileFault is { } fault && fault(log, count) is { } injected)
         {
-            log.CountInjected();
-            Interlocked.Increment(ref _injectedFaults);
-            return injected;
+            return Injected(log, injected);
         }
         if (MaxSendFileBytes > 0)
         {
@@ -228,6 +248,28 @@ internal sealed unsafe class FaultInjectingSyscalls : Syscalls
         return result;
     }
 
+    public override SyscallResult Receive(SafeHandle socket, Span<byte> buffer)
+    {
+        SocketLog log = For(socket);
+        log.CountReceive();
+        if (ReceiveFault is { } fault && fault(log) is { } injected)
+        {
+            Assert.False(injected.IsSuccess || injected.WouldBlock, "Only errors may be injected into recv.");
+            return Injected(log, injected);
+        }
+        return base.Receive(socket, buffer);
+    }
+
+    public override SyscallResult ReadFile(SafeHandle file, Span<byte> buffer, long offset)
+    {
+        if (ReadFileFault is { } fault && fault(offset, buffer.Length) is { } injected)
+        {
+            Interlocked.Increment(ref _injectedFaults);
+            return injected;
+        }
+        return base.ReadFile(file, buffer, offset);
+    }
+
     public override SyscallResult Shutdown(SafeHandle socket, int how)
     {
         For(socket).CountShutdown(how);
@@ -236,7 +278,11 @@ internal sealed unsafe class FaultInjectingSyscalls : Syscalls
 
     public override SyscallResult SetOption(SafeHandle socket, int level, int name, int value)
     {
-        For(socket);
+        SocketLog log = For(socket);
+        if (SetOptionFault is { } fault && fault(log) is { } injected)
+        {
+            return Injected(log, injected);
+        }
         return base.SetOption(socket, level, name, value);
     }
 
@@ -244,5 +290,12 @@ internal sealed unsafe class FaultInjectingSyscalls : Syscalls
     {
         For(socket).CountResetOnClose();
         return base.SetResetOnClose(socket);
+    }
+
+    private SyscallResult Injected(SocketLog socket, SyscallResult result)
+    {
+        socket.CountInjected();
+        Interlocked.Increment(ref _injectedFaults);
+        return result;
     }
 }
