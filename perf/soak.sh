@@ -40,6 +40,8 @@ readonly DRAIN_TIMEOUT_S=10           # after the load, the server's connections
 readonly SETTLE_S=1                   # ...and then this pause lets its last closes finish before sampling
 readonly MAX_ITERATIONS=100000        # every load loop is bounded in count as well as by the clock
 readonly PLAINTEXT_BODY="Hello, World!"
+readonly RETRY_PAUSE_S=1              # after a client run that failed at once, e.g. on a dead server
+readonly EVIDENCE_LINES=40            # at most this many lines of each kind of failure are printed
 
 # wrk loads: each run lasts WRK_RUN_S, and the loop starts the next until the end, so connections are
 # opened and closed all along instead of once.
@@ -58,6 +60,7 @@ readonly ABORT_LOOPS=2
 readonly ABORT_RATE=50M               # 64 MiB takes 1.3 s at this rate, longer than any ABORT_AFTER_S
 readonly ABORT_AFTER_S=(0.05 0.1 0.2 0.4)
 readonly ABORT_RANGE_START=1048577    # odd, past the first sendfile chunk boundary
+readonly CURL_TIMED_OUT=28            # curl's exit status when --max-time ends it: the intended abort
 
 # Slow readers: each takes the whole 64 MiB file at SLOW_RATE (16 s), far more than the socket buffers
 # hold, so the server's sends wait on a full socket most of the time. A slow download must complete.
@@ -88,12 +91,13 @@ SERVER_PID=""
 SERVER_LOG=""
 SERVER_EXIT=""                        # set to how the server ended, if it did
 KEPT_LOG=""
+SUMMARY_PRINTED=0
 LOAD_PIDS=()
 declare -a ROWS=()                    # one table row per sample
 FAIL_REASONS=()
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { printf '\nperf/soak.sh: ERROR: %s\n' "$*" >&2; echo "soak: FAIL $*"; exit 1; }
+die() { printf '\nperf/soak.sh: ERROR: %s\n' "$*" >&2; echo "soak: FAIL ($*)"; SUMMARY_PRINTED=1; exit 1; }
 
 usage() { sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
@@ -205,6 +209,7 @@ stop_pid() {
 # Each loop runs in a background subshell until its deadline and appends one line per client run to its
 # own file in the results folder it is given. Its client runs in the background and the loop waits for it:
 # bash runs a trap only between commands, but `wait` returns at once, so TERM stops loop and client together.
+# INT too: Ctrl-C reaches every process of the group, and a loop killed by it would leave its client behind.
 
 run_client() {
   taskset -c "$CLIENT_CORE" "$@" &
@@ -212,14 +217,21 @@ run_client() {
   wait "$CLIENT_PID"
 }
 
-stop_client() { [[ -n ${CLIENT_PID:-} ]] && kill -TERM "$CLIENT_PID" 2>/dev/null; exit 0; }
+# The loops' TERM trap: stops the client and reaps it (so nothing is left behind), then the loop.
+stop_client() {
+  if [[ -n ${CLIENT_PID:-} ]]; then
+    kill -TERM "$CLIENT_PID" 2>/dev/null || true
+    wait "$CLIENT_PID" 2>/dev/null || true
+  fi
+  exit 0
+}
 
 # wrk_loop <results dir> <name> <deadline> <connections> <path> <pipeline depth>
 # Appends each run's WRK_RESULT line (perf/report.lua), or "WRK_FAILED" with wrk's output kept aside.
 wrk_loop() {
   local dir=$1 name=$2 deadline=$3 conns=$4 path=$5 depth=$6 run remaining status
   local out=$dir/$name.out
-  trap stop_client TERM
+  trap stop_client TERM INT
   for ((run = 0; run < MAX_ITERATIONS; run++)); do
     remaining=$((deadline - EPOCHSECONDS))
     ((remaining >= WRK_MIN_RUN_S)) || break
@@ -235,6 +247,7 @@ wrk_loop() {
     else
       echo "WRK_FAILED name=$name exit=$status" >>"$dir/$name.log"
       { echo "--- $name: ${args[*]} (exit $status)"; cat "$out"; } >>"$dir/failures.txt"
+      sleep "$RETRY_PAUSE_S"
     fi
   done
 }
@@ -243,7 +256,7 @@ wrk_loop() {
 # curl's exit 28 is the intended abort (its --max-time); 0 would be a download that finished anyway.
 abort_loop() {
   local dir=$1 name=$2 deadline=$3 i status result
-  trap stop_client TERM
+  trap stop_client TERM INT
   for ((i = 0; i < MAX_ITERATIONS && EPOCHSECONDS < deadline; i++)); do
     local range=()
     ((i % 2)) && range=(--range "$ABORT_RANGE_START-")
@@ -252,19 +265,21 @@ abort_loop() {
       && status=0 || status=$?
     read -r http bytes <"$dir/$name.out" || true
     echo "ABORT exit=$status http=${http:-000} bytes=${bytes:-0}" >>"$dir/$name.log"
+    ((status == 0 || status == CURL_TIMED_OUT)) || sleep "$RETRY_PAUSE_S"
   done
 }
 
 # slow_loop <results dir> <name> <deadline>: "SLOW exit=<curl exit> http=<status> bytes=<received>".
 slow_loop() {
   local dir=$1 name=$2 deadline=$3 i status
-  trap stop_client TERM
+  trap stop_client TERM INT
   for ((i = 0; i < MAX_ITERATIONS && EPOCHSECONDS + SLOW_EXPECTED_S + SLOW_SLACK_S <= deadline; i++)); do
     run_client curl -s -o /dev/null --limit-rate "$SLOW_RATE" --max-time "$SLOW_MAX_TIME_S" \
       -w '%{http_code} %{size_download}' "$BASE_URL/64MiB.bin" >"$dir/$name.out" 2>/dev/null \
       && status=0 || status=$?
     read -r http bytes <"$dir/$name.out" || true
     echo "SLOW exit=$status http=${http:-000} bytes=${bytes:-0}" >>"$dir/$name.log"
+    ((status == 0)) || sleep "$RETRY_PAUSE_S"
   done
 }
 
@@ -279,6 +294,12 @@ start_load() {
   wrk_loop "$dir" file-1MiB "$deadline" "$MEDIUM_FILE_CONNECTIONS" /1MiB.bin 1 & LOAD_PIDS+=($!)
   for ((i = 0; i < ABORT_LOOPS; i++)); do abort_loop "$dir" "abort-$i" "$deadline" & LOAD_PIDS+=($!); done
   for ((i = 0; i < SLOW_READERS; i++)); do slow_loop "$dir" "slow-$i" "$deadline" & LOAD_PIDS+=($!); done
+}
+
+stop_load() {
+  local pid
+  for pid in "${LOAD_PIDS[@]}"; do stop_pid "$pid"; done
+  LOAD_PIDS=()
 }
 
 # Waits for the loops to end by themselves (a last slow download may run up to SLOW_MAX_TIME_S past the
@@ -314,11 +335,11 @@ proc_status() { awk -v key="$2:" '$1 == key {print $2}' "/proc/$1/status"; }
 #   aborted / abort_other: aborted downloads that ended as intended (curl exit 28 or a completed
 #   download) / any other way (not errors: a client that walks away may see anything).
 tally() {
-  cat "$@" /dev/null 2>/dev/null | awk -v slow_bytes="${FILE_SIZE[64MiB]}" '
+  { cat "$@" 2>/dev/null || true; } | awk -v slow_bytes="${FILE_SIZE[64MiB]}" -v timed_out="$CURL_TIMED_OUT" '
     { delete f; for (i = 2; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] } }
     $1 == "WRK_RESULT" { requests += f["requests"]; errors += f["connect"] + f["read"] + f["write"] + f["status"] + f["timeout"] }
     $1 == "WRK_FAILED" { errors++ }
-    $1 == "ABORT" { requests++; if (f["exit"] == 28 || f["exit"] == 0) aborted++; else other++ }
+    $1 == "ABORT" { requests++; if (f["exit"] == timed_out || f["exit"] == 0) aborted++; else other++ }
     $1 == "SLOW" { requests++; if (f["exit"] != 0 || f["http"] != 200 || f["bytes"] != slow_bytes) errors++ }
     END { printf "%d %d %d %d\n", requests, errors, aborted, other }'
 }
@@ -391,11 +412,12 @@ judge() {
   errors=$(field "$end" 6) fail=$(field "$end" 7) crit=$(field "$end" 8)
   ((errors == 0)) || FAIL_REASONS+=("$errors client errors")
   ((fail + crit == 0)) || FAIL_REASONS+=("$((fail + crit)) server log errors (fail/crit)")
-  [[ -n $SERVER_EXIT ]] && FAIL_REASONS+=("the server exited ($SERVER_EXIT)")
+  [[ -n $SERVER_EXIT ]] && FAIL_REASONS+=("the server exited: $SERVER_EXIT")
   TOTAL_ERRORS=$((errors + fail + crit + (${#SERVER_EXIT} > 0 ? 1 : 0)))
 
   FDS="$(field "$base" 2)->$(field "$end" 2)"
   THREADS="$(field "$base" 3)->$(field "$end" 3)"
+  [[ -z $SERVER_EXIT ]] || { FDS="$(field "$base" 2)->exited"; THREADS="$(field "$base" 3)->exited"; }
   if [[ -z $SERVER_EXIT ]]; then
     local fd_growth=$(($(field "$end" 2) - $(field "$base" 2)))
     local thread_growth=$(($(field "$end" 3) - $(field "$base" 3)))
@@ -412,6 +434,8 @@ judge() {
     RSS="$first->$second MiB"
     awk -v a="$first" -v b="$second" -v limit="$RSS_GROWTH_LIMIT_MIB" 'BEGIN {exit !(b - a > limit)}' \
       && FAIL_REASONS+=("RSS grew by $(awk -v a="$first" -v b="$second" 'BEGIN {printf "%.1f", b - a}') MiB from the first half of the minutes to the second (limit $RSS_GROWTH_LIMIT_MIB)")
+  elif [[ -n $SERVER_EXIT ]]; then
+    RSS="$(awk -v k="$(field "$base" 4)" 'BEGIN {printf "%.0f", k / 1024}')->exited"
   else
     RSS="$(awk -v k="$(field "$base" 4)" 'BEGIN {printf "%.0f", k / 1024}')->$(awk -v k="$(field "$end" 4)" 'BEGIN {printf "%.0f", k / 1024}') MiB (not judged: fewer than 2 minutes)"
   fi
@@ -422,7 +446,7 @@ summary_line() {
   local verdict=PASS reasons=""
   if ((${#FAIL_REASONS[@]})); then
     verdict=FAIL
-    reasons=" ($(IFS=';'; echo "${FAIL_REASONS[*]}" | sed 's/;/; /g'))"
+    reasons=" ($(printf '%s; ' "${FAIL_REASONS[@]}" | sed 's/; $//'))"
   fi
   echo "soak: $verdict$reasons $MINUTES min, $SOAK_REQUESTS requests, $TOTAL_ERRORS errors, fds $FDS, threads $THREADS, rss $RSS"
 }
@@ -454,22 +478,23 @@ write_result_file() {
   } >"$RESULT_FILE"
 }
 
-# Prints what the failures were: server log errors, failed wrk runs.
+# Prints what the failures were: server log errors and warnings, failed wrk runs, failed slow downloads.
+# (Each `head` may close its pipe early: `|| true` keeps that from ending the script under pipefail.)
 show_evidence() {
   if grep -qE '^(fail|crit): ' "$SERVER_LOG" 2>/dev/null; then
     echo "First server log errors (whole log in $KEPT_LOG):"
-    grep -E -A4 '^(fail|crit): ' "$SERVER_LOG" | head -n 40
+    grep -E -A4 '^(fail|crit): ' "$SERVER_LOG" | head -n "$EVIDENCE_LINES" || true
   fi
   if grep -q '^warn: ' "$SERVER_LOG" 2>/dev/null; then
     echo "Server warnings, by kind:"
-    grep -A1 '^warn: ' "$SERVER_LOG" | grep -v '^--$' | paste - - | sort | uniq -c | sort -rn | head -n 10
+    grep -A1 '^warn: ' "$SERVER_LOG" | grep -v '^--$' | paste - - | sort | uniq -c | sort -rn | head -n "$EVIDENCE_LINES" || true
   fi
   if [[ -s $TMP_DIR/soak/failures.txt || -s $TMP_DIR/warmup/failures.txt ]]; then
     echo "Failed wrk runs:"
-    cat "$TMP_DIR"/{warmup,soak}/failures.txt 2>/dev/null | head -n 40
+    cat "$TMP_DIR"/{warmup,soak}/failures.txt 2>/dev/null | head -n "$EVIDENCE_LINES" || true
   fi
   local failed_slow
-  failed_slow=$(cat "$TMP_DIR"/{warmup,soak}/slow-*.log 2>/dev/null | grep -v "exit=0 http=200 bytes=${FILE_SIZE[64MiB]}$" | head -n 10 || true)
+  failed_slow=$(cat "$TMP_DIR"/{warmup,soak}/slow-*.log 2>/dev/null | grep -v "exit=0 http=200 bytes=${FILE_SIZE[64MiB]}$" | head -n "$EVIDENCE_LINES" || true)
   [[ -z $failed_slow ]] || { echo "Failed slow downloads:"; echo "$failed_slow"; }
 }
 
@@ -481,12 +506,55 @@ keep_server_log() {
 }
 
 cleanup() {
-  local status=$? pid
+  local status=$?
   trap - EXIT INT TERM
-  for pid in "${LOAD_PIDS[@]}"; do stop_pid "$pid"; done
+  # The last line is always a summary, even when the script stops early (Ctrl-C, a failed step).
+  ((SUMMARY_PRINTED)) || echo "soak: FAIL (stopped early, exit status $status; see the messages above)"
+  stop_load
   [[ -n $SERVER_PID ]] && stop_pid "$SERVER_PID"
   [[ -n $TMP_DIR ]] && rm -rf "$TMP_DIR"
   exit "$status"
+}
+
+# Records how the server ended (it has exited): "exit status N", and when.
+note_server_exit() {
+  local status=0
+  wait "$SERVER_PID" || status=$?
+  SERVER_EXIT="exit status $status, $1"
+  log "the server exited $1 (exit status $status)"
+}
+
+# The same load for WARMUP_S, then drain; the start row (the baseline) comes after it.
+warm_up() {
+  SOAK_STARTED=$EPOCHSECONDS
+  start_load "$TMP_DIR/warmup" "$WARMUP_S"
+  finish_load
+  if server_alive; then drain; else note_server_exit "during warm-up"; fi
+  sample start "$TMP_DIR/warmup"    # the warm-up's counts; the minutes count the soak's own
+}
+
+# MINUTES of load with a row each minute, then (unless the server exited) drain and the end row.
+run_minutes() {
+  log "soak: $MINUTES min of load; a sample every ${SAMPLE_INTERVAL_S}s"
+  local minute load_started=$EPOCHSECONDS
+  SOAK_STARTED=$load_started
+  start_load "$TMP_DIR/soak" $((MINUTES * SAMPLE_INTERVAL_S))
+  for ((minute = 1; minute <= MINUTES; minute++)); do
+    if ! sleep_until $((load_started + minute * SAMPLE_INTERVAL_S)); then
+      note_server_exit "during minute $minute"
+      break
+    fi
+    sample "min-$minute" "$TMP_DIR/soak"
+    log "minute $minute: $(field "${ROWS[-1]}" 6) client errors, $(($(field "${ROWS[-1]}" 7) + $(field "${ROWS[-1]}" 8))) log errors so far"
+  done
+  if [[ -n $SERVER_EXIT ]]; then
+    stop_load
+  else
+    log "load ends; waiting for the clients, then for connections to drain"
+    finish_load
+    if server_alive; then drain; else note_server_exit "as the load ended"; fi
+  fi
+  sample end "$TMP_DIR/soak"
 }
 
 main() {
@@ -504,30 +572,12 @@ main() {
   check_server
   log "server pid $SERVER_PID answers correctly; warming up for ${WARMUP_S}s"
 
-  SOAK_STARTED=$EPOCHSECONDS
-  start_load "$TMP_DIR/warmup" "$WARMUP_S"
-  finish_load
-  drain
-  sample start "$TMP_DIR/warmup"    # the warm-up's counts; the minutes count the soak's own
-
-  log "soak: $MINUTES min of load; a sample every ${SAMPLE_INTERVAL_S}s"
-  local minute load_started=$EPOCHSECONDS
-  SOAK_STARTED=$load_started
-  start_load "$TMP_DIR/soak" $((MINUTES * SAMPLE_INTERVAL_S))
-  for ((minute = 1; minute <= MINUTES; minute++)); do
-    if ! sleep_until $((load_started + minute * SAMPLE_INTERVAL_S)); then
-      wait "$SERVER_PID" && SERVER_EXIT="exit status 0" || SERVER_EXIT="exit status $?"
-      log "the server exited during minute $minute ($SERVER_EXIT)"
-      break
-    fi
-    sample "min-$minute" "$TMP_DIR/soak"
-    log "minute $minute: $(field "${ROWS[-1]}" 6) client errors, $(field "${ROWS[-1]}" 7) log errors so far"
-  done
-  log "load ends; waiting for the clients, then for connections to drain"
-  finish_load
-  drain
-  sample end "$TMP_DIR/soak"
-  server_alive || [[ -n $SERVER_EXIT ]] || { wait "$SERVER_PID" && SERVER_EXIT="exit status 0" || SERVER_EXIT="exit status $?"; }
+  warm_up
+  if [[ -z $SERVER_EXIT ]]; then
+    run_minutes
+  else
+    sample end "$TMP_DIR/soak"      # no soak: an end row of nothing, so the table has its usual ends
+  fi
 
   # Warm-up errors count too: they are errors all the same.
   local warmup_errors; warmup_errors=$(tally "$TMP_DIR"/warmup/*.log | awk '{print $2}')
@@ -543,6 +593,7 @@ main() {
   show_evidence
   echo "(server log: $KEPT_LOG; table also in perf/results/soak.md)"
   echo "$summary"
+  SUMMARY_PRINTED=1
   ((${#FAIL_REASONS[@]} == 0))
 }
 
