@@ -76,9 +76,11 @@ declare -A FILE_SIZE=([4KiB]=4096 [1MiB]=1048576 [64MiB]=67108864)
 
 # The verdict's thresholds (see perf/README.md, "Soak test").
 readonly FD_MARGIN=16                 # descriptors after drain may exceed the baseline by this much
-# The thread pool adds and retires workers by itself (idle ones exit after 20 s): a few either way is
-# noise, while a thread per connection or per aborted download would add hundreds.
-readonly THREAD_MARGIN=8              # threads after drain may exceed the baseline by this much
+# The thread pool adds workers under load and retires each after 20 s idle, so after the drain the end
+# row waits (at most THREAD_SETTLE_TIMEOUT_S) for the count to come back within THREAD_MARGIN of the
+# baseline. A worker blocked for good, or a thread per connection or per abort, never comes back.
+readonly THREAD_MARGIN=4              # threads at the end may exceed the baseline by this much
+readonly THREAD_SETTLE_TIMEOUT_S=30   # the pool's 20 s idle timeout plus room
 readonly RSS_GROWTH_LIMIT_MIB=20      # mean RSS of the second half of the minutes over the first half
 # RSS should follow what the server holds, not when its GC last ran: workstation GC (the Web SDK's default
 # server GC lets gen0 grow to 200 MiB here) with a 1 MiB gen0 budget, so garbage never piles up for long.
@@ -325,6 +327,20 @@ drain() {
   sleep "$SETTLE_S"
 }
 
+# Waits, at most THREAD_SETTLE_TIMEOUT_S, until the thread pool has retired the workers the load added.
+settle_threads() {
+  local limit=$(($(field "${ROWS[0]}" 3) + THREAD_MARGIN)) deadline=$((EPOCHSECONDS + THREAD_SETTLE_TIMEOUT_S))
+  local threads
+  threads=$(proc_status "$SERVER_PID" Threads 2>/dev/null) || return 0   # exited: the end row will say
+  ((threads > limit)) || return 0
+  log "$threads threads; waiting up to ${THREAD_SETTLE_TIMEOUT_S}s for the thread pool to retire idle workers"
+  while ((EPOCHSECONDS < deadline)); do
+    sleep 1
+    threads=$(proc_status "$SERVER_PID" Threads 2>/dev/null) || return 0
+    ((threads > limit)) || return 0
+  done
+}
+
 # ------------------------------------------------------------------------------------------ measuring
 
 proc_status() { awk -v key="$2:" '$1 == key {print $2}' "/proc/$1/status"; }
@@ -552,7 +568,7 @@ run_minutes() {
   else
     log "load ends; waiting for the clients, then for connections to drain"
     finish_load
-    if server_alive; then drain; else note_server_exit "as the load ended"; fi
+    if server_alive; then drain; settle_threads; else note_server_exit "as the load ended"; fi
   fi
   sample end "$TMP_DIR/soak"
 }
