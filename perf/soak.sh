@@ -2,7 +2,7 @@
 # perf/soak.sh — a bounded soak test: N minutes of mixed load against the sample on SpliceTransport,
 # watching the server for leaks (descriptors, threads, memory) and for any error.
 #
-#   perf/soak.sh                  2 minutes of load (about 4 minutes in all, with build, warm-up and drain)
+#   perf/soak.sh                  2 minutes of load (3 to 4 minutes in all, with build, warm-up and drain)
 #   perf/soak.sh --minutes N      N minutes of load (N >= 1; memory growth is judged from N >= 2)
 #   perf/soak.sh --port P         serve on 127.0.0.1:P (default 5317; soak runs keep to 5300-5399)
 #
@@ -10,7 +10,7 @@
 # 1 MiB file, and 16-deep pipelined /plaintext (each wrk run is short, so connections come and go); curl
 # loops that abort 64 MiB downloads part-way (whole file or a range); slow readers taking the 64 MiB file
 # at a throttled rate. The server's descriptors, threads and VmRSS are sampled after warm-up, every minute,
-# and once the load has stopped and its connections have drained.
+# and once the load has stopped, its connections have drained and the thread pool has retired idle workers.
 # Exits 0 (PASS) or 1 (FAIL: any error, the server exiting, or growth). The last line printed is the one
 # summary line; the table and that line are also written to perf/results/soak.md.
 # Run as root (it apt-get installs wrk and curl if missing). Traffic goes to 127.0.0.1 only.
@@ -57,9 +57,9 @@ readonly MEDIUM_FILE_CONNECTIONS=8    # 1 MiB file
 # Aborted downloads: curl reads the 64 MiB file no faster than ABORT_RATE, so it cannot finish before its
 # --max-time (one of ABORT_AFTER_S, in turn) ends it mid-body; every other attempt asks for a range.
 readonly ABORT_LOOPS=2
-readonly ABORT_RATE=50M               # 64 MiB takes 1.3 s at this rate, longer than any ABORT_AFTER_S
+readonly ABORT_RATE=50M               # curl's M is MiB: 64 MiB takes 1.3 s, longer than any ABORT_AFTER_S
 readonly ABORT_AFTER_S=(0.05 0.1 0.2 0.4)
-readonly ABORT_RANGE_START=1048577    # odd, past the first sendfile chunk boundary
+readonly ABORT_RANGE_START=1048577    # 1 MiB + 1: an odd offset, aligned with no page or block size
 readonly CURL_TIMED_OUT=28            # curl's exit status when --max-time ends it: the intended abort
 
 # Slow readers: each takes the whole 64 MiB file at SLOW_RATE (16 s), far more than the socket buffers
@@ -101,7 +101,7 @@ FAIL_REASONS=()
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf '\nperf/soak.sh: ERROR: %s\n' "$*" >&2; echo "soak: FAIL ($*)"; SUMMARY_PRINTED=1; exit 1; }
 
-usage() { sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 parse_args() {
   while (($#)); do
@@ -219,7 +219,7 @@ run_client() {
   wait "$CLIENT_PID"
 }
 
-# The loops' TERM trap: stops the client and reaps it (so nothing is left behind), then the loop.
+# The loops' TERM and INT trap: stops the client and reaps it (so nothing is left behind), then the loop.
 stop_client() {
   if [[ -n ${CLIENT_PID:-} ]]; then
     kill -TERM "$CLIENT_PID" 2>/dev/null || true
@@ -257,7 +257,7 @@ wrk_loop() {
 # abort_loop <results dir> <name> <deadline>: "ABORT exit=<curl exit> http=<status> bytes=<received>".
 # curl's exit 28 is the intended abort (its --max-time); 0 would be a download that finished anyway.
 abort_loop() {
-  local dir=$1 name=$2 deadline=$3 i status result
+  local dir=$1 name=$2 deadline=$3 i status
   trap stop_client TERM INT
   for ((i = 0; i < MAX_ITERATIONS && EPOCHSECONDS < deadline; i++)); do
     local range=()
