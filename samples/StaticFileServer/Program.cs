@@ -4,7 +4,7 @@ using System.Security.Cryptography.X509Certificates;
 using Microsoft.Extensions.FileProviders;
 
 // A static file server on SpliceTransport.
-//   --root <dir>                 folder to serve (default: the wwwroot shipped with the sample)
+//   --root <dir>                 folder to serve (default: the wwwroot shipped with the sample); "/" serves its index.html
 //   --urls <urls>                Kestrel's usual list, e.g. "http://127.0.0.1:5000;https://[::1]:5001;http://unix:/tmp/s.sock"
 //   --transport splice|sockets   splice (default) or Kestrel's own socket transport, for side-by-side comparison
 // Kestrel's configuration keys work too, e.g. --Kestrel:EndpointDefaults:Protocols=Http2 for h2c, and so do
@@ -43,9 +43,13 @@ builder.WebHost.ConfigureKestrel(kestrel =>
 var app = builder.Build();
 
 app.MapGet("/plaintext", () => Results.Text("Hello, World!", "text/plain"));
+var files = new PhysicalFileProvider(root);
+// A request for a folder ("/" first of all) gets its index.html, so a new user's first request finds a page.
+// UseDefaultFiles only rewrites the path; UseStaticFiles after it serves the file, zero-copy like any other.
+app.UseDefaultFiles(new DefaultFilesOptions { FileProvider = files });
 app.UseStaticFiles(new StaticFileOptions
 {
-    FileProvider = new PhysicalFileProvider(root),
+    FileProvider = files,
     ServeUnknownFileTypes = true,
     DefaultContentType = "application/octet-stream",
 });
