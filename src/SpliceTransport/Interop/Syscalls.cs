@@ -102,7 +102,7 @@ internal unsafe class Syscalls
 
     /// <summary>
     /// splice(2): moves up to <paramref name="length"/> bytes between a pipe and another descriptor (one side
-    /// must be a pipe). An offset is for a file side only (ESPIPE on a socket or a pipe): the kernel advances a
+    /// must be a pipe). An offset is for a file side only (a socket or a pipe given one says EINVAL): the kernel advances a
     /// copy of it and the caller moves its own by the count, as with <see cref="SendFile"/>; null uses and moves
     /// the file's own position. 0 is the end of the input.
     /// </summary>

@@ -49,8 +49,9 @@ internal sealed partial class SplicePipe : IDisposable
     public FileDescriptorHandle WriteEnd { get; }
 
     /// <summary>
-    /// The capacity F_SETPIPE_SZ set, in bytes. An upper bound on what the pipe takes, not a promise: the kernel
-    /// counts slots, and a socket's small packets can fill the slots before the bytes reach the capacity.
+    /// The capacity F_SETPIPE_SZ set, in bytes: its slots times the page size. What the pipe takes is not
+    /// promised: the kernel fills slots, one per piece of page (a file entered mid-page, a socket's packets), so
+    /// a full pipe may hold less. <see cref="Buffered"/>, not this, says what it holds.
     /// </summary>
     public int Capacity { get; }
 

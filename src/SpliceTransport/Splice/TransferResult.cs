@@ -24,7 +24,7 @@ internal enum TransferStatus
 
     /// <summary>
     /// EINVAL: the kernel cannot splice this descriptor (a socket or file type without splice support, a
-    /// destination opened with O_APPEND). From a fill, nothing was read: read the source the ordinary way. From
+    /// destination opened with O_APPEND; also an offset given for a socket, a caller's mistake). From a fill, nothing was read: read the source the ordinary way. From
     /// a drain, the pipe still holds its bytes: take them out with <see cref="SplicePipe.CopyOut"/> (a file) and
     /// copy from then on.
     /// </summary>
