@@ -23,8 +23,25 @@ internal sealed class SpliceMetrics
     public const string ZeroCopyBytesName = "splice.sendfile.sent";
     public const string FallbacksName = "splice.sendfile.fallbacks";
 
+    public const string PipeCountName = "splice.pipe.count";
+    public const string PipeRefusedName = "splice.pipe.refused";
+
     /// <summary>The attribute of <see cref="FallbacksName"/>: one of the <see cref="Http.FallbackReasons"/>.</summary>
     public const string FallbackReasonTag = "splice.sendfile.fallback.reason";
+
+    /// <summary>
+    /// The attribute of <see cref="PipeCountName"/>: <see cref="PipeStateUsed"/> (rented by a transfer) or
+    /// <see cref="PipeStateIdle"/> (pooled), as OpenTelemetry's <c>db.client.connection.count</c> splits a pool.
+    /// </summary>
+    public const string PipeStateTag = "splice.pipe.state";
+    public const string PipeStateUsed = "used";
+    public const string PipeStateIdle = "idle";
+
+    /// <summary>The attribute of <see cref="PipeRefusedName"/>: one of the <see cref="Splice.PipeRefusalReasons"/>.</summary>
+    public const string PipeRefusedReasonTag = "splice.pipe.refused.reason";
+
+    private static readonly KeyValuePair<string, object?> UsedPipes = new(PipeStateTag, PipeStateUsed);
+    private static readonly KeyValuePair<string, object?> IdlePipes = new(PipeStateTag, PipeStateIdle);
 
     // OpenTelemetry's general attributes, with the values Kestrel gives them.
     public const string ServerAddressTag = "server.address";
@@ -37,6 +54,8 @@ internal sealed class SpliceMetrics
     private readonly Counter<long> _zeroCopyResponses;
     private readonly Counter<long> _zeroCopyBytes;
     private readonly Counter<long> _fallbackResponses;
+    private readonly UpDownCounter<long> _pipes;
+    private readonly Counter<long> _refusedPipes;
 
     /// <summary>
     /// The connection attributes of each listening end point, made on its first connection. A connection keeps
@@ -60,6 +79,10 @@ internal sealed class SpliceMetrics
             "File bytes sent zero-copy (sendfile), never through a managed buffer.");
         _fallbackResponses = meter.CreateCounter<long>(FallbacksName, "{response}",
             "Number of file sends that went through Kestrel's normal (copying) path, by reason.");
+        _pipes = meter.CreateUpDownCounter<long>(PipeCountName, "{pipe}",
+            "Number of kernel pipes the splice pipe pool holds, used (rented by a transfer) or idle (pooled).");
+        _refusedPipes = meter.CreateCounter<long>(PipeRefusedName, "{pipe}",
+            "Number of pipe rentals refused (the caller copied instead), by reason.");
     }
 
     /// <summary>A connection was accepted on the listener bound to <paramref name="listenEndPoint"/>.</summary>
@@ -78,6 +101,31 @@ internal sealed class SpliceMetrics
         _zeroCopyResponses.Add(1);
         _zeroCopyBytes.Add(bytes);
     }
+
+    /// <summary>A pipe was rented: taken from the pool (<paramref name="fromPool"/>) or newly made.</summary>
+    internal void PipeRented(bool fromPool)
+    {
+        if (fromPool)
+        {
+            _pipes.Add(-1, IdlePipes);
+        }
+        _pipes.Add(1, UsedPipes);
+    }
+
+    /// <summary>A rented pipe came back: pooled (<paramref name="pooled"/>) or closed.</summary>
+    internal void PipeReturned(bool pooled)
+    {
+        _pipes.Add(-1, UsedPipes);
+        if (pooled)
+        {
+            _pipes.Add(1, IdlePipes);
+        }
+    }
+
+    /// <summary>An idle pipe was closed (the pool was disposed).</summary>
+    internal void IdlePipeClosed() => _pipes.Add(-1, IdlePipes);
+
+    internal void PipeRefused(string reason) => _refusedPipes.Add(1, new KeyValuePair<string, object?>(PipeRefusedReasonTag, reason));
 
     internal void FellBack(string reason) => _fallbackResponses.Add(1, new KeyValuePair<string, object?>(FallbackReasonTag, reason));
 

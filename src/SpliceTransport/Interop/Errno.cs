@@ -17,6 +17,7 @@ internal static class Errno
     public const int EINVAL = 22;
     public const int ENFILE = 23;
     public const int EMFILE = 24;
+    public const int ENOSPC = 28;
     public const int ESPIPE = 29;
     public const int EPIPE = 32;
     public const int ENOSYS = 38;
@@ -48,6 +49,7 @@ internal static class Errno
         EINVAL => "EINVAL",
         ENFILE => "ENFILE",
         EMFILE => "EMFILE",
+        ENOSPC => "ENOSPC",
         ESPIPE => "ESPIPE",
         EPIPE => "EPIPE",
         ENOSYS => "ENOSYS",

@@ -5,13 +5,21 @@ namespace SpliceTransport.Interop;
 internal static unsafe partial class LibC
 {
     public const int O_RDONLY = 0;
+    public const int O_WRONLY = 1;
+    /// <summary>Every write goes to the end of the file. splice(2) refuses such a destination with EINVAL.</summary>
+    public const int O_APPEND = 0x400;
     /// <summary>Opening a FIFO for reading must not wait for a writer; on a regular file it changes nothing.</summary>
     public const int O_NONBLOCK = 0x800;
     public const int O_CLOEXEC = 0x80000;
 
     public const int F_GETFL = 3;
     public const int F_SETFL = 4;
+    /// <summary>
+    /// Sets a pipe's capacity (Linux 2.6.35): the default of 16 pages makes a 1 MiB move take 16 splice calls
+    /// each way; a larger pipe takes it in one.
+    /// </summary>
     public const int F_SETPIPE_SZ = 1031;
+    /// <summary>A pipe's capacity in bytes: what F_SETPIPE_SZ set, or the default a new pipe got.</summary>
     public const int F_GETPIPE_SZ = 1032;
 
     public const int AT_FDCWD = -100;
@@ -35,6 +43,9 @@ internal static unsafe partial class LibC
 
     [LibraryImport(Library, SetLastError = true)]
     public static partial nint pread(SafeHandle fd, byte* buffer, nuint count, long offset);
+
+    [LibraryImport(Library, SetLastError = true)]
+    public static partial nint pwrite(SafeHandle fd, byte* buffer, nuint count, long offset);
 
     [LibraryImport(Library, SetLastError = true)]
     private static partial int fstatfs(SafeHandle fd, byte* buffer);

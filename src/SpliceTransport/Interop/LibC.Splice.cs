@@ -4,11 +4,20 @@ namespace SpliceTransport.Interop;
 
 internal static unsafe partial class LibC
 {
-    /// <summary>Move pages instead of copying where the kernel can (a hint).</summary>
+    /// <summary>
+    /// Asks the kernel to move pages instead of copying them. Only a hint, and a no-op since Linux 2.6.21
+    /// removed page stealing; the transport does not pass it, so that no one counts on it.
+    /// </summary>
     public const uint SPLICE_F_MOVE = 1;
-    /// <summary>Do not block on the pipe; the sockets involved are non-blocking on their own.</summary>
+    /// <summary>
+    /// The call does not block on the pipe: a full pipe (splicing in) or an empty one (splicing out) says
+    /// EAGAIN. Whether the other descriptor blocks is its own O_NONBLOCK; the transport's are all non-blocking.
+    /// </summary>
     public const uint SPLICE_F_NONBLOCK = 2;
-    /// <summary>More data follows: the socket may hold back a partial segment.</summary>
+    /// <summary>
+    /// More data follows: a socket destination may hold back a partial segment, as with MSG_MORE. Never set
+    /// by default: when nothing follows, the segment waits for TCP's 200 ms cork timer (Go issue 10948).
+    /// </summary>
     public const uint SPLICE_F_MORE = 4;
 
     [LibraryImport(Library, SetLastError = true)]

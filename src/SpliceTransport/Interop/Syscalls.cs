@@ -3,8 +3,8 @@ using System.Runtime.InteropServices;
 namespace SpliceTransport.Interop;
 
 /// <summary>
-/// The system calls of the data path (accept, receive, send, sendfile, pread, shutdown, socket options), each
-/// returning a <see cref="SyscallResult"/>. EINTR is retried here, in <see cref="Run{TCall}"/>, and nowhere
+/// The system calls of the data path (accept, receive, send, sendfile, pread, shutdown, socket options, and the
+/// pipe, splice and tee calls of <c>Splice/</c>), each returning a <see cref="SyscallResult"/>. EINTR is retried here, in <see cref="Run{TCall}"/>, and nowhere
 /// else; EAGAIN is returned as <see cref="SyscallResult.WouldBlock"/> for the caller to wait on readiness.
 ///
 /// Every member is virtual: this class is the fault-injection seam. Tests replace the registered instance
@@ -66,6 +66,72 @@ internal unsafe class Syscalls
     {
         LibC.Linger linger = new() { OnOff = 1, Seconds = 0 };
         return Run(new SetLingerCall(socket, &linger));
+    }
+
+    /// <summary>
+    /// pipe2 with O_CLOEXEC | O_NONBLOCK: both ends of a new pipe, or the errno (EMFILE: this process is out of
+    /// descriptors; ENFILE: the system is, or an unprivileged user is past /proc/sys/fs/pipe-user-pages-hard).
+    /// On success the caller owns both handles.
+    /// </summary>
+    public virtual SyscallResult CreatePipe(out FileDescriptorHandle? readEnd, out FileDescriptorHandle? writeEnd)
+    {
+        int* fds = stackalloc int[2];
+        SyscallResult result = Run(new CreatePipeCall(fds));
+        if (!result.IsSuccess)
+        {
+            readEnd = null;
+            writeEnd = null;
+            return result;
+        }
+        // Wrapped at once, before anything else can fail, so neither number can leak.
+        readEnd = new FileDescriptorHandle(fds[0]);
+        writeEnd = new FileDescriptorHandle(fds[1]);
+        return result;
+    }
+
+    /// <summary>
+    /// fcntl(F_SETPIPE_SZ): asks for a pipe of <paramref name="size"/> bytes; the count is the size the kernel
+    /// set (rounded up to a power-of-two number of pages). EPERM: above /proc/sys/fs/pipe-max-size without
+    /// CAP_SYS_RESOURCE, or an unprivileged user past /proc/sys/fs/pipe-user-pages-soft; EBUSY: smaller than
+    /// what the pipe holds.
+    /// </summary>
+    public virtual SyscallResult SetPipeSize(SafeHandle pipe, int size) => Run(new FcntlCall(pipe, LibC.F_SETPIPE_SZ, size));
+
+    /// <summary>fcntl(F_GETPIPE_SZ): the capacity of the pipe in bytes.</summary>
+    public virtual SyscallResult GetPipeSize(SafeHandle pipe) => Run(new FcntlCall(pipe, LibC.F_GETPIPE_SZ, 0));
+
+    /// <summary>
+    /// splice(2): moves up to <paramref name="length"/> bytes between a pipe and another descriptor (one side
+    /// must be a pipe). An offset is for a file side only (a socket or a pipe given one says EINVAL): the kernel advances a
+    /// copy of it and the caller moves its own by the count, as with <see cref="SendFile"/>; null uses and moves
+    /// the file's own position. 0 is the end of the input.
+    /// </summary>
+    public virtual SyscallResult Splice(SafeHandle input, long? inputOffset, SafeHandle output, long? outputOffset, nuint length, uint flags) =>
+        Run(new SpliceCall(input, inputOffset, output, outputOffset, length, flags));
+
+    /// <summary>tee(2): copies up to <paramref name="length"/> bytes from one pipe into another without consuming them.</summary>
+    public virtual SyscallResult Tee(SafeHandle input, SafeHandle output, nuint length, uint flags) =>
+        Run(new TeeCall(input, output, length, flags));
+
+    /// <summary>read(2) into <paramref name="buffer"/>, for descriptors that have no offset (a pipe): 0 is the end.</summary>
+    public virtual SyscallResult Read(SafeHandle fd, Span<byte> buffer)
+    {
+        fixed (byte* bytes = buffer)
+        {
+            return Run(new ReadCall(fd, bytes, (nuint)buffer.Length));
+        }
+    }
+
+    /// <summary>
+    /// pwrite at <paramref name="offset"/> of <paramref name="file"/> (the file's own offset is not moved), or
+    /// write(2) at the file's own position when it is null. The count may be short.
+    /// </summary>
+    public virtual SyscallResult WriteFile(SafeHandle file, ReadOnlySpan<byte> buffer, long? offset)
+    {
+        fixed (byte* bytes = buffer)
+        {
+            return Run(new WriteFileCall(file, bytes, (nuint)buffer.Length, offset));
+        }
     }
 
     /// <summary>
@@ -142,5 +208,48 @@ internal unsafe class Syscalls
     private readonly struct SetLingerCall(SafeHandle fd, LibC.Linger* linger) : ICall
     {
         public nint Invoke() => LibC.setsockopt(fd, LibC.SOL_SOCKET, LibC.SO_LINGER, (int*)linger, sizeof(LibC.Linger));
+    }
+
+    private readonly struct CreatePipeCall(int* fds) : ICall
+    {
+        /// <summary>
+        /// O_CLOEXEC: a child process the app starts must not inherit the pipe (a stray copy of the write end
+        /// would also keep the pipe alive). O_NONBLOCK: read(2) and write(2) on the pipe never block a loop
+        /// thread, as SPLICE_F_NONBLOCK does for splice and tee.
+        /// </summary>
+        private const int Flags = LibC.O_CLOEXEC | LibC.O_NONBLOCK;
+
+        public nint Invoke() => LibC.pipe2(fds, Flags);
+    }
+
+    private readonly struct FcntlCall(SafeHandle fd, int command, int argument) : ICall
+    {
+        public nint Invoke() => LibC.fcntl(fd, command, argument);
+    }
+
+    private readonly struct SpliceCall(SafeHandle input, long? inputOffset, SafeHandle output, long? outputOffset, nuint length, uint flags) : ICall
+    {
+        public nint Invoke()
+        {
+            // Fresh copies on every attempt: after EINTR nothing moved, so the same offsets are right again.
+            long inputPosition = inputOffset.GetValueOrDefault();
+            long outputPosition = outputOffset.GetValueOrDefault();
+            return LibC.splice(input, inputOffset.HasValue ? &inputPosition : null, output, outputOffset.HasValue ? &outputPosition : null, length, flags);
+        }
+    }
+
+    private readonly struct TeeCall(SafeHandle input, SafeHandle output, nuint length, uint flags) : ICall
+    {
+        public nint Invoke() => LibC.tee(input, output, length, flags);
+    }
+
+    private readonly struct ReadCall(SafeHandle fd, byte* buffer, nuint length) : ICall
+    {
+        public nint Invoke() => LibC.read(fd, buffer, length);
+    }
+
+    private readonly struct WriteFileCall(SafeHandle fd, byte* buffer, nuint length, long? offset) : ICall
+    {
+        public nint Invoke() => offset is long position ? LibC.pwrite(fd, buffer, length, position) : LibC.write(fd, buffer, length);
     }
 }
