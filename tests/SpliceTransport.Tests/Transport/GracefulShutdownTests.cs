@@ -83,6 +83,11 @@ public class GracefulShutdownTests
             {
                 return;
             }
+            catch (SocketException ex) when (ex.SocketErrorCode == SocketError.ConnectionReset)
+            {
+                // Queued in the backlog (or accepted, not yet taken by Kestrel) as the listener closed: reset,
+                // as on Kestrel's socket transport. Not yet "refused": try again.
+            }
             // Accepted just before the unbind: it is closed as part of the shutdown, so just retry.
             await Task.Delay(20, timeout.Token);
         }
