@@ -1,4 +1,5 @@
 using System.Net;
+using System.Runtime;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using Microsoft.Extensions.FileProviders;
@@ -10,6 +11,8 @@ using Microsoft.Extensions.FileProviders;
 // Kestrel's configuration keys work too, e.g. --Kestrel:EndpointDefaults:Protocols=Http2 for h2c, and so do
 // SpliceTransportOptions, e.g. --SpliceTransport:ApplicationSchedulingMode=Inline.
 // An https URL with no certificate configured gets a self-signed one made at start-up.
+//   --perf-endpoints true        for perf/run.sh only, off by default: maps GET /perf/gc, which forces a full
+//                                compacting GC and answers with the managed heap size as JSON. Never expose it.
 
 var builder = WebApplication.CreateBuilder(args);
 builder.Logging.SetMinimumLevel(LogLevel.Warning);
@@ -43,6 +46,10 @@ builder.WebHost.ConfigureKestrel(kestrel =>
 var app = builder.Build();
 
 app.MapGet("/plaintext", () => Results.Text("Hello, World!", "text/plain"));
+if (builder.Configuration.GetValue<bool>("perf-endpoints"))
+{
+    app.MapGet("/perf/gc", PerfEndpoints.CollectAndMeasure);
+}
 app.UseStaticFiles(new StaticFileOptions
 {
     FileProvider = new PhysicalFileProvider(root),
@@ -55,6 +62,40 @@ app.Lifetime.ApplicationStarted.Register(() =>
 
 app.Run();
 return 0;
+
+/// <summary>
+/// GET /perf/gc, mapped only with --perf-endpoints true: perf/run.sh reads the managed heap before and while
+/// it holds idle connections. A blocking, compacting full GC (twice, around the finalizers) leaves only live
+/// objects, so the difference is what the connections keep alive.
+/// </summary>
+internal static class PerfEndpoints
+{
+    public static IResult CollectAndMeasure()
+    {
+        GCSettings.LargeObjectHeapCompactionMode = GCLargeObjectHeapCompactionMode.CompactOnce;
+        GC.Collect(2, GCCollectionMode.Forced, blocking: true, compacting: true);
+        GC.WaitForPendingFinalizers();
+        GC.Collect(2, GCCollectionMode.Forced, blocking: true, compacting: true);
+        GCMemoryInfo info = GC.GetGCMemoryInfo(GCKind.FullBlocking);
+        ReadOnlySpan<GCGenerationInfo> generations = info.GenerationInfo;
+        return Results.Json(new
+        {
+            totalMemoryBytes = GC.GetTotalMemory(forceFullCollection: false),   // live objects
+            heapSizeBytes = info.HeapSizeBytes,                                 // live objects plus fragmentation
+            fragmentedBytes = info.FragmentedBytes,
+            committedBytes = info.TotalCommittedBytes,
+            sizeAfterBytes = new
+            {
+                gen0 = generations[0].SizeAfterBytes,
+                gen1 = generations[1].SizeAfterBytes,
+                gen2 = generations[2].SizeAfterBytes,
+                loh = generations[3].SizeAfterBytes,
+                poh = generations[4].SizeAfterBytes,
+            },
+            workingSetBytes = Environment.WorkingSet,
+        });
+    }
+}
 
 /// <summary>A self-signed certificate for localhost, so https URLs work on a machine with no dev certificate.</summary>
 internal static class SelfSignedCertificate
