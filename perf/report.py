@@ -281,7 +281,8 @@ def write_markdown(path, rows, meta, commands, warmup_path, svg_name):
         "",
         f"- Date: {meta['date']}{took}; commit {meta['commit']}",
         f"- Load average (1, 5, 15 min) at the start: {meta.get('loadavg_start', '?')}, at the end: "
-        f"{meta.get('loadavg_end', '?')} (the machine is shared; the run itself keeps about 2 busy)",
+        f"{meta.get('loadavg_end', '?')} (the machine is shared; the run itself keeps about 2 busy); "
+        f"machine quiet at the start: {meta.get('quiet_at_start', 'not checked')}",
         f"- Machine: {meta['cpu']}, {meta['cores']} cores; kernel {meta['kernel']}",
         f"- Software: .NET SDK {meta['dotnet']}, {meta['nginx']}, Go {meta['go']}, wrk {meta['wrk']}",
         f"- Every server pinned to core {meta['server_core']}, the load generator to core {meta['client_core']}; "

@@ -7,6 +7,7 @@
 #   perf/run.sh --rounds N --duration S   override either
 #   perf/run.sh --only idle --name idle-a  only the scenarios whose name starts with "idle", into results/idle-a.*
 #   perf/run.sh --gcdump   also snapshot the .NET idle servers with dotnet-gcdump (managed bytes per type)
+#   perf/run.sh --wait-quiet 600   first wait (up to 600 s) until others' work leaves the machine 90% idle
 #
 # Writes perf/results/latest.{md,csv,svg} and refreshes the table in perf/README.md.
 # Every server runs on core 0 and every client on core 1 (taskset), so each server gets the same one core.
@@ -71,6 +72,8 @@ WARMUP_CAP_S=45     # a server still speeding up after this long is measured any
 ONLY=""             # run only the scenarios whose name starts with this (a glob); "" = all
 NAME=latest         # results go to perf/results/$NAME.{md,csv,svg}, $NAME-meta.txt, ...
 NAME_GIVEN=0
+WAIT_QUIET_S=0      # --wait-quiet: how long to wait for an idle machine before measuring (0: don't)
+QUIET="not checked"
 GCDUMP=0            # 1: dotnet-gcdump snapshots of the .NET idle servers, before and while holding
 
 TMP_DIR=""
@@ -89,12 +92,13 @@ usage() {
 parse_args() {
   while (($#)); do
     case "$1" in
-      --quick) MODE=quick; ROUNDS=1; DURATION_S=2; WARMUP_WINDOW_S=1; WARMUP_CAP_S=12 ;;
+      --quick) MODE=quick; ROUNDS=1; DURATION_S=2; WARMUP_WINDOW_S=1; WARMUP_CAP_S=10 ;;
       --rounds) ROUNDS=${2:?--rounds needs a number}; shift ;;
       --duration) DURATION_S=${2:?--duration needs seconds}; shift ;;
       --only) ONLY=${2:?--only needs a scenario name prefix, e.g. idle or file-4KiB}; shift ;;
       --name) NAME=${2:?--name needs a name}; NAME_GIVEN=1; shift ;;
       --gcdump) GCDUMP=1 ;;
+      --wait-quiet) WAIT_QUIET_S=${2:?--wait-quiet needs seconds}; shift ;;
       -h|--help) usage; exit 0 ;;
       *) die "unknown argument '$1' (see --help)" ;;
     esac
@@ -173,6 +177,32 @@ make_files() {
     [[ -f $path && $(stat -c %s "$path") == "$size" ]] && continue
     log "generating $name of random bytes (once; cached in perf/.cache/files)"
     head -c "$size" /dev/urandom >"$path.tmp" && mv "$path.tmp" "$path"
+  done
+}
+
+# Percentage of CPU time both cores spent idle over the next $1 seconds (/proc/stat).
+cpu_idle_pct() {
+  local a b
+  a=$(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6}' /proc/stat)
+  sleep "$1"
+  b=$(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6}' /proc/stat)
+  awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " "); busy = y[1] - x[1]; idle = y[2] - x[2]
+                                   printf "%d", (busy + idle > 0 ? 100 * idle / (busy + idle) : 100) }'
+}
+
+# The machine is shared: with --wait-quiet, start measuring only once others leave it 90% idle for 10 s.
+wait_for_quiet() {
+  ((WAIT_QUIET_S > 0)) || return 0
+  local deadline=$((SECONDS + WAIT_QUIET_S)) idle
+  while :; do
+    idle=$(cpu_idle_pct 10)
+    if ((idle >= 90)); then
+      QUIET="yes, ${idle}% idle over 10 s before the first measurement"; log "machine quiet: ${idle}% idle"; return
+    fi
+    if ((SECONDS >= deadline)); then
+      QUIET="no, ${idle}% idle after waiting ${WAIT_QUIET_S} s"; log "machine still busy (${idle}% idle); measuring anyway"; return
+    fi
+    log "machine busy (${idle}% idle over 10 s); waiting for it to quieten"
   done
 }
 
@@ -594,6 +624,7 @@ write_metadata() {
     echo "warmup_rule=none of the last $WARMUP_STABLE_WINDOWS windows more than $WARMUP_RISE_PCT% above the best before them"
     echo "only=$ONLY"
     echo "gcdump=$GCDUMP"
+    echo "quiet_at_start=$QUIET"
     echo "loadavg_start=$LOADAVG_START"
     echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)"
     echo "run_seconds=$((SECONDS - STARTED))"
@@ -605,7 +636,6 @@ main() {
   ARGS="$*"
   parse_args "$@"
   STARTED=$SECONDS
-  LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
   trap cleanup EXIT
   trap 'exit 130' INT
   trap 'exit 143' TERM
@@ -627,6 +657,8 @@ main() {
 
   echo "$CSV_HEADER" >"$RAW_CSV"
   echo "$WARMUP_CSV_HEADER" >"$WARMUP_CSV"
+  wait_for_quiet
+  LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
   run_rounds
 
   # Raw results and what produced them; `python3 perf/report.py --name NAME` redraws the tables from these alone.
