@@ -237,7 +237,7 @@ def warmup_table(path, meta):
     window = meta.get("warmup_window_s", "?")
     head = ["server", "warm-up", "windows", "first window, req/s", "last 3 windows, req/s", "last ÷ first"]
     lines = [f"Once per server start, windows of {window} s of `warmup.lua` (a fixed mix: 4 KiB and 64 KiB "
-             f"files, a 1 MiB file, /plaintext; {meta.get('warmup_cap_s', '?')} s at most) until "
+             f"files and /plaintext; {meta.get('warmup_cap_s', '?')} s at most) until "
              f"{meta.get('warmup_rule', '')}. The load scenarios start after it.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in SERVERS:

@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# perf/warmup-knobs.sh — how long the sample takes to reach full speed under load, with the runtime's
+# default settings and with settings that could shorten it (ReadyToRun, TieredPGO, TieredCompilation knobs).
+#
+#   perf/warmup-knobs.sh                 every setting, both transports, 60 s each, 2 rounds (about 25 minutes)
+#   perf/warmup-knobs.sh --seconds 30 --rounds 1 --configs "default r2r"
+#
+# For each setting and transport: a fresh server on core 0 (DOTNET_gcServer=0, as in run.sh), then
+# back-to-back windows of 2 s of perf/warmup.lua (the same mix as run.sh's warm-up) from core 1, and the
+# requests/s of each window. Writes perf/results/warmup-knobs.{csv,md}. Traffic to 127.0.0.1 only.
+set -euo pipefail
+
+PERF_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(dirname "$PERF_DIR")
+CACHE_DIR=$PERF_DIR/.cache
+FILES_DIR=$CACHE_DIR/files
+SAMPLE_PROJECT=$REPO_DIR/samples/StaticFileServer
+JIT_DIR=$CACHE_DIR/sample-knobs-jit     # dotnet build output (IL only; the framework itself is ReadyToRun)
+R2R_DIR=$CACHE_DIR/sample-knobs-r2r     # dotnet publish -p:PublishReadyToRun=true (app and SpliceTransport precompiled)
+RESULTS_DIR=$PERF_DIR/results
+readonly PORT=18085 SERVER_CORE=0 CLIENT_CORE=1 CONNECTIONS=32 WINDOW_S=2
+readonly STABLE_WINDOWS=3 RISE_PCT=3   # run.sh's rule: none of the last 3 windows > 3% above the best before them
+
+# name -> "binary-variant env..."
+declare -A CONFIG=(
+  [default]="jit"
+  [r2r]="r2r"
+  [no-pgo]="jit DOTNET_TieredPGO=0"
+  [r2r-no-pgo]="r2r DOTNET_TieredPGO=0"
+  [no-tiering]="jit DOTNET_TieredCompilation=0"
+  [no-delay]="jit DOTNET_TC_CallCountingDelayMs=0"
+)
+CONFIGS="default r2r no-pgo r2r-no-pgo no-tiering no-delay"
+SECONDS_PER_RUN=60
+ROUNDS=2
+SERVER_PID=""
+CLIENT_PID=""
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { printf '\nperf/warmup-knobs.sh: ERROR: %s\n' "$*" >&2; exit 1; }
+
+while (($#)); do
+  case "$1" in
+    --seconds) SECONDS_PER_RUN=${2:?}; shift ;;
+    --rounds) ROUNDS=${2:?}; shift ;;
+    --configs) CONFIGS=${2:?}; shift ;;
+    -h|--help) sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown argument '$1'" ;;
+  esac
+  shift
+done
+
+stop_pid() {
+  local pid=$1 deadline
+  [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  deadline=$((SECONDS + 5))
+  while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+cleanup() { local s=$?; stop_pid "$CLIENT_PID"; stop_pid "$SERVER_PID"; exit "$s"; }
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+for tool in wrk curl taskset; do command -v $tool >/dev/null || die "$tool is missing (perf/run.sh installs it)"; done
+[[ -f $FILES_DIR/1MiB.bin && -f $FILES_DIR/4KiB.bin && -f $FILES_DIR/64KiB.bin ]] || die "run perf/run.sh --quick once first (it makes the test files)"
+
+COMMIT=$(git -C "$REPO_DIR" rev-parse --short HEAD)
+SRC_COMMIT=$(git -C "$REPO_DIR" log -1 --format=%h -- src)
+log "building the sample (Release) and a ReadyToRun publish of it"
+rm -rf "$JIT_DIR" "$R2R_DIR"
+dotnet build -c Release "$SAMPLE_PROJECT" -nologo -v q -o "$JIT_DIR" >/tmp/warmup-knobs-build.log 2>&1 \
+  || { tail -n 30 /tmp/warmup-knobs-build.log >&2; die "dotnet build failed"; }
+dotnet publish -c Release "$SAMPLE_PROJECT" -nologo -v q -r linux-x64 --self-contained false \
+  -p:PublishReadyToRun=true -o "$R2R_DIR" >/tmp/warmup-knobs-publish.log 2>&1 \
+  || { tail -n 30 /tmp/warmup-knobs-publish.log >&2; die "dotnet publish -p:PublishReadyToRun=true failed"; }
+
+CSV=$RESULTS_DIR/warmup-knobs.csv
+echo "round,config,transport,window,elapsed_s,requests_per_s" >"$CSV"
+for ((round = 1; round <= ROUNDS; round++)); do
+  for config in $CONFIGS; do
+    read -r variant envs <<<"${CONFIG[$config]:?unknown config $config}"
+    for transport in splice sockets; do
+      bin=$JIT_DIR/StaticFileServer; [[ $variant == r2r ]] && bin=$R2R_DIR/StaticFileServer
+      env DOTNET_gcServer=0 $envs taskset -c $SERVER_CORE "$bin" --root "$FILES_DIR" \
+        --urls "http://127.0.0.1:$PORT" --transport "$transport" >/tmp/warmup-knobs-server.log 2>&1 &
+      SERVER_PID=$!
+      deadline=$((SECONDS + 30))
+      until curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$PORT/plaintext"; do
+        kill -0 "$SERVER_PID" 2>/dev/null || { cat /tmp/warmup-knobs-server.log >&2; die "server exited"; }
+        ((SECONDS < deadline)) || die "server did not answer within 30 s"
+        sleep 0.1
+      done
+      started=$SECONDS rates=()
+      for ((w = 1; w * WINDOW_S <= SECONDS_PER_RUN; w++)); do
+        taskset -c $CLIENT_CORE wrk -t1 -c$CONNECTIONS -d${WINDOW_S}s -s "$PERF_DIR/warmup.lua" \
+          "http://127.0.0.1:$PORT/" >/tmp/warmup-knobs-wrk.out 2>&1 &
+        CLIENT_PID=$!
+        wait "$CLIENT_PID" || die "wrk failed"
+        CLIENT_PID=""
+        rate=$(awk '/^Requests\/sec:/ {print $2}' /tmp/warmup-knobs-wrk.out)
+        rates+=("$rate")
+        echo "$round,$config,$transport,$w,$((SECONDS - started)),$rate" >>"$CSV"
+      done
+      stop_pid "$SERVER_PID"; SERVER_PID=""
+      log "round $round, $config, $transport: ${rates[*]}"
+    done
+  done
+done
+
+python3 - "$CSV" "$RESULTS_DIR/warmup-knobs.md" "$COMMIT" "$SRC_COMMIT" "$SECONDS_PER_RUN" "$STABLE_WINDOWS" "$RISE_PCT" \
+  "$(cut -d' ' -f1-3 /proc/loadavg)" <<'EOF'
+import csv, statistics, sys
+from collections import defaultdict
+path, md, commit, src_commit, total, k, pct, load = sys.argv[1:]
+k, pct = int(k), float(pct)
+series = defaultdict(list)
+for r in csv.DictReader(open(path)):
+    series[(r["config"], r["transport"], r["round"])].append((int(r["elapsed_s"]), float(r["requests_per_s"])))
+
+def steady_after(points):
+    """Seconds until run.sh's rule holds, or None."""
+    rates = [v for _, v in points]
+    for n in range(k + 1, len(rates) + 1):
+        if max(rates[n - k:n]) <= max(rates[:n - k]) * (1 + pct / 100):
+            return points[n - 1][0]
+    return None
+
+configs = list(dict.fromkeys(c for c, _, _ in series))
+default_steady = {}
+for t in ("splice", "sockets"):
+    tails = [statistics.median([v for _, v in p[-5:]]) for (c, tt, _), p in series.items() if c == "default" and tt == t]
+    default_steady[t] = statistics.median(tails) if tails else None
+out = ["# Warm-up with and without runtime settings", "",
+       f"`perf/warmup-knobs.sh`, commit {commit} (src/ as of {src_commit}); load average at the end {load}. "
+       f"A fresh server per run, then {total} s of back-to-back 2 s windows of `warmup.lua`, 32 connections; "
+       "server on core 0, wrk on core 1. Figures are medians over rounds (min–max). "
+       "**steady after**: seconds until none of the last 3 windows beats the best before them by more than 3% "
+       "(run.sh's rule). **first 10 s / first minute**: mean requests/s of those windows. **steady**: median of "
+       "the last 5 windows. All ÷ the default setting's steady rate of the same transport.", "",
+       "| setting | transport | steady after, s | first 10 s | first minute | steady | rounds |",
+       "|---|---|---|---|---|---|---|"]
+def mm(vals, fmt):
+    vals = [v for v in vals if v is not None]
+    if not vals: return "not reached"
+    m = statistics.median(vals)
+    return fmt(m) if len(vals) == 1 else f"{fmt(m)} ({fmt(min(vals))}–{fmt(max(vals))})"
+for c in configs:
+    for t in ("splice", "sockets"):
+        runs = [p for (cc, tt, _), p in series.items() if cc == c and tt == t]
+        if not runs: continue
+        base = default_steady[t] or 1
+        steady = [steady_after(p) for p in runs]
+        first10 = [statistics.mean([v for s, v in p if s <= 10]) / base for p in runs]
+        minute = [statistics.mean([v for s, v in p if s <= 60]) / base for p in runs]
+        tail = [statistics.median([v for _, v in p[-5:]]) / base for p in runs]
+        out.append(f"| {c} | {t} | {mm(steady, lambda x: f'{x:.0f}')} | {mm(first10, lambda x: f'{x:.2f}×')} | "
+                   f"{mm(minute, lambda x: f'{x:.2f}×')} | {mm(tail, lambda x: f'{x:.2f}×')} | {len(runs)} |")
+out += ["", "Default steady rates: " + ", ".join(f"{t} {v:,.0f} req/s" for t, v in default_steady.items() if v) + ".",
+        "", "Settings: default = `dotnet build -c Release` (the framework is ReadyToRun, the app and "
+        "SpliceTransport are IL); r2r = `dotnet publish -r linux-x64 -p:PublishReadyToRun=true`; no-pgo = "
+        "`DOTNET_TieredPGO=0`; no-tiering = `DOTNET_TieredCompilation=0` (everything fully optimized at first "
+        "call, no PGO); no-delay = `DOTNET_TC_CallCountingDelayMs=0`. Every window's rate is in "
+        "`warmup-knobs.csv`.", ""]
+open(md, "w").write("\n".join(out))
+EOF
+log "wrote perf/results/warmup-knobs.md and warmup-knobs.csv"
