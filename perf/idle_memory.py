@@ -126,7 +126,7 @@ def owner(t):
     if re.search(r"SpliceTransport|Transport\.Sockets|System\.Net\.Sockets", t):
         return "transport (SpliceTransport, or Kestrel's socket transport and System.Net.Sockets)"
     if re.search(r"Kestrel|Pipelines|AspNetCore", t):
-        return "Kestrel's HTTP/1.1 layer and System.IO.Pipelines (the same for both)"
+        return "ASP.NET Core and Kestrel's HTTP/1.1 layer, System.IO.Pipelines (the same code for both)"
     return "runtime types (async boxes, locks, tokens, arrays...) whose owner the type alone does not show"
 
 
@@ -140,6 +140,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("names", nargs="+", help="result names (results/NAME.csv)")
     p.add_argument("--out", default=os.path.join(RESULTS_DIR, "idle-memory.md"))
+    p.add_argument("--types-csv", default=os.path.join(RESULTS_DIR, "idle-memory-types.csv"),
+                   help="every type's bytes and objects per connection, for both .NET servers")
     args = p.parse_args()
 
     runs = [(n, read_meta(n), idle_rows(n)) for n in args.names]
@@ -185,12 +187,20 @@ def main():
         breakdown = type_breakdown(name, rows)
         if not breakdown:
             continue
+        with open(args.types_csv, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["run", "server", "type", "assembly", "bytes_per_connection", "objects_per_connection"])
+            for s in DOTNET:
+                for t, b, c in breakdown.get(s, ([], None, 0))[0]:
+                    if abs(b) >= 0.5 or abs(c) >= 0.005:
+                        w.writerow([name, s, *short_type(t), f"{b:.1f}", f"{c:.3f}"])
         out += [f"## Managed types kept alive per idle connection (run {name}, dotnet-gcdump)", "",
                 "`dotnet-gcdump collect` before the connections were opened and while they were held, in each "
                 "round; per type: (bytes in the held dump − bytes in the before dump) ÷ connections, median over "
                 f"rounds, bytes being the report's (rounded) object size × count. The top {TOP_TYPES} types by bytes; "
                 "1.00 objects per connection means one object per connection. gcdump's total is its own GC heap "
-                "total (it differs a little from /perf/gc's, taken at another moment).", ""]
+                "total; the types add up to a little less, since the report rounds object sizes. Every type is in "
+                f"`{os.path.basename(args.types_csv)}`.", ""]
         data = per_conn(rows)
         for s in DOTNET:
             if s not in breakdown:

@@ -665,10 +665,10 @@ main() {
   write_metadata "$RESULTS_DIR/$NAME-meta.txt"
   cp "$COMMANDS_FILE" "$RESULTS_DIR/$NAME-commands.txt"
   cp "$RAW_CSV" "$RESULTS_DIR/$NAME.csv"
-  cp "$WARMUP_CSV" "$RESULTS_DIR/$NAME-warmup.csv"
+  if (($(wc -l <"$WARMUP_CSV") > 1)); then cp "$WARMUP_CSV" "$RESULTS_DIR/$NAME-warmup.csv"; else rm -f "$RESULTS_DIR/$NAME-warmup.csv"; fi
   # Writes $NAME.md and $NAME.svg, and for a latest run README.md's results section.
   python3 "$PERF_DIR/report.py" --name "$NAME"
-  log "done in $((SECONDS - STARTED))s: perf/results/$NAME.md, $NAME.csv, $NAME.svg"
+  log "done in $((SECONDS - STARTED))s: perf/results/$NAME.md and the rest of perf/results/$NAME*"
 }
 
 main "$@"
