@@ -7,7 +7,9 @@
 #
 # For each setting and transport: a fresh server on core 0 (DOTNET_gcServer=0, as in run.sh), then
 # back-to-back windows of 2 s of perf/warmup.lua (the same mix as run.sh's warm-up) from core 1, and the
-# requests/s of each window. Writes perf/results/warmup-knobs.{csv,md}. Traffic to 127.0.0.1 only.
+# requests/s of each window, and its requests per CPU-second of the server (utime + stime from /proc), which
+# others' work on this shared machine disturbs much less than requests/s. Writes
+# perf/results/warmup-knobs.{csv,md}. Traffic to 127.0.0.1 only.
 set -euo pipefail
 
 PERF_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -78,7 +80,9 @@ dotnet publish -c Release "$SAMPLE_PROJECT" -nologo -v q -r linux-x64 --self-con
   || { tail -n 30 /tmp/warmup-knobs-publish.log >&2; die "dotnet publish -p:PublishReadyToRun=true failed"; }
 
 CSV=$RESULTS_DIR/warmup-knobs.csv
-echo "round,config,transport,window,elapsed_s,requests_per_s" >"$CSV"
+echo "round,config,transport,window,elapsed_s,requests_per_s,server_cpu_s,requests_per_cpu_s" >"$CSV"
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 for ((round = 1; round <= ROUNDS; round++)); do
   for config in $CONFIGS; do
     read -r variant envs <<<"${CONFIG[$config]:?unknown config $config}"
@@ -95,14 +99,19 @@ for ((round = 1; round <= ROUNDS; round++)); do
       done
       started=$SECONDS rates=()
       for ((w = 1; w * WINDOW_S <= SECONDS_PER_RUN; w++)); do
+        ticks_before=$(cpu_ticks "$SERVER_PID")
         taskset -c $CLIENT_CORE wrk -t1 -c$CONNECTIONS -d${WINDOW_S}s -s "$PERF_DIR/warmup.lua" \
           "http://127.0.0.1:$PORT/" >/tmp/warmup-knobs-wrk.out 2>&1 &
         CLIENT_PID=$!
         wait "$CLIENT_PID" || die "wrk failed"
         CLIENT_PID=""
+        ticks=$(($(cpu_ticks "$SERVER_PID") - ticks_before))
         rate=$(awk '/^Requests\/sec:/ {print $2}' /tmp/warmup-knobs-wrk.out)
+        count=$(awk '/ requests in / {print $1}' /tmp/warmup-knobs-wrk.out)
         rates+=("$rate")
-        echo "$round,$config,$transport,$w,$((SECONDS - started)),$rate" >>"$CSV"
+        awk -v r="$round" -v c="$config" -v t="$transport" -v w="$w" -v e="$((SECONDS - started))" -v rate="$rate" \
+            -v n="$count" -v ticks="$ticks" -v hz="$CLK_TCK" \
+            'BEGIN { cpu = ticks / hz; printf "%s,%s,%s,%s,%s,%s,%.2f,%.0f\n", r, c, t, w, e, rate, cpu, (cpu > 0 ? n / cpu : 0) }' >>"$CSV"
       done
       stop_pid "$SERVER_PID"; SERVER_PID=""
       log "round $round, $config, $transport: ${rates[*]}"
@@ -116,54 +125,63 @@ import csv, statistics, sys
 from collections import defaultdict
 path, md, commit, src_commit, total, k, pct, load = sys.argv[1:]
 k, pct = int(k), float(pct)
-series = defaultdict(list)
+series = defaultdict(list)   # (config, transport, round) -> [(elapsed, req/s, req per cpu-s, server cpu-s so far)]
 for r in csv.DictReader(open(path)):
-    series[(r["config"], r["transport"], r["round"])].append((int(r["elapsed_s"]), float(r["requests_per_s"])))
+    key = (r["config"], r["transport"], r["round"])
+    cpu_so_far = (series[key][-1][3] if series[key] else 0) + float(r["server_cpu_s"])
+    series[key].append((int(r["elapsed_s"]), float(r["requests_per_s"]), float(r["requests_per_cpu_s"]), cpu_so_far))
 
-def steady_after(points):
-    """Seconds until run.sh's rule holds, or None."""
-    rates = [v for _, v in points]
+def steady_after(points, i, x=0):
+    """Seconds (x=0) or server CPU-seconds (x=3) until run.sh's rule holds for metric i, or None."""
+    rates = [p[i] for p in points]
     for n in range(k + 1, len(rates) + 1):
         if max(rates[n - k:n]) <= max(rates[:n - k]) * (1 + pct / 100):
-            return points[n - 1][0]
+            return points[n - 1][x]
     return None
 
-configs = list(dict.fromkeys(c for c, _, _ in series))
-default_steady = {}
-for t in ("splice", "sockets"):
-    tails = [statistics.median([v for _, v in p[-5:]]) for (c, tt, _), p in series.items() if c == "default" and tt == t]
-    default_steady[t] = statistics.median(tails) if tails else None
-out = ["# Warm-up with and without runtime settings", "",
-       f"`perf/warmup-knobs.sh`, commit {commit} (src/ as of {src_commit}); load average at the end {load}. "
-       f"A fresh server per run, then {total} s of back-to-back 2 s windows of `warmup.lua`, 32 connections; "
-       "server on core 0, wrk on core 1. Figures are medians over rounds (min–max). "
-       "**steady after**: seconds until none of the last 3 windows beats the best before them by more than 3% "
-       "(run.sh's rule). **first 10 s / first minute**: mean requests/s of those windows. **steady**: median of "
-       "the last 5 windows. All ÷ the default setting's steady rate of the same transport.", "",
-       "| setting | transport | steady after, s | first 10 s | first minute | steady | rounds |",
-       "|---|---|---|---|---|---|---|"]
 def mm(vals, fmt):
     vals = [v for v in vals if v is not None]
     if not vals: return "not reached"
     m = statistics.median(vals)
     return fmt(m) if len(vals) == 1 else f"{fmt(m)} ({fmt(min(vals))}–{fmt(max(vals))})"
-for c in configs:
+
+configs = list(dict.fromkeys(c for c, _, _ in series))
+out = ["# Warm-up with and without runtime settings", "",
+       f"`perf/warmup-knobs.sh`, commit {commit} (src/ as of {src_commit}); load average at the end {load}. "
+       f"A fresh server per run, then {total} s of back-to-back 2 s windows of `warmup.lua`, 32 connections; "
+       "server on core 0, wrk on core 1. Figures are medians over rounds (min–max). "
+       "**steady after**: seconds until none of the last 3 windows beats the best before them by more than 3% "
+       "(run.sh's rule). **first 10 s / first minute**: mean of those windows. **steady**: median of the last "
+       "5 windows. All ÷ the default setting's steady figure of the same transport. Two metrics: requests/s "
+       "(what a client sees, but others' work on this shared machine moves it), and requests per CPU-second "
+       "of the server (how much of its core's time the server needs per request; JIT work shows up in it, and "
+       "others' work much less).", ""]
+for i, metric in ((2, "requests per server CPU-second"), (1, "requests/s")):
+    default_steady = {}
     for t in ("splice", "sockets"):
-        runs = [p for (cc, tt, _), p in series.items() if cc == c and tt == t]
-        if not runs: continue
-        base = default_steady[t] or 1
-        steady = [steady_after(p) for p in runs]
-        first10 = [statistics.mean([v for s, v in p if s <= 10]) / base for p in runs]
-        minute = [statistics.mean([v for s, v in p if s <= 60]) / base for p in runs]
-        tail = [statistics.median([v for _, v in p[-5:]]) / base for p in runs]
-        out.append(f"| {c} | {t} | {mm(steady, lambda x: f'{x:.0f}')} | {mm(first10, lambda x: f'{x:.2f}×')} | "
-                   f"{mm(minute, lambda x: f'{x:.2f}×')} | {mm(tail, lambda x: f'{x:.2f}×')} | {len(runs)} |")
-out += ["", "Default steady rates: " + ", ".join(f"{t} {v:,.0f} req/s" for t, v in default_steady.items() if v) + ".",
-        "", "Settings: default = `dotnet build -c Release` (the framework is ReadyToRun, the app and "
+        tails = [statistics.median([q[i] for q in p[-5:]]) for (c, tt, _), p in series.items() if c == "default" and tt == t]
+        default_steady[t] = statistics.median(tails) if tails else None
+    out += [f"## {metric}", "",
+            "| setting | transport | steady after, s | steady after, server CPU-s | first 10 s | first minute | steady | rounds |",
+            "|---|---|---|---|---|---|---|---|"]
+    for c in configs:
+        for t in ("splice", "sockets"):
+            runs = [p for (cc, tt, _), p in series.items() if cc == c and tt == t]
+            if not runs: continue
+            base = default_steady[t] or 1
+            steady = [steady_after(p, i) for p in runs]
+            first10 = [statistics.mean([q[i] for q in p if q[0] <= 10]) / base for p in runs]
+            minute = [statistics.mean([q[i] for q in p if q[0] <= 60]) / base for p in runs]
+            tail = [statistics.median([q[i] for q in p[-5:]]) / base for p in runs]
+            steady_cpu = [steady_after(p, i, 3) for p in runs]
+            out.append(f"| {c} | {t} | {mm(steady, lambda x: f'{x:.0f}')} | {mm(steady_cpu, lambda x: f'{x:.0f}')} | "
+                       f"{mm(first10, lambda x: f'{x:.2f}×')} | "
+                       f"{mm(minute, lambda x: f'{x:.2f}×')} | {mm(tail, lambda x: f'{x:.2f}×')} | {len(runs)} |")
+    out += ["", f"Default steady {metric}: " + ", ".join(f"{t} {v:,.0f}" for t, v in default_steady.items() if v) + ".", ""]
+out += ["Settings: default = `dotnet build -c Release` (the framework is ReadyToRun, the app and "
         "SpliceTransport are IL); r2r = `dotnet publish -r linux-x64 -p:PublishReadyToRun=true`; no-pgo = "
         "`DOTNET_TieredPGO=0`; no-tiering = `DOTNET_TieredCompilation=0` (everything fully optimized at first "
-        "call, no PGO); no-delay = `DOTNET_TC_CallCountingDelayMs=0`. Every window's rate is in "
-        "`warmup-knobs.csv`.", ""]
+        "call, no PGO); no-delay = `DOTNET_TC_CallCountingDelayMs=0`. Every window is in `warmup-knobs.csv`.", ""]
 open(md, "w").write("\n".join(out))
 EOF
 log "wrote perf/results/warmup-knobs.md and warmup-knobs.csv"
