@@ -253,6 +253,21 @@ def warmup_table(path, meta):
     return lines + [""]
 
 
+def page_cache_note(rows):
+    """A warning when a test file was not wholly in the page cache after some run (fincore, run.sh)."""
+    low = OrderedDict()
+    for r in rows:
+        pct = r.get("file_cached_pct") or ""
+        if r["kind"] == "file" and pct != "" and float(pct) < 99:
+            name = r["scenario"].split("-")[1]
+            low[name] = min(low.get(name, 100.0), float(pct))
+    if not low:
+        return []
+    return ["**Page cache**: after some runs only " + ", ".join(f"{v:.0f}% of the {k} file" for k, v in low.items())
+            + " was in the page cache (this VM reclaims file pages it deems cold; run.sh reads each file just "
+            "before its scenario): those rows partly measure the disk, for every server.", ""]
+
+
 def error_notes(rows):
     notes = []
     for r in rows:
@@ -309,6 +324,7 @@ def write_markdown(path, rows, meta, commands, warmup_path, svg_name):
     if mbps:
         out += ["## Transfer, MB/s", ""]
         out += metric_table(mbps, info, "Bytes read by wrk ÷ run time, in 10⁶ bytes/s (partial downloads count).")
+        out += page_cache_note(rows)
     if p99:
         out += ["## p99 latency, ms", ""]
         out += metric_table(p99, info, "wrk `--latency` 99th percentile (with pipelining, per batch of requests).")

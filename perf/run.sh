@@ -366,7 +366,7 @@ cleanup() {
 
 # ------------------------------------------------------------------------------------------ measuring
 
-readonly CSV_HEADER="round,server,scenario,kind,size_bytes,connections,pipeline,requests,bytes,duration_s,requests_per_s,mb_per_s,p99_ms,cpu_s,cpu_s_per_gb,errors_connect,errors_read,errors_write,errors_status,errors_timeout,rss_before_kib,rss_held_kib,connections_held,rss_before_gc_kib,rss_held_gc_kib,managed_before_bytes,managed_held_bytes"
+readonly CSV_HEADER="round,server,scenario,kind,size_bytes,connections,pipeline,requests,bytes,duration_s,requests_per_s,mb_per_s,p99_ms,cpu_s,cpu_s_per_gb,errors_connect,errors_read,errors_write,errors_status,errors_timeout,rss_before_kib,rss_held_kib,connections_held,rss_before_gc_kib,rss_held_gc_kib,managed_before_bytes,managed_held_bytes,file_cached_pct"
 readonly WARMUP_CSV_HEADER="server,window,elapsed_s,requests_per_s,steady"
 
 # Runs a client command in the background on CLIENT_CORE (so cleanup can stop it) and waits for it.
@@ -378,6 +378,15 @@ run_client() {
   wait "$CLIENT_PID" || status=$?
   CLIENT_PID=""
   return "$status"
+}
+
+# How much of a test file is in the page cache (fincore), in percent; empty for /plaintext. This VM reclaims
+# file pages it deems cold, so a large file may be read partly from disk: the CSV and the table say so.
+file_cached_pct() {
+  [[ $1 == file ]] || return 0
+  local file=$FILES_DIR${2} resident
+  resident=$(fincore --bytes --noheadings --output RES "$file" 2>/dev/null) || return 0
+  awk -v r="$resident" -v s="$(stat -c %s "$file")" 'BEGIN { printf "%.0f", (s > 0 ? 100 * r / s : 0) }'
 }
 
 # One wrk run against one server; appends a CSV row.
@@ -412,14 +421,14 @@ measure_wrk() {
       -v conns="$conns" -v depth="$depth" -v req="${r[requests]}" -v bytes="${r[bytes]}" \
       -v dur_us="${r[duration_us]}" -v p99_us="${r[p99_us]}" -v ticks=$((ticks_after - ticks_before)) \
       -v hz="$CLK_TCK" -v ec="${r[connect]}" -v er="${r[read]}" -v ew="${r[write]}" -v es="${r[status]}" \
-      -v et="${r[timeout]}" 'BEGIN {
+      -v et="${r[timeout]}" -v cached="$(file_cached_pct "$kind" "$path")" 'BEGIN {
         secs = dur_us / 1e6; cpu = ticks / hz; gb = bytes / 1e9
         # wrk gives a p99 of 0 when it has no usable latency samples (e.g. no request completed): left empty.
-        printf "%s,%s,%s,%s,%s,%s,%s,%d,%d,%.3f,%.1f,%.2f,%s,%.2f,%s,%s,%s,%s,%s,%s,,,,,,,\n",
+        printf "%s,%s,%s,%s,%s,%s,%s,%d,%d,%.3f,%.1f,%.2f,%s,%.2f,%s,%s,%s,%s,%s,%s,,,,,,,,%s\n",
           round, name, scenario, kind, size, conns, depth, req, bytes, secs, req / secs,
           bytes / secs / 1e6, (p99_us > 0 ? sprintf("%.3f", p99_us / 1000) : ""), cpu,
           (gb > 0 ? sprintf("%.3f", cpu / gb) : ""),
-          ec, er, ew, es, et }' >>"$RAW_CSV"
+          ec, er, ew, es, et, cached }' >>"$RAW_CSV"
 
   local errors=$((r[connect] + r[read] + r[write] + r[timeout]))
   ((errors == 0)) || log "  note: wrk counted $errors socket errors against $name in $scenario"
@@ -498,7 +507,7 @@ measure_idle_memory() {
   ((held == IDLE_CONNECTIONS)) || { log "  note: $name held only $held of $IDLE_CONNECTIONS connections: $ready"; cat "$out" >&2; }
   # The baseline RSS is read after the forced GC, so for .NET it is also the "before" of the after-GC pair.
   local rss_before_gc=""; ((dotnet)) && rss_before_gc=$rss_before
-  echo "$round,$name,$scenario,idle,,$IDLE_CONNECTIONS,,,,,,,,,,,,,,,$rss_before,$rss_held,$held,$rss_before_gc,$rss_held_gc,$managed_before,$managed_held" >>"$RAW_CSV"
+  echo "$round,$name,$scenario,idle,,$IDLE_CONNECTIONS,,,,,,,,,,,,,,,$rss_before,$rss_held,$held,$rss_before_gc,$rss_held_gc,$managed_before,$managed_held," >>"$RAW_CSV"
   log "  $name: $(awk -v b="$rss_before" -v h="$rss_held" -v n="$held" 'BEGIN {printf "%.2f", (h - b) / n}') KiB RSS per connection"
   sleep "$PAUSE_BETWEEN_RUNS_S"
 }
@@ -582,6 +591,8 @@ run_rounds() {
     for line in "${scenarios[@]}"; do
       read -r scenario kind size path conns depth <<<"$line"
       log "round $round of $ROUNDS: $scenario"
+      # Read the file once first, so that it starts in the page cache for every server alike.
+      if [[ $kind == file ]]; then taskset -c $CLIENT_CORE cat "$FILES_DIR$path" >/dev/null; fi
       # Servers alternate within each scenario (A B C D), so slow drifts of a noisy machine hit all alike.
       for name in "${SERVERS[@]}"; do measure_wrk "$round" "$name" "$scenario" "$kind" "$size" "$path" "$conns" "$depth"; done
     done
