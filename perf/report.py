@@ -235,7 +235,8 @@ def warmup_table(path, meta):
     if not by_server:
         return []
     window = meta.get("warmup_window_s", "?")
-    head = ["server", "warm-up", "windows", "first window, req/s", "last 3 windows, req/s", "last ÷ first"]
+    head = ["server", "warm-up", "windows", "first window, req/s", "last 3 windows, req/s", "last ÷ first",
+            "JIT-compiled methods, last 4 windows"]
     lines = [f"Once per server start, windows of {window} s of `warmup.lua` (a fixed mix: 4 KiB and 64 KiB "
              f"files and /plaintext; {meta.get('warmup_cap_s', '?')} s at most) until "
              f"{meta.get('warmup_rule', '')}. The load scenarios start after it.", "",
@@ -249,7 +250,8 @@ def warmup_table(path, meta):
         took = f"{last['elapsed_s']} s" + ("" if last["steady"] == "yes" else " (**cap reached, still rising**)")
         lines.append("| " + " | ".join([
             SERVER_LABELS[s], took, str(len(windows)), fmt_number(rates[0]),
-            " ".join(fmt_number(v) for v in rates[-3:]), f"{rates[-1] / rates[0]:.2f}×" if rates[0] else "–"]) + " |")
+            " ".join(fmt_number(v) for v in rates[-3:]), f"{rates[-1] / rates[0]:.2f}×" if rates[0] else "–",
+            " ".join(w.get("jit_compiled_methods") or "" for w in windows[-4:]).strip() or "–"]) + " |")
     return lines + [""]
 
 

@@ -49,11 +49,15 @@ readonly PAUSE_BETWEEN_RUNS_S=0.2     # lets TIME_WAIT sockets and the last ACKs
 # several KiB per connection from run to run.
 readonly IDLE_GEN0_SIZE=0x100000      # DOTNET_GCgen0size of the .NET idle servers: 1 MiB
 # Warm-up to steady state, once per server start of the load scenarios: windows of warmup.lua (a fixed mix
-# of small files, a 1 MiB file and /plaintext) until none of the last WARMUP_STABLE_WINDOWS windows beats
-# the best window before them by more than WARMUP_RISE_PCT percent, or until the cap.
+# of small files and /plaintext) until none of the last WARMUP_STABLE_WINDOWS windows beats the best window
+# before them by more than WARMUP_RISE_PCT percent and, for .NET, the number of methods the JIT has compiled
+# (/perf/jit) grew by at most WARMUP_JIT_GROWTH_PCT percent over those windows; or until the cap. The JIT
+# condition is needed: on one core a .NET server holds a plateau for 25-50 s, its JIT count still growing by
+# 3% or more every 3 windows, then jumps when tiering completes (perf/results/warmup-knobs.md).
 readonly WARMUP_CONNECTIONS=32
 readonly WARMUP_STABLE_WINDOWS=3
 readonly WARMUP_RISE_PCT=3
+readonly WARMUP_JIT_GROWTH_PCT=1
 
 # Test files: name and size. Random bytes, so nothing can be compressed or deduplicated on the way.
 readonly FILE_NAMES=(4KiB 64KiB 1MiB 100MiB 1GiB)
@@ -68,7 +72,7 @@ MODE=full
 ROUNDS=3            # at least 3 alternating rounds, so a median and a min-max mean something
 DURATION_S=6        # per wrk run; 14 scenarios x 4 servers x 3 rounds x 6 s is about 17 minutes
 WARMUP_WINDOW_S=2   # one warm-up window
-WARMUP_CAP_S=45     # a server still speeding up after this long is measured anyway (and the table says so)
+WARMUP_CAP_S=75     # a server still speeding up after this long is measured anyway (and the table says so)
 ONLY=""             # run only the scenarios whose name starts with this (a glob); "" = all
 NAME=latest         # results go to perf/results/$NAME.{md,csv,svg}, $NAME-meta.txt, ...
 NAME_GIVEN=0
@@ -238,12 +242,13 @@ EOF
 }
 
 # Starts one server in the background on SERVER_CORE; records its PID and the exact command.
-#   start_server <name> [idle]   "idle": the .NET servers get the small fixed gen0 budget and /perf/gc
+#   start_server <name> [idle]   "idle": the .NET servers get the small fixed gen0 budget
+# The .NET servers run with --perf-endpoints true: /perf/gc for the idle scenario, /perf/jit for the warm-up
+# (two more routes, which the load never requests).
 start_server() {
-  local name=$1 purpose=${2:-load} port=${PORT[$1]} cmd dotnet_env="DOTNET_gcServer=0" perf_flag=""
+  local name=$1 purpose=${2:-load} port=${PORT[$1]} cmd dotnet_env="DOTNET_gcServer=0" perf_flag=" --perf-endpoints true"
   if [[ $purpose == idle ]]; then
     dotnet_env+=" DOTNET_GCgen0size=$IDLE_GEN0_SIZE"
-    perf_flag=" --perf-endpoints true"
   fi
   case "$name" in
     splice|sockets)
@@ -367,7 +372,7 @@ cleanup() {
 # ------------------------------------------------------------------------------------------ measuring
 
 readonly CSV_HEADER="round,server,scenario,kind,size_bytes,connections,pipeline,requests,bytes,duration_s,requests_per_s,mb_per_s,p99_ms,cpu_s,cpu_s_per_gb,errors_connect,errors_read,errors_write,errors_status,errors_timeout,rss_before_kib,rss_held_kib,connections_held,rss_before_gc_kib,rss_held_gc_kib,managed_before_bytes,managed_held_bytes,file_cached_pct"
-readonly WARMUP_CSV_HEADER="server,window,elapsed_s,requests_per_s,steady"
+readonly WARMUP_CSV_HEADER="server,window,elapsed_s,requests_per_s,steady,jit_compiled_methods"
 
 # Runs a client command in the background on CLIENT_CORE (so cleanup can stop it) and waits for it.
 run_client() {
@@ -516,10 +521,11 @@ measure_idle_memory() {
 # beats the best window before them by more than WARMUP_RISE_PCT %, or until WARMUP_CAP_S. Logs every
 # window and appends them to the warm-up CSV (the last row's "steady" says whether it got there).
 warm_up() {
-  local name=$1 url="http://127.0.0.1:${PORT[$1]}/" out=$TMP_DIR/warmup.out
+  local name=$1 url="http://127.0.0.1:${PORT[$1]}/" out=$TMP_DIR/warmup.out dotnet=0
+  [[ $name == splice || $name == sockets ]] && dotnet=1
   local args=(wrk -t1 -c"$WARMUP_CONNECTIONS" -d"${WARMUP_WINDOW_S}s" --timeout "$WRK_TIMEOUT" -s "$PERF_DIR/warmup.lua" "$url")
   grep -qF "client $name warm-up" "$COMMANDS_FILE" || echo "client $name warm-up window: taskset -c $CLIENT_CORE ${args[*]}" >>"$COMMANDS_FILE"
-  local rates=() started=$SECONDS window=0 steady=no rate elapsed
+  local rates=() methods=() started=$SECONDS window=0 steady=no rate elapsed compiled=""
   while :; do
     window=$((window + 1))
     require_alive "$name" "during its warm-up"
@@ -527,23 +533,32 @@ warm_up() {
     rate=$(awk '/^Requests\/sec:/ {print $2}' "$out")
     [[ -n $rate ]] || { cat "$out" >&2; die "no Requests/sec from wrk in the warm-up of '$name'"; }
     rates+=("$rate")
+    if ((dotnet)); then
+      compiled=$(taskset -c $CLIENT_CORE curl -s --max-time 10 "http://127.0.0.1:${PORT[$name]}/perf/jit" \
+                   | sed -n 's/.*"compiledMethods":\([0-9]*\).*/\1/p')
+      [[ -n $compiled ]] || die "server '$name': GET /perf/jit gave no compiledMethods"
+      methods+=("$compiled")
+    fi
     elapsed=$((SECONDS - started))
     if ((${#rates[@]} > WARMUP_STABLE_WINDOWS)) && awk -v k="$WARMUP_STABLE_WINDOWS" -v pct="$WARMUP_RISE_PCT" '
         BEGIN { n = ARGC - 1; best_before = 0; best_last = 0
                 for (i = 1; i <= n; i++) { v = ARGV[i] + 0; if (i <= n - k) { if (v > best_before) best_before = v } else if (v > best_last) best_last = v }
                 exit !(best_last <= best_before * (1 + pct / 100)) }' "${rates[@]}"; then
-      steady=yes
+      if ((!dotnet)) || (((methods[-1] - methods[-1 - WARMUP_STABLE_WINDOWS]) * 100 <= methods[-1] * WARMUP_JIT_GROWTH_PCT)); then
+        steady=yes
+      fi
     fi
     if [[ $steady == yes ]] || ((elapsed + WARMUP_WINDOW_S > WARMUP_CAP_S)); then
-      echo "$name,$window,$elapsed,$rate,$steady" >>"$WARMUP_CSV"
+      echo "$name,$window,$elapsed,$rate,$steady,$compiled" >>"$WARMUP_CSV"
       break
     fi
-    echo "$name,$window,$elapsed,$rate," >>"$WARMUP_CSV"
+    echo "$name,$window,$elapsed,$rate,,$compiled" >>"$WARMUP_CSV"
   done
+  local jit_note=""; ((dotnet)) && jit_note="; JIT-compiled methods after each: ${methods[*]}"
   if [[ $steady == yes ]]; then
-    log "  $name steady after ${elapsed}s ($window windows of ${WARMUP_WINDOW_S}s): ${rates[*]} req/s"
+    log "  $name steady after ${elapsed}s ($window windows of ${WARMUP_WINDOW_S}s): ${rates[*]} req/s$jit_note"
   else
-    log "  $name still speeding up at the ${WARMUP_CAP_S}s cap ($window windows): ${rates[*]} req/s"
+    log "  $name still speeding up at the ${WARMUP_CAP_S}s cap ($window windows): ${rates[*]} req/s$jit_note"
   fi
 }
 
@@ -632,7 +647,7 @@ write_metadata() {
     echo "idle_prime_connections=$IDLE_PRIME_CONNECTIONS"
     echo "warmup_window_s=$WARMUP_WINDOW_S"
     echo "warmup_cap_s=$WARMUP_CAP_S"
-    echo "warmup_rule=none of the last $WARMUP_STABLE_WINDOWS windows more than $WARMUP_RISE_PCT% above the best before them"
+    echo "warmup_rule=none of the last $WARMUP_STABLE_WINDOWS windows more than $WARMUP_RISE_PCT% above the best before them and, for .NET, the count of JIT-compiled methods grown by at most $WARMUP_JIT_GROWTH_PCT% during them"
     echo "only=$ONLY"
     echo "gcdump=$GCDUMP"
     echo "quiet_at_start=$QUIET"

@@ -12,7 +12,8 @@ using Microsoft.Extensions.FileProviders;
 // SpliceTransportOptions, e.g. --SpliceTransport:ApplicationSchedulingMode=Inline.
 // An https URL with no certificate configured gets a self-signed one made at start-up.
 //   --perf-endpoints true        for perf/run.sh only, off by default: maps GET /perf/gc, which forces a full
-//                                compacting GC and answers with the managed heap size as JSON. Never expose it.
+//                                compacting GC and answers with the managed heap size as JSON, and GET /perf/jit
+//                                (how many methods the JIT has compiled so far). Never expose them.
 
 var builder = WebApplication.CreateBuilder(args);
 builder.Logging.SetMinimumLevel(LogLevel.Warning);
@@ -49,6 +50,7 @@ app.MapGet("/plaintext", () => Results.Text("Hello, World!", "text/plain"));
 if (builder.Configuration.GetValue<bool>("perf-endpoints"))
 {
     app.MapGet("/perf/gc", PerfEndpoints.CollectAndMeasure);
+    app.MapGet("/perf/jit", PerfEndpoints.JitProgress);
 }
 app.UseStaticFiles(new StaticFileOptions
 {
@@ -64,9 +66,9 @@ app.Run();
 return 0;
 
 /// <summary>
-/// GET /perf/gc, mapped only with --perf-endpoints true: perf/run.sh reads the managed heap before and while
-/// it holds idle connections. A blocking, compacting full GC (twice, around the finalizers) leaves only live
-/// objects, so the difference is what the connections keep alive.
+/// GET /perf/gc and GET /perf/jit, mapped only with --perf-endpoints true (perf/run.sh). /perf/gc: perf/run.sh
+/// reads the managed heap before and while it holds idle connections. A blocking, compacting full GC (twice,
+/// around the finalizers) leaves only live objects, so the difference is what the connections keep alive.
 /// </summary>
 internal static class PerfEndpoints
 {
@@ -95,6 +97,16 @@ internal static class PerfEndpoints
             workingSetBytes = Environment.WorkingSet,
         });
     }
+
+    /// <summary>
+    /// Methods compiled so far (every tier counts: tier 0, instrumented, tier 1, OSR). perf/run.sh's warm-up
+    /// waits until this stops growing, i.e. until tiered compilation is done with the code the load runs.
+    /// </summary>
+    public static IResult JitProgress() => Results.Json(new
+    {
+        compiledMethods = System.Runtime.JitInfo.GetCompiledMethodCount(),
+        compilationTimeMs = System.Runtime.JitInfo.GetCompilationTime().TotalMilliseconds,
+    });
 }
 
 /// <summary>A self-signed certificate for localhost, so https URLs work on a machine with no dev certificate.</summary>
