@@ -4,6 +4,7 @@
 #
 #   perf/warmup-knobs.sh                 every setting, both transports, 60 s each, 2 rounds (about 25 minutes)
 #   perf/warmup-knobs.sh --seconds 30 --rounds 1 --configs "default r2r"
+#   perf/warmup-knobs.sh --report-only   redraw warmup-knobs.md from warmup-knobs.csv
 #
 # For each setting and transport: a fresh server on core 0 (DOTNET_gcServer=0, as in run.sh), then
 # back-to-back windows of 2 s of perf/warmup.lua (the same mix as run.sh's warm-up) from core 1, and the
@@ -37,6 +38,7 @@ SECONDS_PER_RUN=60
 ROUNDS=2
 SERVER_PID=""
 CLIENT_PID=""
+REPORT_ONLY=0
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf '\nperf/warmup-knobs.sh: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -46,6 +48,7 @@ while (($#)); do
     --seconds) SECONDS_PER_RUN=${2:?}; shift ;;
     --rounds) ROUNDS=${2:?}; shift ;;
     --configs) CONFIGS=${2:?}; shift ;;
+    --report-only) REPORT_ONLY=1 ;;
     -h|--help) sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument '$1'" ;;
   esac
@@ -71,6 +74,8 @@ for tool in wrk curl taskset; do command -v $tool >/dev/null || die "$tool is mi
 
 COMMIT=$(git -C "$REPO_DIR" rev-parse --short HEAD)
 SRC_COMMIT=$(git -C "$REPO_DIR" log -1 --format=%h -- src)
+CSV=$RESULTS_DIR/warmup-knobs.csv
+if ((!REPORT_ONLY)); then
 log "building the sample (Release) and a ReadyToRun publish of it"
 rm -rf "$JIT_DIR" "$R2R_DIR"
 dotnet build -c Release "$SAMPLE_PROJECT" -nologo -v q -o "$JIT_DIR" >/tmp/warmup-knobs-build.log 2>&1 \
@@ -79,7 +84,6 @@ dotnet publish -c Release "$SAMPLE_PROJECT" -nologo -v q -r linux-x64 --self-con
   -p:PublishReadyToRun=true -o "$R2R_DIR" >/tmp/warmup-knobs-publish.log 2>&1 \
   || { tail -n 30 /tmp/warmup-knobs-publish.log >&2; die "dotnet publish -p:PublishReadyToRun=true failed"; }
 
-CSV=$RESULTS_DIR/warmup-knobs.csv
 echo "round,config,transport,window,elapsed_s,requests_per_s,server_cpu_s,requests_per_cpu_s" >"$CSV"
 CLK_TCK=$(getconf CLK_TCK)
 cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
@@ -118,9 +122,13 @@ for ((round = 1; round <= ROUNDS; round++)); do
     done
   done
 done
+LOAD_AT_END=$(cut -d' ' -f1-3 /proc/loadavg)
+echo "$LOAD_AT_END" >"$RESULTS_DIR/warmup-knobs-load.txt"
+fi
+LOAD_AT_END=$(cat "$RESULTS_DIR/warmup-knobs-load.txt" 2>/dev/null || echo unknown)
 
 python3 - "$CSV" "$RESULTS_DIR/warmup-knobs.md" "$COMMIT" "$SRC_COMMIT" "$SECONDS_PER_RUN" "$STABLE_WINDOWS" "$RISE_PCT" \
-  "$(cut -d' ' -f1-3 /proc/loadavg)" <<'EOF'
+  "$LOAD_AT_END" <<'EOF'
 import csv, statistics, sys
 from collections import defaultdict
 path, md, commit, src_commit, total, k, pct, load = sys.argv[1:]
@@ -132,11 +140,13 @@ for r in csv.DictReader(open(path)):
     series[key].append((int(r["elapsed_s"]), float(r["requests_per_s"]), float(r["requests_per_cpu_s"]), cpu_so_far))
 
 def steady_after(points, i, x=0):
-    """Seconds (x=0) or server CPU-seconds (x=3) until run.sh's rule holds for metric i, or None."""
+    """Seconds (x=0) or server CPU-seconds (x=3) until metric i reaches 90% of its own steady figure (median
+    of the last 5 windows) and stays there, judged after the fact from the whole curve; None if never."""
     rates = [p[i] for p in points]
-    for n in range(k + 1, len(rates) + 1):
-        if max(rates[n - k:n]) <= max(rates[:n - k]) * (1 + pct / 100):
-            return points[n - 1][x]
+    steady = statistics.median(rates[-5:])
+    for n in range(len(rates)):
+        if all(v >= 0.9 * steady for v in rates[n:]):
+            return points[n][x] if n > 0 else 0
     return None
 
 def mm(vals, fmt):
@@ -150,8 +160,8 @@ out = ["# Warm-up with and without runtime settings", "",
        f"`perf/warmup-knobs.sh`, commit {commit} (src/ as of {src_commit}); load average at the end {load}. "
        f"A fresh server per run, then {total} s of back-to-back 2 s windows of `warmup.lua`, 32 connections; "
        "server on core 0, wrk on core 1. Figures are medians over rounds (min–max). "
-       "**steady after**: seconds until none of the last 3 windows beats the best before them by more than 3% "
-       "(run.sh's rule). **first 10 s / first minute**: mean of those windows. **steady**: median of the last "
+       "**steady after**: seconds (and server CPU-seconds) until the figure reaches 90% of its own steady "
+       "value and stays there, judged from the whole curve. **first 10 s / first minute**: mean of those windows. **steady**: median of the last "
        "5 windows. All ÷ the default setting's steady figure of the same transport. Two metrics: requests/s "
        "(what a client sees, but others' work on this shared machine moves it), and requests per CPU-second "
        "of the server (how much of its core's time the server needs per request; JIT work shows up in it, and "
