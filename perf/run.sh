@@ -50,14 +50,16 @@ readonly PAUSE_BETWEEN_RUNS_S=0.2     # lets TIME_WAIT sockets and the last ACKs
 readonly IDLE_GEN0_SIZE=0x100000      # DOTNET_GCgen0size of the .NET idle servers: 1 MiB
 # Warm-up to steady state, once per server start of the load scenarios: windows of warmup.lua (a fixed mix
 # of small files and /plaintext) until none of the last WARMUP_STABLE_WINDOWS windows beats the best window
-# before them by more than WARMUP_RISE_PCT percent and, for .NET, the number of methods the JIT has compiled
-# (/perf/jit) grew by at most WARMUP_JIT_GROWTH_PCT percent over those windows; or until the cap. The JIT
-# condition is needed: on one core a .NET server holds a plateau for 25-50 s, its JIT count still growing by
-# 3% or more every 3 windows, then jumps when tiering completes (perf/results/warmup-knobs.md).
+# before them by more than WARMUP_RISE_PCT percent and, for .NET, at least WARMUP_DOTNET_MIN_S have passed
+# and the number of methods the JIT has compiled (/perf/jit) grew by at most WARMUP_JIT_GROWTH_PCT percent
+# over those windows; or until the cap. The rate alone is fooled: on one core a .NET server holds a plateau
+# at about half speed for 25-50 s, then jumps when tier-1 promotion happens (perf/results/warmup-knobs.md:
+# 90% of steady after 36 s for splice, 52 s for sockets), and its JIT count can stand still on the plateau.
 readonly WARMUP_CONNECTIONS=32
 readonly WARMUP_STABLE_WINDOWS=3
 readonly WARMUP_RISE_PCT=3
 readonly WARMUP_JIT_GROWTH_PCT=1
+readonly WARMUP_DOTNET_MIN_S=60
 
 # Test files: name and size. Random bytes, so nothing can be compressed or deduplicated on the way.
 readonly FILE_NAMES=(4KiB 64KiB 1MiB 100MiB 1GiB)
@@ -72,7 +74,7 @@ MODE=full
 ROUNDS=3            # at least 3 alternating rounds, so a median and a min-max mean something
 DURATION_S=6        # per wrk run; 14 scenarios x 4 servers x 3 rounds x 6 s is about 17 minutes
 WARMUP_WINDOW_S=2   # one warm-up window
-WARMUP_CAP_S=75     # a server still speeding up after this long is measured anyway (and the table says so)
+WARMUP_CAP_S=90     # a server still speeding up after this long is measured anyway (and the table says so)
 ONLY=""             # run only the scenarios whose name starts with this (a glob); "" = all
 NAME=latest         # results go to perf/results/$NAME.{md,csv,svg}, $NAME-meta.txt, ...
 NAME_GIVEN=0
@@ -96,7 +98,7 @@ usage() {
 parse_args() {
   while (($#)); do
     case "$1" in
-      --quick) MODE=quick; ROUNDS=1; DURATION_S=2; WARMUP_WINDOW_S=1; WARMUP_CAP_S=10 ;;
+      --quick) MODE=quick; ROUNDS=1; DURATION_S=2; WARMUP_WINDOW_S=1; WARMUP_CAP_S=10 ;;   # too short for .NET: marked
       --rounds) ROUNDS=${2:?--rounds needs a number}; shift ;;
       --duration) DURATION_S=${2:?--duration needs seconds}; shift ;;
       --only) ONLY=${2:?--only needs a scenario name prefix, e.g. idle or file-4KiB}; shift ;;
@@ -544,7 +546,8 @@ warm_up() {
         BEGIN { n = ARGC - 1; best_before = 0; best_last = 0
                 for (i = 1; i <= n; i++) { v = ARGV[i] + 0; if (i <= n - k) { if (v > best_before) best_before = v } else if (v > best_last) best_last = v }
                 exit !(best_last <= best_before * (1 + pct / 100)) }' "${rates[@]}"; then
-      if ((!dotnet)) || (((methods[-1] - methods[-1 - WARMUP_STABLE_WINDOWS]) * 100 <= methods[-1] * WARMUP_JIT_GROWTH_PCT)); then
+      if ((!dotnet)) || ((elapsed >= WARMUP_DOTNET_MIN_S &&
+                          (methods[-1] - methods[-1 - WARMUP_STABLE_WINDOWS]) * 100 <= methods[-1] * WARMUP_JIT_GROWTH_PCT)); then
         steady=yes
       fi
     fi
@@ -647,7 +650,7 @@ write_metadata() {
     echo "idle_prime_connections=$IDLE_PRIME_CONNECTIONS"
     echo "warmup_window_s=$WARMUP_WINDOW_S"
     echo "warmup_cap_s=$WARMUP_CAP_S"
-    echo "warmup_rule=none of the last $WARMUP_STABLE_WINDOWS windows more than $WARMUP_RISE_PCT% above the best before them and, for .NET, the count of JIT-compiled methods grown by at most $WARMUP_JIT_GROWTH_PCT% during them"
+    echo "warmup_rule=none of the last $WARMUP_STABLE_WINDOWS windows more than $WARMUP_RISE_PCT% above the best before them and, for .NET, at least ${WARMUP_DOTNET_MIN_S} s and the count of JIT-compiled methods grown by at most $WARMUP_JIT_GROWTH_PCT% during them"
     echo "only=$ONLY"
     echo "gcdump=$GCDUMP"
     echo "quiet_at_start=$QUIET"
