@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Turns perf/run.sh's raw CSV into perf/results/latest.md, latest.svg and the table in perf/README.md.
 
-Standard library only. Every figure is the median over the rounds, with min-max in brackets;
-ratios are ratios of medians, taken within the same run (the machine is noisy: only those matter).
+Standard library only. Every figure is the median over the rounds, with min-max in brackets. Ratios are
+paired by round (servers alternate within a round): the median of the per-round ratios, with their min-max.
+A scenario in which any server's figures spread by more than NOISY_SPREAD ((max - min) / median) is marked
+noisy in the table.
 """
 import argparse
 import csv
@@ -18,6 +20,16 @@ SERVER_LABELS = {
     "nginx": "nginx",
     "go": "Go net/http",
 }
+# Which path each server's file responses take (the "Peers" section of perf/README.md shows how this was
+# checked with strace).
+SERVER_PATHS = {
+    "splice": "headers written, file with sendfile(2)",
+    "sockets": "file read into buffers and written (Kestrel's socket transport)",
+    "nginx": "`sendfile on; tcp_nopush on;`: headers, then sendfile(2)",
+    "go": "http.FileServer: headers and the first 512 bytes written (kept for sniffing), the rest with "
+          "sendfile(2) via TCPConn.ReadFrom",
+}
+NOISY_SPREAD = 0.10
 COLORS = {"splice": "#d62728", "sockets": "#1f77b4", "nginx": "#2ca02c", "go": "#9467bd"}
 BASELINES = ["sockets", "nginx"]  # ratios are given against these two
 CPU_PER_GB_MIN_BYTES = 100 * 1024 * 1024  # CPU s/GB is shown for files this large (100 MiB, 1 GiB)
@@ -32,16 +44,18 @@ RESULTS_DIR = os.path.join(PERF_DIR, "results")
 def parse_args():
     """Defaults are run.sh's files, so `python3 perf/report.py` redraws the latest results."""
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--csv", default=os.path.join(RESULTS_DIR, "latest.csv"))
-    p.add_argument("--meta", default=os.path.join(RESULTS_DIR, "latest-meta.txt"),
-                   help="key=value lines written by run.sh")
-    p.add_argument("--commands", default=os.path.join(RESULTS_DIR, "latest-commands.txt"),
-                   help="the exact commands run.sh ran")
-    p.add_argument("--md", default=os.path.join(RESULTS_DIR, "latest.md"))
-    p.add_argument("--svg", default=os.path.join(RESULTS_DIR, "latest.svg"))
-    p.add_argument("--readme", default=os.path.join(PERF_DIR, "README.md"),
-                   help="README.md whose results section to refresh ('' for none)")
-    return p.parse_args()
+    p.add_argument("--name", default="latest",
+                   help="results/NAME.csv, NAME-meta.txt, NAME-commands.txt, NAME-warmup.csv -> NAME.md, NAME.svg")
+    p.add_argument("--readme", default=None,
+                   help="README.md whose results section to refresh ('' for none; default: perf/README.md "
+                        "for the name latest, none otherwise)")
+    args = p.parse_args()
+    base = os.path.join(RESULTS_DIR, args.name)
+    args.csv, args.meta, args.commands = base + ".csv", base + "-meta.txt", base + "-commands.txt"
+    args.warmup, args.md, args.svg = base + "-warmup.csv", base + ".md", base + ".svg"
+    if args.readme is None:
+        args.readme = os.path.join(PERF_DIR, "README.md") if args.name == "latest" else ""
+    return args
 
 
 def read_meta(path):
@@ -59,13 +73,36 @@ def read_rows(path):
 
 
 def group(rows, kinds, column):
-    """{scenario: {server: [values]}} for rows of the given kinds, scenarios in first-seen order."""
+    """{scenario: {server: {round: value}}} for rows of the given kinds, scenarios in first-seen order."""
     out = OrderedDict()
     for row in rows:
-        if row["kind"] not in kinds or row[column] == "":
+        if row["kind"] not in kinds or row.get(column, "") in ("", None):
             continue
-        out.setdefault(row["scenario"], {}).setdefault(row["server"], []).append(float(row[column]))
+        out.setdefault(row["scenario"], {}).setdefault(row["server"], {})[row["round"]] = float(row[column])
     return out
+
+
+def values(by_round):
+    return list(by_round.values()) if by_round else []
+
+
+def spread(vals):
+    """(max - min) / median, or None with fewer than two values."""
+    if len(vals) < 2 or statistics.median(vals) == 0:
+        return None
+    return (max(vals) - min(vals)) / abs(statistics.median(vals))
+
+
+def noise_cell(by_server):
+    """'noisy: nginx 36%, splice 31%' when any server spreads by more than NOISY_SPREAD, else 'ok (≤ n%)'."""
+    spreads = {s: spread(values(by_server.get(s))) for s in SERVERS}
+    spreads = {s: v for s, v in spreads.items() if v is not None}
+    if not spreads:
+        return "–"
+    noisy = sorted(((v, s) for s, v in spreads.items() if v > NOISY_SPREAD), reverse=True)
+    if noisy:
+        return "**noisy**: " + ", ".join(f"{s} {v:.0%}" for v, s in noisy)
+    return f"ok (≤ {max(spreads.values()):.0%})"
 
 
 def scenario_info(rows):
@@ -94,60 +131,143 @@ def fmt_number(value):
     return f"{value:.2f}"
 
 
-def cell(values):
-    if not values:
+def cell(vals):
+    if isinstance(vals, dict):
+        vals = values(vals)
+    if not vals:
         return "–"
-    median = statistics.median(values)
-    if min(values) == max(values):
+    median = statistics.median(vals)
+    if min(vals) == max(vals):
         return fmt_number(median)
-    return f"{fmt_number(median)} ({fmt_number(min(values))}–{fmt_number(max(values))})"
+    return f"{fmt_number(median)} ({fmt_number(min(vals))}–{fmt_number(max(vals))})"
 
 
-def ratio(values, base):
-    if not values or not base or statistics.median(base) == 0:
+def round_ratios(by_round, base_by_round):
+    """One ratio per round in which both have a figure: servers alternate within a round."""
+    if not by_round or not base_by_round:
+        return []
+    return [by_round[r] / base_by_round[r] for r in by_round if r in base_by_round and base_by_round[r] != 0]
+
+
+def ratio(by_round, base_by_round):
+    """Median of the per-round ratios, with their (min–max) when there is more than one round."""
+    ratios = round_ratios(by_round, base_by_round)
+    if not ratios:
         return "–"
-    return f"{statistics.median(values) / statistics.median(base):.2f}×"
+    median = statistics.median(ratios)
+    if min(ratios) == max(ratios):
+        return f"{median:.2f}×"
+    return f"{median:.2f}× ({min(ratios):.2f}–{max(ratios):.2f})"
 
 
 def metric_table(data, info, unit_note):
-    head = ["scenario"] + [SERVER_LABELS[s] for s in SERVERS] + ["splice ÷ sockets", "splice ÷ nginx"]
+    head = ["scenario"] + [SERVER_LABELS[s] for s in SERVERS] + ["splice ÷ sockets", "splice ÷ nginx",
+                                                                 "spread"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for scenario, by_server in data.items():
-        cells = [label(info[scenario])] + [cell(by_server.get(s, [])) for s in SERVERS]
+        cells = [label(info[scenario])] + [cell(by_server.get(s)) for s in SERVERS]
         cells += [ratio(by_server.get("splice"), by_server.get(b)) for b in BASELINES]
+        cells.append(noise_cell(by_server))
         lines.append("| " + " | ".join(cells) + " |")
     return [unit_note, ""] + lines + [""]
 
 
 def ratio_table(data, info):
-    head = ["scenario"] + [f"{s} ÷ sockets / ÷ nginx" for s in SERVERS]
+    head = ["scenario"] + [f"{s} ÷ sockets / ÷ nginx" for s in SERVERS] + ["spread"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for scenario, by_server in data.items():
         cells = [label(info[scenario])]
         for s in SERVERS:
             cells.append(" / ".join(ratio(by_server.get(s), by_server.get(b)) for b in BASELINES))
+        cells.append(noise_cell(by_server))
         lines.append("| " + " | ".join(cells) + " |")
     return lines + [""]
 
 
+def per_connection(rows, held_col, before_col, scale=1.0):
+    """{server: {round: (held - before) * scale / connections held}} for the idle rows."""
+    out = {}
+    for r in rows:
+        if r["kind"] != "idle" or r.get(held_col, "") in ("", None) or r.get(before_col, "") in ("", None):
+            continue
+        n = float(r["connections_held"] or 0)
+        if n > 0:
+            out.setdefault(r["server"], {})[r["round"]] = (float(r[held_col]) - float(r[before_col])) * scale / n
+    return out
+
+
 def memory_table(rows):
+    """Growth per connection: RSS as read, managed (live objects after a forced full GC) and the rest."""
+    rss = per_connection(rows, "rss_held_kib", "rss_before_kib")
+    managed = per_connection(rows, "managed_held_bytes", "managed_before_bytes", 1 / 1024)
+    rss_gc = per_connection(rows, "rss_held_gc_kib", "rss_before_gc_kib")
+    native = {s: {r: rss_gc[s][r] - managed[s][r] for r in managed[s] if r in rss_gc.get(s, {})}
+              for s in managed}
     held = group(rows, {"idle"}, "rss_held_kib")
     before = group(rows, {"idle"}, "rss_before_kib")
     count = group(rows, {"idle"}, "connections_held")
-    head = ["server", "RSS holding them, MiB", "RSS just before, MiB", "growth, KiB per connection",
-            "÷ sockets", "÷ nginx", "connections held"]
+    head = ["server", "RSS growth, KiB per conn", "managed, KiB per conn", "native and other, KiB per conn",
+            "RSS growth ÷ sockets", "RSS growth ÷ nginx", "RSS before / holding, MiB", "connections held"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for scenario in held:
         for s in SERVERS:
-            h = held[scenario].get(s, [])
-            b = before[scenario].get(s, [])
-            n = count[scenario].get(s, [])
-            per_conn = [(x - y) / c for x, y, c in zip(h, b, n) if c > 0]
+            h, b = held[scenario].get(s, {}), before[scenario].get(s, {})
             lines.append("| " + " | ".join([
-                SERVER_LABELS[s], cell([x / 1024 for x in h]), cell([x / 1024 for x in b]), cell(per_conn),
-                ratio(h, held[scenario].get("sockets")), ratio(h, held[scenario].get("nginx")),
-                cell(n)]) + " |")
+                SERVER_LABELS[s], cell(rss.get(s)), cell(managed.get(s)), cell(native.get(s)),
+                ratio(rss.get(s), rss.get("sockets")), ratio(rss.get(s), rss.get("nginx")),
+                f"{cell([x / 1024 for x in values(b)])} / {cell([x / 1024 for x in values(h)])}",
+                cell(count[scenario].get(s))]) + " |")
+    spreads = {s: spread(values(v)) for s, v in rss.items()}
+    noisy = [f"{s} {v:.0%}" for s, v in spreads.items() if v is not None and v > NOISY_SPREAD]
+    if noisy:
+        lines += ["", "**Noisy**: the RSS growth per connection spread by more than "
+                      f"{NOISY_SPREAD:.0%} ((max − min) ÷ median) for {', '.join(noisy)}."]
     return lines + [""]
+
+
+def warmup_table(path, meta):
+    """Per server: how long its warm-up took and the requests/s of its windows."""
+    if not os.path.exists(path):
+        return []
+    by_server = OrderedDict()
+    for r in read_rows(path):
+        by_server.setdefault(r["server"], []).append(r)
+    if not by_server:
+        return []
+    window = meta.get("warmup_window_s", "?")
+    head = ["server", "warm-up", "windows", "first window, req/s", "last 3 windows, req/s", "last ÷ first",
+            "JIT-compiled methods, last 4 windows"]
+    lines = [f"Once per server start, windows of {window} s of `warmup.lua` (a fixed mix: 4 KiB and 64 KiB "
+             f"files and /plaintext; {meta.get('warmup_cap_s', '?')} s at most) until "
+             f"{meta.get('warmup_rule', '')}. The load scenarios start after it.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for s in SERVERS:
+        windows = by_server.get(s)
+        if not windows:
+            continue
+        last = windows[-1]
+        rates = [float(w["requests_per_s"]) for w in windows]
+        took = f"{last['elapsed_s']} s" + ("" if last["steady"] == "yes" else " (**cap reached, still rising**)")
+        lines.append("| " + " | ".join([
+            SERVER_LABELS[s], took, str(len(windows)), fmt_number(rates[0]),
+            " ".join(fmt_number(v) for v in rates[-3:]), f"{rates[-1] / rates[0]:.2f}×" if rates[0] else "–",
+            " ".join(w.get("jit_compiled_methods") or "" for w in windows[-4:]).strip() or "–"]) + " |")
+    return lines + [""]
+
+
+def page_cache_note(rows):
+    """A warning when a test file was not wholly in the page cache after some run (fincore, run.sh)."""
+    low = OrderedDict()
+    for r in rows:
+        pct = r.get("file_cached_pct") or ""
+        if r["kind"] == "file" and pct != "" and float(pct) < 99:
+            name = r["scenario"].split("-")[1]
+            low[name] = min(low.get(name, 100.0), float(pct))
+    if not low:
+        return []
+    return ["**Page cache**: after some runs only " + ", ".join(f"{v:.0f}% of the {k} file" for k, v in low.items())
+            + " was in the page cache (this VM reclaims file pages it deems cold; run.sh reads each file just "
+            "before its scenario): those rows partly measure the disk, for every server.", ""]
 
 
 def error_notes(rows):
@@ -162,7 +282,7 @@ def error_notes(rows):
     return notes
 
 
-def write_markdown(path, rows, meta, commands):
+def write_markdown(path, rows, meta, commands, warmup_path, svg_name):
     info = scenario_info(rows)
     load = {"file", "plaintext"}
     rps = group(rows, load, "requests_per_s")
@@ -171,38 +291,69 @@ def write_markdown(path, rows, meta, commands):
     cpu = group([r for r in rows if r["kind"] == "file" and int(r["size_bytes"]) >= CPU_PER_GB_MIN_BYTES],
                 {"file"}, "cpu_s_per_gb")
 
+    only = f", only the scenarios starting with `{meta['only']}`" if meta.get("only") else ""
+    took = f", took {int(meta['run_seconds']) / 60:.1f} min" if meta.get("run_seconds") else ""
     out = [
-        f"# SpliceTransport performance — {meta['mode']} run",
+        f"# SpliceTransport performance — {meta['mode']} run{only}",
         "",
-        f"- Date: {meta['date']}, commit {meta['commit']}",
+        f"- Date: {meta['date']}{took}; commit {meta['commit']}",
+        f"- Load average (1, 5, 15 min) at the start: {meta.get('loadavg_start', '?')}, at the end: "
+        f"{meta.get('loadavg_end', '?')} (the machine is shared; the run itself keeps about 2 busy); "
+        f"machine quiet at the start: {meta.get('quiet_at_start', 'not checked')}",
         f"- Machine: {meta['cpu']}, {meta['cores']} cores; kernel {meta['kernel']}",
         f"- Software: .NET SDK {meta['dotnet']}, {meta['nginx']}, Go {meta['go']}, wrk {meta['wrk']}",
         f"- Every server pinned to core {meta['server_core']}, the load generator to core {meta['client_core']}; "
         f"{meta['rounds']} round(s) of {meta['duration_s']} s per run, servers alternating within each scenario",
         f"- Command: `{meta['command']}`",
+        f"- Measured: `src/` as of commit {meta.get('src_commit', '?')}",
         "",
-        "Cells are the median over rounds with (min–max). Ratios are ratios of medians; above 1× means "
-        "more than the baseline (for requests/s and MB/s better; for latency, CPU and memory worse).",
+        "Cells are the median over rounds with (min–max). Ratios are taken per round (servers alternate "
+        "within a round) and give the median of those with their (min–max); above 1× means more than the "
+        "baseline (for requests/s and MB/s better; for latency, CPU and memory worse). **spread** is the "
+        f"largest (max − min) ÷ median of a server in that row; above {NOISY_SPREAD:.0%} the row is marked "
+        "**noisy**: read its figures as rough.",
         "",
-        "## Requests per second",
+        "Servers: " + "; ".join(f"**{SERVER_LABELS[s]}**: {SERVER_PATHS[s]}" for s in SERVERS) + ".",
         "",
     ]
-    out += metric_table(rps, info, "wrk `Requests/sec` (completed responses ÷ run time).")
-    out += ["### Every server against Kestrel sockets and nginx (requests/s)", ""] + ratio_table(rps, info)
-    out += ["## Transfer, MB/s", ""]
-    out += metric_table(mbps, info, "Bytes read by wrk ÷ run time, in 10⁶ bytes/s (partial downloads count).")
-    out += ["## p99 latency, ms", ""]
-    out += metric_table(p99, info, "wrk `--latency` 99th percentile (with pipelining, per batch of requests).")
-    out += ["## Server CPU seconds per GB served", ""]
-    out += metric_table(cpu, info, "(utime + stime of the server's processes during the run) ÷ GB read by wrk. "
-                                   "Lower is better.")
-    out += [f"## Memory holding {meta['idle_connections']} idle keep-alive connections", "",
-            "VmRSS of the server (nginx: master + worker) after each connection has made one request and "
-            "gone idle. Lower is better.", ""]
-    out += memory_table(rows)
+    warm = warmup_table(warmup_path, meta)
+    if warm:
+        out += ["## Warm-up to steady state", ""] + warm
+    if rps:
+        out += ["## Requests per second", ""]
+        out += metric_table(rps, info, "wrk `Requests/sec` (completed responses ÷ run time).")
+        out += ["### Every server against Kestrel sockets and nginx (requests/s)", ""] + ratio_table(rps, info)
+    if mbps:
+        out += ["## Transfer, MB/s", ""]
+        out += metric_table(mbps, info, "Bytes read by wrk ÷ run time, in 10⁶ bytes/s (partial downloads count).")
+        out += page_cache_note(rows)
+    if p99:
+        out += ["## p99 latency, ms", ""]
+        out += metric_table(p99, info, "wrk `--latency` 99th percentile (with pipelining, per batch of requests).")
+    if cpu:
+        out += ["## Server CPU seconds per GB served", ""]
+        out += metric_table(cpu, info, "(utime + stime of the server's processes during the run) ÷ GB read by "
+                                       "wrk. Lower is better.")
+    if any(r["kind"] == "idle" for r in rows):
+        rounds = len({r["round"] for r in rows if r["kind"] == "idle"})
+        out += [f"## Memory holding {meta['idle_connections']} idle keep-alive connections", "",
+                f"A **fresh server for every round** (median of {rounds} round(s), with min–max), started for "
+                f"this alone and primed with {meta.get('idle_prime_connections', '?')} connections that each make "
+                "one request and close (so one-off costs such as JIT are in the baseline); the .NET servers run with "
+                f"**`DOTNET_GCgen0size={meta.get('idle_gen0size', '?')}`** (a fixed 1 MiB gen0 budget: the "
+                "default follows the L3 size this VM reports and left a varying amount of garbage in RSS). "
+                "Each connection makes one request and goes idle; growth = (VmRSS holding them − VmRSS "
+                "before) ÷ connections (nginx: master + worker). **managed** = growth of the live managed "
+                "heap (`GC.GetTotalMemory` right after a forced, blocking, compacting full GC, from the "
+                "sample's `/perf/gc`, mapped only with `--perf-endpoints true`). **native and other** = "
+                "growth of VmRSS read right after those forced GCs, minus the managed growth: native "
+                "memory, runtime data and GC-heap pages not holding live objects. Lower is better.", ""]
+        out += memory_table(rows)
     notes = error_notes(rows)
     out += ["## wrk socket errors", ""] + (notes if notes else ["None."]) + [""]
-    out += ["## Chart", "", "![requests/s by file size](latest.svg)", "",
+    if mbps:
+        out += ["## Chart", "", f"![requests/s by file size]({os.path.basename(svg_name)})", ""]
+    out += [
             "## Exact commands", "", "<details><summary>Servers, and every client command of round 1"
             "</summary>", "", "```"] + commands + ["```", "", "</details>", ""]
     with open(path, "w") as f:
@@ -220,7 +371,7 @@ def write_svg(path, rows):
         if int(r["connections"]) not in conns_by_size[r["scenario"].split("-")[1]]:
             conns_by_size[r["scenario"].split("-")[1]].append(int(r["connections"]))
     rps = group(rows, {"file"}, "requests_per_s")
-    medians = {k: {s: statistics.median(v) for s, v in by.items()} for k, by in rps.items()}
+    medians = {k: {s: statistics.median(values(v)) for s, v in by.items()} for k, by in rps.items()}
     all_values = [v for by in medians.values() for v in by.values() if v > 0]
     if not all_values:
         return
@@ -299,7 +450,7 @@ def main():
     meta = read_meta(args.meta)
     with open(args.commands) as f:
         commands = [line.rstrip("\n") for line in f]
-    markdown = write_markdown(args.md, rows, meta, commands)
+    markdown = write_markdown(args.md, rows, meta, commands, args.warmup, args.svg)
     write_svg(args.svg, rows)
     if args.readme:
         update_readme(args.readme, markdown)

@@ -2,9 +2,12 @@
 # perf/run.sh — compares SpliceTransport with Kestrel's socket transport, nginx and Go's net/http
 # on static files, /plaintext (with and without pipelining), idle keep-alive memory and CPU per GB.
 #
-#   perf/run.sh            full run: 3 rounds, all sizes up to 1 GiB (under 30 minutes)
-#   perf/run.sh --quick    rough run: 1 round, short runs, no 1 GiB file (under 3 minutes)
+#   perf/run.sh            full run: 3 rounds, all sizes up to 1 GiB (under 35 minutes)
+#   perf/run.sh --quick    rough run: 1 round, short runs, no 1 GiB file, short warm-up (about 3 minutes)
 #   perf/run.sh --rounds N --duration S   override either
+#   perf/run.sh --only idle --name idle-a  only the scenarios whose name starts with "idle", into results/idle-a.*
+#   perf/run.sh --gcdump   also snapshot the .NET idle servers with dotnet-gcdump (managed bytes per type)
+#   perf/run.sh --wait-quiet 600   first wait (up to 600 s) until others' work leaves the machine 90% idle
 #
 # Writes perf/results/latest.{md,csv,svg} and refreshes the table in perf/README.md.
 # Every server runs on core 0 and every client on core 1 (taskset), so each server gets the same one core.
@@ -36,9 +39,27 @@ readonly PIPELINE_DEPTH=16            # requests per write in the pipelined /pla
 readonly IDLE_CONNECTIONS=10000       # keep-alive connections held open for the memory measurement
 readonly IDLE_READY_TIMEOUT_S=120     # the idle client must have opened all its connections by then
 readonly IDLE_SETTLE_S=1              # pause between "all connections open" and reading the server's RSS
+readonly IDLE_PRIME_CONNECTIONS=200   # opened and closed before the baseline, so one-off costs (JIT) are not counted
 readonly WANTED_FD_LIMIT=200000       # descriptors for 10,000 connections plus wrk's, with room to spare
 readonly PLAINTEXT_BODY="Hello, World!"
 readonly PAUSE_BETWEEN_RUNS_S=0.2     # lets TIME_WAIT sockets and the last ACKs drain between runs
+# The idle scenario starts a fresh server for every round and every server, with nothing served before,
+# and gives the .NET servers a small fixed gen0 budget: the default one follows the L3 size this VM reports
+# (300 MiB -> about 75 MB), so how much garbage sits in RSS at the moment of reading swung the figure by
+# several KiB per connection from run to run.
+readonly IDLE_GEN0_SIZE=0x100000      # DOTNET_GCgen0size of the .NET idle servers: 1 MiB
+# Warm-up to steady state, once per server start of the load scenarios: windows of warmup.lua (a fixed mix
+# of small files and /plaintext) until none of the last WARMUP_STABLE_WINDOWS windows beats the best window
+# before them by more than WARMUP_RISE_PCT percent and, for .NET, at least WARMUP_DOTNET_MIN_S have passed
+# and the number of methods the JIT has compiled (/perf/jit) grew by at most WARMUP_JIT_GROWTH_PCT percent
+# over those windows; or until the cap. The rate alone is fooled: on one core a .NET server holds a plateau
+# at about half speed for 25-50 s, then jumps when tier-1 promotion happens (perf/results/warmup-knobs.md:
+# 90% of steady after 36 s for splice, 52 s for sockets), and its JIT count can stand still on the plateau.
+readonly WARMUP_CONNECTIONS=32
+readonly WARMUP_STABLE_WINDOWS=3
+readonly WARMUP_RISE_PCT=3
+readonly WARMUP_JIT_GROWTH_PCT=1
+readonly WARMUP_DOTNET_MIN_S=60
 
 # Test files: name and size. Random bytes, so nothing can be compressed or deduplicated on the way.
 readonly FILE_NAMES=(4KiB 64KiB 1MiB 100MiB 1GiB)
@@ -52,7 +73,14 @@ readonly PLAINTEXT_CONNECTIONS="32 256"
 MODE=full
 ROUNDS=3            # at least 3 alternating rounds, so a median and a min-max mean something
 DURATION_S=6        # per wrk run; 14 scenarios x 4 servers x 3 rounds x 6 s is about 17 minutes
-WARMUP_S=3          # per server before round 1, so .NET has tiered up its JIT before it is measured
+WARMUP_WINDOW_S=2   # one warm-up window
+WARMUP_CAP_S=90     # a server still speeding up after this long is measured anyway (and the table says so)
+ONLY=""             # run only the scenarios whose name starts with this (a glob); "" = all
+NAME=latest         # results go to perf/results/$NAME.{md,csv,svg}, $NAME-meta.txt, ...
+NAME_GIVEN=0
+WAIT_QUIET_S=0      # --wait-quiet: how long to wait for an idle machine before measuring (0: don't)
+QUIET="not checked"
+GCDUMP=0            # 1: dotnet-gcdump snapshots of the .NET idle servers, before and while holding
 
 TMP_DIR=""
 declare -A SERVER_PID=()
@@ -70,14 +98,21 @@ usage() {
 parse_args() {
   while (($#)); do
     case "$1" in
-      --quick) MODE=quick; ROUNDS=1; DURATION_S=2; WARMUP_S=1 ;;
+      --quick) MODE=quick; ROUNDS=1; DURATION_S=2; WARMUP_WINDOW_S=1; WARMUP_CAP_S=10 ;;   # too short for .NET: marked
       --rounds) ROUNDS=${2:?--rounds needs a number}; shift ;;
       --duration) DURATION_S=${2:?--duration needs seconds}; shift ;;
+      --only) ONLY=${2:?--only needs a scenario name prefix, e.g. idle or file-4KiB}; shift ;;
+      --name) NAME=${2:?--name needs a name}; NAME_GIVEN=1; shift ;;
+      --gcdump) GCDUMP=1 ;;
+      --wait-quiet) WAIT_QUIET_S=${2:?--wait-quiet needs seconds}; shift ;;
       -h|--help) usage; exit 0 ;;
       *) die "unknown argument '$1' (see --help)" ;;
     esac
     shift
   done
+  [[ $NAME =~ ^[A-Za-z0-9._-]+$ ]] || die "--name may use letters, digits, '.', '_' and '-' only"
+  # A partial run must not overwrite the full table: it gets its own name unless one is given.
+  if [[ -n $ONLY ]] && ((!NAME_GIVEN)); then NAME=partial; fi
   if [[ $MODE == quick ]]; then
     FILES=(4KiB 64KiB 1MiB 100MiB)   # quick mode skips the 1 GiB file
     FILE_CONNECTIONS[100MiB]="4 16"  # so that 100 MiB downloads still complete within a 2 s run
@@ -102,6 +137,15 @@ install_missing() {
   apt-get install -y -q "${missing[@]}" >/dev/null
 }
 
+# dotnet-gcdump, only for --gcdump: a global tool from NuGet, into ~/.dotnet/tools.
+install_gcdump() {
+  export PATH=$PATH:$HOME/.dotnet/tools
+  command -v dotnet-gcdump >/dev/null && return
+  log "installing dotnet-gcdump (dotnet tool install -g)"
+  dotnet tool install -g dotnet-gcdump >"$TMP_DIR/gcdump-install.log" 2>&1 \
+    || { cat "$TMP_DIR/gcdump-install.log" >&2; die "could not install dotnet-gcdump (needed for --gcdump)"; }
+}
+
 raise_fd_limit() {
   ulimit -n "$WANTED_FD_LIMIT" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
   local limit; limit=$(ulimit -n)
@@ -112,6 +156,7 @@ raise_fd_limit() {
 build_sample() {
   log "building the sample (Release)"
   BUILD_COMMIT=$(describe_commit)   # taken now: others may commit while the benchmark runs
+  SRC_COMMIT=$(git -C "$REPO_DIR" log -1 --format=%h -- src 2>/dev/null || echo unknown)   # last commit that changed src/
   dotnet build -c Release "$SAMPLE_PROJECT" -nologo -v q >"$TMP_DIR/dotnet-build.log" 2>&1 \
     || { tail -n 30 "$TMP_DIR/dotnet-build.log" >&2; die "dotnet build of samples/StaticFileServer failed"; }
   rm -rf "$SAMPLE_COPY_DIR"
@@ -138,6 +183,32 @@ make_files() {
     [[ -f $path && $(stat -c %s "$path") == "$size" ]] && continue
     log "generating $name of random bytes (once; cached in perf/.cache/files)"
     head -c "$size" /dev/urandom >"$path.tmp" && mv "$path.tmp" "$path"
+  done
+}
+
+# Percentage of CPU time both cores spent idle over the next $1 seconds (/proc/stat).
+cpu_idle_pct() {
+  local a b
+  a=$(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6}' /proc/stat)
+  sleep "$1"
+  b=$(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6}' /proc/stat)
+  awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " "); busy = y[1] - x[1]; idle = y[2] - x[2]
+                                   printf "%d", (busy + idle > 0 ? 100 * idle / (busy + idle) : 100) }'
+}
+
+# The machine is shared: with --wait-quiet, start measuring only once others leave it 90% idle for 10 s.
+wait_for_quiet() {
+  ((WAIT_QUIET_S > 0)) || return 0
+  local deadline=$((SECONDS + WAIT_QUIET_S)) idle
+  while :; do
+    idle=$(cpu_idle_pct 10)
+    if ((idle >= 90)); then
+      QUIET="yes, ${idle}% idle over 10 s before the first measurement"; log "machine quiet: ${idle}% idle"; return
+    fi
+    if ((SECONDS >= deadline)); then
+      QUIET="no, ${idle}% idle after waiting ${WAIT_QUIET_S} s"; log "machine still busy (${idle}% idle); measuring anyway"; return
+    fi
+    log "machine busy (${idle}% idle over 10 s); waiting for it to quieten"
   done
 }
 
@@ -173,18 +244,24 @@ EOF
 }
 
 # Starts one server in the background on SERVER_CORE; records its PID and the exact command.
+#   start_server <name> [idle]   "idle": the .NET servers get the small fixed gen0 budget
+# The .NET servers run with --perf-endpoints true: /perf/gc for the idle scenario, /perf/jit for the warm-up
+# (two more routes, which the load never requests).
 start_server() {
-  local name=$1 port=${PORT[$1]} cmd
+  local name=$1 purpose=${2:-load} port=${PORT[$1]} cmd dotnet_env="DOTNET_gcServer=0" perf_flag=" --perf-endpoints true"
+  if [[ $purpose == idle ]]; then
+    dotnet_env+=" DOTNET_GCgen0size=$IDLE_GEN0_SIZE"
+  fi
   case "$name" in
     splice|sockets)
-      cmd="env DOTNET_gcServer=0 taskset -c $SERVER_CORE $SAMPLE_BIN --root $FILES_DIR --urls http://127.0.0.1:$port --transport $name" ;;
+      cmd="env $dotnet_env taskset -c $SERVER_CORE $SAMPLE_BIN --root $FILES_DIR --urls http://127.0.0.1:$port --transport $name$perf_flag" ;;
     nginx)
       write_nginx_config "$TMP_DIR/nginx" "$port"
       cmd="taskset -c $SERVER_CORE nginx -p $TMP_DIR/nginx -c $TMP_DIR/nginx/nginx.conf -e $TMP_DIR/nginx/error.log -g 'daemon off;'" ;;
     go)
       cmd="env GOMAXPROCS=1 taskset -c $SERVER_CORE $BIN_DIR/goserver -root $FILES_DIR -addr 127.0.0.1:$port" ;;
   esac
-  echo "server $name: $cmd" >>"$COMMANDS_FILE"
+  grep -qxF "server $name ($purpose): $cmd" "$COMMANDS_FILE" 2>/dev/null || echo "server $name ($purpose): $cmd" >>"$COMMANDS_FILE"
   # exec: the background job becomes the server itself, so $! is the PID to measure and to stop.
   eval "exec $cmd" >"$TMP_DIR/$name.log" 2>&1 &
   SERVER_PID[$name]=$!
@@ -218,10 +295,12 @@ wait_for_port() {
 }
 
 # Checks status 200 and exact sizes: /plaintext's body and every file's Content-Length and byte count.
+#   check_server <name> [plaintext-only]
 check_server() {
   local name=$1 base="http://127.0.0.1:${PORT[$1]}" body file expected got
   body=$(taskset -c $CLIENT_CORE curl -s --max-time 10 "$base/plaintext") || die "server '$name': GET /plaintext failed"
   [[ $body == "$PLAINTEXT_BODY" ]] || die "server '$name': GET /plaintext returned '$body', not '$PLAINTEXT_BODY'"
+  [[ ${2:-} == plaintext-only ]] && return
   for file in "${FILES[@]}"; do
     expected="200 ${FILE_SIZE[$file]} ${FILE_SIZE[$file]}"
     got=$(taskset -c $CLIENT_CORE curl -s -o /dev/null --max-time 60 \
@@ -242,6 +321,11 @@ start_all_servers() {
     check_server "$name"
     log "$name answers correctly (pid ${SERVER_PID[$name]})"
   done
+}
+
+stop_server() {
+  stop_pid "${SERVER_PID[$1]}"
+  unset "SERVER_PID[$1]"
 }
 
 # The server's processes: nginx's master and worker, or the one .NET or Go process.
@@ -289,7 +373,8 @@ cleanup() {
 
 # ------------------------------------------------------------------------------------------ measuring
 
-readonly CSV_HEADER="round,server,scenario,kind,size_bytes,connections,pipeline,requests,bytes,duration_s,requests_per_s,mb_per_s,p99_ms,cpu_s,cpu_s_per_gb,errors_connect,errors_read,errors_write,errors_status,errors_timeout,rss_before_kib,rss_held_kib,connections_held"
+readonly CSV_HEADER="round,server,scenario,kind,size_bytes,connections,pipeline,requests,bytes,duration_s,requests_per_s,mb_per_s,p99_ms,cpu_s,cpu_s_per_gb,errors_connect,errors_read,errors_write,errors_status,errors_timeout,rss_before_kib,rss_held_kib,connections_held,rss_before_gc_kib,rss_held_gc_kib,managed_before_bytes,managed_held_bytes,file_cached_pct"
+readonly WARMUP_CSV_HEADER="server,window,elapsed_s,requests_per_s,steady,jit_compiled_methods"
 
 # Runs a client command in the background on CLIENT_CORE (so cleanup can stop it) and waits for it.
 run_client() {
@@ -300,6 +385,15 @@ run_client() {
   wait "$CLIENT_PID" || status=$?
   CLIENT_PID=""
   return "$status"
+}
+
+# How much of a test file is in the page cache (fincore), in percent; empty for /plaintext. This VM reclaims
+# file pages it deems cold, so a large file may be read partly from disk: the CSV and the table say so.
+file_cached_pct() {
+  [[ $1 == file ]] || return 0
+  local file=$FILES_DIR${2} resident
+  resident=$(fincore --bytes --noheadings --output RES "$file" 2>/dev/null) || return 0
+  awk -v r="$resident" -v s="$(stat -c %s "$file")" 'BEGIN { printf "%.0f", (s > 0 ? 100 * r / s : 0) }'
 }
 
 # One wrk run against one server; appends a CSV row.
@@ -334,31 +428,67 @@ measure_wrk() {
       -v conns="$conns" -v depth="$depth" -v req="${r[requests]}" -v bytes="${r[bytes]}" \
       -v dur_us="${r[duration_us]}" -v p99_us="${r[p99_us]}" -v ticks=$((ticks_after - ticks_before)) \
       -v hz="$CLK_TCK" -v ec="${r[connect]}" -v er="${r[read]}" -v ew="${r[write]}" -v es="${r[status]}" \
-      -v et="${r[timeout]}" 'BEGIN {
+      -v et="${r[timeout]}" -v cached="$(file_cached_pct "$kind" "$path")" 'BEGIN {
         secs = dur_us / 1e6; cpu = ticks / hz; gb = bytes / 1e9
         # wrk gives a p99 of 0 when it has no usable latency samples (e.g. no request completed): left empty.
-        printf "%s,%s,%s,%s,%s,%s,%s,%d,%d,%.3f,%.1f,%.2f,%s,%.2f,%s,%s,%s,%s,%s,%s,,,\n",
+        printf "%s,%s,%s,%s,%s,%s,%s,%d,%d,%.3f,%.1f,%.2f,%s,%.2f,%s,%s,%s,%s,%s,%s,,,,,,,,%s\n",
           round, name, scenario, kind, size, conns, depth, req, bytes, secs, req / secs,
           bytes / secs / 1e6, (p99_us > 0 ? sprintf("%.3f", p99_us / 1000) : ""), cpu,
           (gb > 0 ? sprintf("%.3f", cpu / gb) : ""),
-          ec, er, ew, es, et }' >>"$RAW_CSV"
+          ec, er, ew, es, et, cached }' >>"$RAW_CSV"
 
   local errors=$((r[connect] + r[read] + r[write] + r[timeout]))
   ((errors == 0)) || log "  note: wrk counted $errors socket errors against $name in $scenario"
   sleep "$PAUSE_BETWEEN_RUNS_S"
 }
 
-# Opens IDLE_CONNECTIONS keep-alive connections to one server and records its RSS while they are held.
+# GET /perf/gc of a .NET idle server (a forced, compacting full GC); echoes the live managed bytes after it.
+managed_bytes_after_gc() {
+  local name=$1 json
+  json=$(taskset -c $CLIENT_CORE curl -s --max-time 30 "http://127.0.0.1:${PORT[$name]}/perf/gc") \
+    || die "server '$name': GET /perf/gc failed"
+  sed -n 's/.*"totalMemoryBytes":\([0-9]*\).*/\1/p' <<<"$json" | grep . || die "server '$name': /perf/gc answered '$json'"
+}
+
+# dotnet-gcdump of a .NET idle server, kept as its text report (bytes and count per type).
+gcdump_report() {
+  local name=$1 round=$2 state=$3 dir=$RESULTS_DIR/$NAME-gcdump dump=$TMP_DIR/idle.gcdump
+  mkdir -p "$dir"
+  taskset -c $CLIENT_CORE dotnet-gcdump collect -p "${SERVER_PID[$name]}" -o "$dump" >"$TMP_DIR/gcdump.log" 2>&1 \
+    || { cat "$TMP_DIR/gcdump.log" >&2; die "dotnet-gcdump collect of '$name' failed"; }
+  taskset -c $CLIENT_CORE dotnet-gcdump report "$dump" >"$dir/$name-round$round-$state.txt" 2>&1 \
+    || die "dotnet-gcdump report of '$name' failed"
+  rm -f "$dump"
+}
+
+# Starts a fresh server for one round of the idle scenario, primes it, opens IDLE_CONNECTIONS keep-alive
+# connections to it and records its RSS (and, for .NET, the live managed heap after a forced full GC) before
+# and while they are held; then stops the server. Every round starts from the same state.
 measure_idle_memory() {
   local round=$1 name=$2 scenario="idle-$IDLE_CONNECTIONS"
-  local out=$TMP_DIR/idle.out release=$TMP_DIR/idle.release
+  local out=$TMP_DIR/idle.out release=$TMP_DIR/idle.release dotnet=0
+  [[ $name == splice || $name == sockets ]] && dotnet=1
   local cmd=("$BIN_DIR/idleclient" -addr "127.0.0.1:${PORT[$name]}" -n "$IDLE_CONNECTIONS"
-             -release "$release" -max-hold "$((IDLE_READY_TIMEOUT_S + 30))s")
+             -release "$release" -max-hold "$((IDLE_READY_TIMEOUT_S + 60))s")
   ((round == 1)) && echo "client $name $scenario: taskset -c $CLIENT_CORE ${cmd[*]}" >>"$COMMANDS_FILE"
 
-  require_alive "$name" "before $scenario"
+  start_server "$name" idle
+  wait_for_port "$name"
+  check_server "$name" plaintext-only
+  # Priming: a few hundred connections, each making its request and closing, so that the code they run has
+  # been compiled (and tiered up) before the baseline.
+  run_client "$TMP_DIR/prime.out" "$BIN_DIR/idleclient" -addr "127.0.0.1:${PORT[$name]}" -n "$IDLE_PRIME_CONNECTIONS" -max-hold 0s \
+    || { cat "$TMP_DIR/prime.out" >&2; die "priming '$name' for $scenario failed"; }
+  sleep "$IDLE_SETTLE_S"
   rm -f "$release"
-  local rss_before rss_held ready deadline=$((SECONDS + IDLE_READY_TIMEOUT_S))
+  local rss_before rss_held rss_held_gc="" managed_before="" managed_held=""
+  local ready deadline=$((SECONDS + IDLE_READY_TIMEOUT_S))
+  # Baseline. For .NET a forced full GC first (which also compiles /perf/gc, so that is not counted); a gcdump
+  # before it, so that whatever its EventPipe session leaves in the process is in the baseline too.
+  if ((dotnet)); then
+    if ((GCDUMP)); then gcdump_report "$name" "$round" before; fi
+    managed_before=$(managed_bytes_after_gc "$name")
+  fi
   rss_before=$(server_rss_kib "$name")
   taskset -c $CLIENT_CORE "${cmd[@]}" >"$out" 2>&1 &
   CLIENT_PID=$!
@@ -369,21 +499,70 @@ measure_idle_memory() {
   done
   sleep "$IDLE_SETTLE_S"
   rss_held=$(server_rss_kib "$name")
+  if ((dotnet)); then
+    managed_held=$(managed_bytes_after_gc "$name")
+    rss_held_gc=$(server_rss_kib "$name")
+    if ((GCDUMP)); then gcdump_report "$name" "$round" held; fi
+  fi
   touch "$release"
   wait "$CLIENT_PID" || true
   CLIENT_PID=""
   require_alive "$name" "after $scenario"
+  stop_server "$name"
 
   local held=${ready#*held=}; held=${held%% *}
   ((held == IDLE_CONNECTIONS)) || { log "  note: $name held only $held of $IDLE_CONNECTIONS connections: $ready"; cat "$out" >&2; }
-  echo "$round,$name,$scenario,idle,,$IDLE_CONNECTIONS,,,,,,,,,,,,,,,$rss_before,$rss_held,$held" >>"$RAW_CSV"
+  # The baseline RSS is read after the forced GC, so for .NET it is also the "before" of the after-GC pair.
+  local rss_before_gc=""; ((dotnet)) && rss_before_gc=$rss_before
+  echo "$round,$name,$scenario,idle,,$IDLE_CONNECTIONS,,,,,,,,,,,,,,,$rss_before,$rss_held,$held,$rss_before_gc,$rss_held_gc,$managed_before,$managed_held," >>"$RAW_CSV"
+  log "  $name: $(awk -v b="$rss_before" -v h="$rss_held" -v n="$held" 'BEGIN {printf "%.2f", (h - b) / n}') KiB RSS per connection"
   sleep "$PAUSE_BETWEEN_RUNS_S"
 }
 
+# Warms one server up to steady state: windows of warmup.lua until none of the last WARMUP_STABLE_WINDOWS
+# beats the best window before them by more than WARMUP_RISE_PCT %, or until WARMUP_CAP_S. Logs every
+# window and appends them to the warm-up CSV (the last row's "steady" says whether it got there).
 warm_up() {
-  local name=$1 base="http://127.0.0.1:${PORT[$1]}"
-  run_client "$TMP_DIR/warmup.out" wrk -t1 -c32 -d"${WARMUP_S}s" "$base/plaintext" || die "warm-up of '$name' failed"
-  run_client "$TMP_DIR/warmup.out" wrk -t1 -c32 -d"${WARMUP_S}s" "$base/64KiB.bin" || die "warm-up of '$name' failed"
+  local name=$1 url="http://127.0.0.1:${PORT[$1]}/" out=$TMP_DIR/warmup.out dotnet=0
+  [[ $name == splice || $name == sockets ]] && dotnet=1
+  local args=(wrk -t1 -c"$WARMUP_CONNECTIONS" -d"${WARMUP_WINDOW_S}s" --timeout "$WRK_TIMEOUT" -s "$PERF_DIR/warmup.lua" "$url")
+  grep -qF "client $name warm-up" "$COMMANDS_FILE" || echo "client $name warm-up window: taskset -c $CLIENT_CORE ${args[*]}" >>"$COMMANDS_FILE"
+  local rates=() methods=() started=$SECONDS window=0 steady=no rate elapsed compiled=""
+  while :; do
+    window=$((window + 1))
+    require_alive "$name" "during its warm-up"
+    run_client "$out" "${args[@]}" || { cat "$out" >&2; die "warm-up of '$name' failed"; }
+    rate=$(awk '/^Requests\/sec:/ {print $2}' "$out")
+    [[ -n $rate ]] || { cat "$out" >&2; die "no Requests/sec from wrk in the warm-up of '$name'"; }
+    rates+=("$rate")
+    if ((dotnet)); then
+      compiled=$(taskset -c $CLIENT_CORE curl -s --max-time 10 "http://127.0.0.1:${PORT[$name]}/perf/jit" \
+                   | sed -n 's/.*"compiledMethods":\([0-9]*\).*/\1/p')
+      [[ -n $compiled ]] || die "server '$name': GET /perf/jit gave no compiledMethods"
+      methods+=("$compiled")
+    fi
+    elapsed=$((SECONDS - started))
+    if ((${#rates[@]} > WARMUP_STABLE_WINDOWS)) && awk -v k="$WARMUP_STABLE_WINDOWS" -v pct="$WARMUP_RISE_PCT" '
+        BEGIN { n = ARGC - 1; best_before = 0; best_last = 0
+                for (i = 1; i <= n; i++) { v = ARGV[i] + 0; if (i <= n - k) { if (v > best_before) best_before = v } else if (v > best_last) best_last = v }
+                exit !(best_last <= best_before * (1 + pct / 100)) }' "${rates[@]}"; then
+      if ((!dotnet)) || ((elapsed >= WARMUP_DOTNET_MIN_S &&
+                          (methods[-1] - methods[-1 - WARMUP_STABLE_WINDOWS]) * 100 <= methods[-1] * WARMUP_JIT_GROWTH_PCT)); then
+        steady=yes
+      fi
+    fi
+    if [[ $steady == yes ]] || ((elapsed + WARMUP_WINDOW_S > WARMUP_CAP_S)); then
+      echo "$name,$window,$elapsed,$rate,$steady,$compiled" >>"$WARMUP_CSV"
+      break
+    fi
+    echo "$name,$window,$elapsed,$rate,,$compiled" >>"$WARMUP_CSV"
+  done
+  local jit_note=""; ((dotnet)) && jit_note="; JIT-compiled methods after each: ${methods[*]}"
+  if [[ $steady == yes ]]; then
+    log "  $name steady after ${elapsed}s ($window windows of ${WARMUP_WINDOW_S}s): ${rates[*]} req/s$jit_note"
+  else
+    log "  $name still speeding up at the ${WARMUP_CAP_S}s cap ($window windows): ${rates[*]} req/s$jit_note"
+  fi
 }
 
 # All scenarios as "name kind size_bytes path connections depth", files first, then /plaintext.
@@ -401,16 +580,37 @@ list_scenarios() {
   done
 }
 
+selected() {
+  [[ -z $ONLY || $1 == $ONLY* ]]
+}
+
+# Idle memory first, a fresh server per round and server; then the load servers are started once, each is
+# warmed up to steady state, and the load scenarios run in rounds.
 run_rounds() {
-  local round name scenario kind size path conns depth
-  local scenarios; mapfile -t scenarios < <(list_scenarios)
+  local round name scenario kind size path conns depth line
+  local all; mapfile -t all < <(list_scenarios)
+  local scenarios=()
+  for line in "${all[@]}"; do selected "${line%% *}" && scenarios+=("$line"); done
+  if selected "idle-$IDLE_CONNECTIONS"; then
+    for ((round = 1; round <= ROUNDS; round++)); do
+      log "round $round of $ROUNDS: idle memory, a fresh server each"
+      for name in "${SERVERS[@]}"; do measure_idle_memory "$round" "$name"; done
+    done
+  fi
+  if ((${#scenarios[@]} == 0)); then
+    [[ -z $ONLY ]] || selected "idle-$IDLE_CONNECTIONS" || die "no scenario starts with '$ONLY' (see list_scenarios)"
+    return
+  fi
+
+  start_all_servers
+  log "warming up each server to steady state (windows of ${WARMUP_WINDOW_S}s, cap ${WARMUP_CAP_S}s)"
+  for name in "${SERVERS[@]}"; do warm_up "$name"; done
   for ((round = 1; round <= ROUNDS; round++)); do
-    log "round $round of $ROUNDS: idle memory"
-    for name in "${SERVERS[@]}"; do measure_idle_memory "$round" "$name"; done
-    local line
     for line in "${scenarios[@]}"; do
       read -r scenario kind size path conns depth <<<"$line"
       log "round $round of $ROUNDS: $scenario"
+      # Read the file once first, so that it starts in the page cache for every server alike.
+      if [[ $kind == file ]]; then taskset -c $CLIENT_CORE cat "$FILES_DIR$path" >/dev/null; fi
       # Servers alternate within each scenario (A B C D), so slow drifts of a noisy machine hit all alike.
       for name in "${SERVERS[@]}"; do measure_wrk "$round" "$name" "$scenario" "$kind" "$size" "$path" "$conns" "$depth"; done
     done
@@ -442,9 +642,21 @@ write_metadata() {
     echo "go=$(go version | awk '{print $3}')"
     echo "wrk=$(wrk -v 2>&1 | head -n1 | awk '{print $2}')"
     echo "commit=$BUILD_COMMIT"
+    echo "src_commit=$SRC_COMMIT"
     echo "server_core=$SERVER_CORE"
     echo "client_core=$CLIENT_CORE"
     echo "idle_connections=$IDLE_CONNECTIONS"
+    echo "idle_gen0size=$IDLE_GEN0_SIZE"
+    echo "idle_prime_connections=$IDLE_PRIME_CONNECTIONS"
+    echo "warmup_window_s=$WARMUP_WINDOW_S"
+    echo "warmup_cap_s=$WARMUP_CAP_S"
+    echo "warmup_rule=none of the last $WARMUP_STABLE_WINDOWS windows more than $WARMUP_RISE_PCT% above the best before them and, for .NET, at least ${WARMUP_DOTNET_MIN_S} s and the count of JIT-compiled methods grown by at most $WARMUP_JIT_GROWTH_PCT% during them"
+    echo "only=$ONLY"
+    echo "gcdump=$GCDUMP"
+    echo "quiet_at_start=$QUIET"
+    echo "loadavg_start=$LOADAVG_START"
+    echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "run_seconds=$((SECONDS - STARTED))"
     echo "command=perf/run.sh${ARGS:+ $ARGS}"
   } >"$meta"
 }
@@ -452,36 +664,40 @@ write_metadata() {
 main() {
   ARGS="$*"
   parse_args "$@"
-  local started=$SECONDS
+  STARTED=$SECONDS
   trap cleanup EXIT
   trap 'exit 130' INT
   trap 'exit 143' TERM
   TMP_DIR=$(mktemp -d /tmp/splice-perf.XXXXXX)
   RAW_CSV=$TMP_DIR/raw.csv
+  WARMUP_CSV=$TMP_DIR/warmup.csv
   COMMANDS_FILE=$TMP_DIR/commands.txt
   CLK_TCK=$(getconf CLK_TCK)
   mkdir -p "$RESULTS_DIR" "$BIN_DIR"
+  : >"$COMMANDS_FILE"
 
   install_missing
+  if ((GCDUMP)); then install_gcdump; fi
   raise_fd_limit
   build_sample
   build_go_tools
   make_files
-  start_all_servers
-
-  log "warming up (${WARMUP_S}s per server)"
-  local name
-  for name in "${SERVERS[@]}"; do warm_up "$name"; done
+  if ((GCDUMP)); then rm -rf "${RESULTS_DIR:?}/$NAME-gcdump"; fi
 
   echo "$CSV_HEADER" >"$RAW_CSV"
+  echo "$WARMUP_CSV_HEADER" >"$WARMUP_CSV"
+  wait_for_quiet
+  LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
   run_rounds
 
-  # Raw results and what produced them; `python3 perf/report.py` redraws the tables from these alone.
-  write_metadata "$RESULTS_DIR/latest-meta.txt"
-  cp "$COMMANDS_FILE" "$RESULTS_DIR/latest-commands.txt"
-  cp "$RAW_CSV" "$RESULTS_DIR/latest.csv"
-  python3 "$PERF_DIR/report.py"   # writes latest.md, latest.svg and README.md's results section
-  log "done in $((SECONDS - started))s: perf/results/latest.md, latest.csv, latest.svg"
+  # Raw results and what produced them; `python3 perf/report.py --name NAME` redraws the tables from these alone.
+  write_metadata "$RESULTS_DIR/$NAME-meta.txt"
+  cp "$COMMANDS_FILE" "$RESULTS_DIR/$NAME-commands.txt"
+  cp "$RAW_CSV" "$RESULTS_DIR/$NAME.csv"
+  if (($(wc -l <"$WARMUP_CSV") > 1)); then cp "$WARMUP_CSV" "$RESULTS_DIR/$NAME-warmup.csv"; else rm -f "$RESULTS_DIR/$NAME-warmup.csv"; fi
+  # Writes $NAME.md and $NAME.svg, and for a latest run README.md's results section.
+  python3 "$PERF_DIR/report.py" --name "$NAME"
+  log "done in $((SECONDS - STARTED))s: perf/results/$NAME.md and the rest of perf/results/$NAME*"
 }
 
 main "$@"

@@ -1,4 +1,5 @@
 using System.Net;
+using System.Runtime;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using Microsoft.Extensions.FileProviders;
@@ -10,6 +11,9 @@ using Microsoft.Extensions.FileProviders;
 // Kestrel's configuration keys work too, e.g. --Kestrel:EndpointDefaults:Protocols=Http2 for h2c, and so do
 // SpliceTransportOptions, e.g. --SpliceTransport:ApplicationSchedulingMode=Inline.
 // An https URL with no certificate configured gets a self-signed one made at start-up.
+//   --perf-endpoints true        for perf/run.sh only, off by default: maps GET /perf/gc, which forces a full
+//                                compacting GC and answers with the managed heap size as JSON, and GET /perf/jit
+//                                (how many methods the JIT has compiled so far). Never expose them.
 
 var builder = WebApplication.CreateBuilder(args);
 builder.Logging.SetMinimumLevel(LogLevel.Warning);
@@ -43,6 +47,11 @@ builder.WebHost.ConfigureKestrel(kestrel =>
 var app = builder.Build();
 
 app.MapGet("/plaintext", () => Results.Text("Hello, World!", "text/plain"));
+if (builder.Configuration.GetValue<bool>("perf-endpoints"))
+{
+    app.MapGet("/perf/gc", PerfEndpoints.CollectAndMeasure);
+    app.MapGet("/perf/jit", PerfEndpoints.JitProgress);
+}
 var files = new PhysicalFileProvider(root);
 // A request for a folder ("/" first of all) gets its index.html, so a new user's first request finds a page.
 // UseDefaultFiles only rewrites the path; UseStaticFiles after it serves the file, zero-copy like any other.
@@ -59,6 +68,50 @@ app.Lifetime.ApplicationStarted.Register(() =>
 
 app.Run();
 return 0;
+
+/// <summary>
+/// GET /perf/gc and GET /perf/jit, mapped only with --perf-endpoints true (perf/run.sh). /perf/gc: perf/run.sh
+/// reads the managed heap before and while it holds idle connections. A blocking, compacting full GC (twice,
+/// around the finalizers) leaves only live objects, so the difference is what the connections keep alive.
+/// </summary>
+internal static class PerfEndpoints
+{
+    public static IResult CollectAndMeasure()
+    {
+        GCSettings.LargeObjectHeapCompactionMode = GCLargeObjectHeapCompactionMode.CompactOnce;
+        GC.Collect(2, GCCollectionMode.Forced, blocking: true, compacting: true);
+        GC.WaitForPendingFinalizers();
+        GC.Collect(2, GCCollectionMode.Forced, blocking: true, compacting: true);
+        GCMemoryInfo info = GC.GetGCMemoryInfo(GCKind.FullBlocking);
+        ReadOnlySpan<GCGenerationInfo> generations = info.GenerationInfo;
+        return Results.Json(new
+        {
+            totalMemoryBytes = GC.GetTotalMemory(forceFullCollection: false),   // live objects
+            heapSizeBytes = info.HeapSizeBytes,                                 // live objects plus fragmentation
+            fragmentedBytes = info.FragmentedBytes,
+            committedBytes = info.TotalCommittedBytes,
+            sizeAfterBytes = new
+            {
+                gen0 = generations[0].SizeAfterBytes,
+                gen1 = generations[1].SizeAfterBytes,
+                gen2 = generations[2].SizeAfterBytes,
+                loh = generations[3].SizeAfterBytes,
+                poh = generations[4].SizeAfterBytes,
+            },
+            workingSetBytes = Environment.WorkingSet,
+        });
+    }
+
+    /// <summary>
+    /// Methods compiled so far (every tier counts: tier 0, instrumented, tier 1, OSR). perf/run.sh's warm-up
+    /// waits until this stops growing, i.e. until tiered compilation is done with the code the load runs.
+    /// </summary>
+    public static IResult JitProgress() => Results.Json(new
+    {
+        compiledMethods = System.Runtime.JitInfo.GetCompiledMethodCount(),
+        compilationTimeMs = System.Runtime.JitInfo.GetCompilationTime().TotalMilliseconds,
+    });
+}
 
 /// <summary>A self-signed certificate for localhost, so https URLs work on a machine with no dev certificate.</summary>
 internal static class SelfSignedCertificate
