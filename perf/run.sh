@@ -15,6 +15,8 @@
 set -euo pipefail
 
 PERF_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=perf/lib.sh
+source "$PERF_DIR/lib.sh"
 REPO_DIR=$(dirname "$PERF_DIR")
 CACHE_DIR=$PERF_DIR/.cache            # git-ignored: test files, Go build cache and binaries
 FILES_DIR=$CACHE_DIR/files
@@ -352,15 +354,6 @@ server_rss_kib() {
   echo "$total"
 }
 
-stop_pid() {
-  local pid=$1 deadline
-  kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  deadline=$((SECONDS + STOP_TIMEOUT_S))
-  while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
 
 cleanup() {
   local status=$? name

@@ -17,6 +17,8 @@
 set -euo pipefail
 
 PERF_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=perf/lib.sh
+source "$PERF_DIR/lib.sh"
 REPO_DIR=$(dirname "$PERF_DIR")
 CACHE_DIR=$PERF_DIR/.cache            # git-ignored
 SAMPLE_PROJECT=$REPO_DIR/samples/StaticFileServer
@@ -196,16 +198,6 @@ check_server() {
   done
 }
 
-# TERM, then KILL after STOP_TIMEOUT_S; only ever a PID this script started.
-stop_pid() {
-  local pid=$1 deadline
-  kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-  kill -TERM "$pid" 2>/dev/null || true
-  deadline=$((EPOCHSECONDS + STOP_TIMEOUT_S))
-  while kill -0 "$pid" 2>/dev/null && ((EPOCHSECONDS < deadline)); do sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
 
 # ------------------------------------------------------------------------------------------- the load
 # Each loop runs in a background subshell until its deadline and appends one line per client run to its
