@@ -5,6 +5,7 @@
 # already exited is reaped, so no zombie is left behind either way.
 stop_pid() {
   local pid=$1 deadline
+  [[ -n $pid ]] || return 0
   kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
   kill -TERM "$pid" 2>/dev/null || true
   deadline=$((EPOCHSECONDS + STOP_TIMEOUT_S))

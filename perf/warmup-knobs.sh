@@ -14,6 +14,8 @@
 set -euo pipefail
 
 PERF_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=perf/lib.sh
+source "$PERF_DIR/lib.sh"
 REPO_DIR=$(dirname "$PERF_DIR")
 CACHE_DIR=$PERF_DIR/.cache
 FILES_DIR=$CACHE_DIR/files
@@ -55,15 +57,7 @@ while (($#)); do
   shift
 done
 
-stop_pid() {
-  local pid=$1 deadline
-  [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  deadline=$((SECONDS + 5))
-  while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
+readonly STOP_TIMEOUT_S=5             # after TERM, a server or client gets this long before KILL
 cleanup() { local s=$?; stop_pid "$CLIENT_PID"; stop_pid "$SERVER_PID"; exit "$s"; }
 trap cleanup EXIT
 trap 'exit 130' INT
