@@ -245,6 +245,14 @@ http {
 EOF
 }
 
+# Another perf/run.sh (e.g. in another worktree) uses the same ports and cores: refuse to start rather than
+# measure, or stop, someone else's server.
+require_port_free() {
+  local port=${PORT[$1]} owner
+  owner=$(ss -Hltnp "sport = :$port" 2>/dev/null | sed -n 's/.*users:((\(.*\))).*/\1/p' | head -n1)
+  [[ -z $owner ]] || die "port $port (for '$1') is already in use by $owner; is another perf/run.sh running? Both would measure nonsense"
+}
+
 # Starts one server in the background on SERVER_CORE; records its PID and the exact command.
 #   start_server <name> [idle]   "idle": the .NET servers get the small fixed gen0 budget
 # The .NET servers run with --perf-endpoints true: /perf/gc for the idle scenario, /perf/jit for the warm-up
@@ -263,6 +271,7 @@ start_server() {
     go)
       cmd="env GOMAXPROCS=1 taskset -c $SERVER_CORE $BIN_DIR/goserver -root $FILES_DIR -addr 127.0.0.1:$port" ;;
   esac
+  require_port_free "$name"
   grep -qxF "server $name ($purpose): $cmd" "$COMMANDS_FILE" 2>/dev/null || echo "server $name ($purpose): $cmd" >>"$COMMANDS_FILE"
   # exec: the background job becomes the server itself, so $! is the PID to measure and to stop.
   eval "exec $cmd" >"$TMP_DIR/$name.log" 2>&1 &
@@ -347,6 +356,7 @@ server_cpu_ticks() {
 }
 
 server_rss_kib() {
+  require_alive "$1" "when its RSS was read"
   local total=0 pid
   for pid in $(server_pids "$1"); do
     total=$((total + $(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")))
@@ -529,8 +539,9 @@ warm_up() {
     [[ -n $rate ]] || { cat "$out" >&2; die "no Requests/sec from wrk in the warm-up of '$name'"; }
     rates+=("$rate")
     if ((dotnet)); then
+      require_alive "$name" "during its warm-up"
       compiled=$(taskset -c $CLIENT_CORE curl -s --max-time 10 "http://127.0.0.1:${PORT[$name]}/perf/jit" \
-                   | sed -n 's/.*"compiledMethods":\([0-9]*\).*/\1/p')
+                   | sed -n 's/.*"compiledMethods":\([0-9]*\).*/\1/p' || true)
       [[ -n $compiled ]] || die "server '$name': GET /perf/jit gave no compiledMethods"
       methods+=("$compiled")
     fi
