@@ -19,10 +19,49 @@ internal sealed class ReceivePump
     private readonly SpliceConnection _connection;
     private readonly PipeWriter _input;
 
+    /// <summary>Where the pump waits now; loop thread only, like the pump itself.</summary>
+    private Waiting _waiting;
+
+    private enum Waiting
+    {
+        /// <summary>Running, or not started.</summary>
+        None,
+
+        /// <summary>For the socket's next readable edge.</summary>
+        ForEdge,
+
+        /// <summary>For the application to read the input below its limit (back-pressure).</summary>
+        ForFlush,
+    }
+
     public ReceivePump(SpliceConnection connection, PipeWriter input)
     {
         _connection = connection;
         _input = input;
+    }
+
+    /// <summary>Stops the pump for a holder of the socket (<see cref="ISocketHandoffFeature"/>).</summary>
+    public PumpGate Gate { get; } = new();
+
+    /// <summary>
+    /// Asks the pump to stop before its next recv. Loop thread. A pump waiting for an edge is woken (one
+    /// spurious edge: harmless, a waiter only ever retries the call) so that it parks at once and leaves the
+    /// edge to the holder; an edge has one waiter. A pump waiting for the application to read will park after
+    /// that, without reading, so the holder may go on now: it is usually the one about to read.
+    /// </summary>
+    public Task<bool> PauseOnLoop()
+    {
+        Task<bool> stopped = Gate.RequestPause();
+        switch (_waiting)
+        {
+            case Waiting.ForEdge:
+                _connection.Readiness.Readable.Signal();
+                break;
+            case Waiting.ForFlush:
+                Gate.ReportStopped();
+                break;
+        }
+        return stopped;
     }
 
     /// <summary>Runs until FIN, an error, the app completing the input, or the connection shutting down.</summary>
@@ -40,11 +79,25 @@ internal sealed class ReceivePump
             {
                 if (!mayHaveMore)
                 {
+                    _waiting = Waiting.ForEdge;
                     await readable.WaitAsync(seen);
+                    _waiting = Waiting.None;
                 }
                 if (_connection.IsShuttingDown)
                 {
                     break;
+                }
+                if (Gate.IsPauseRequested)
+                {
+                    await Gate.ParkAsync();
+                    if (_connection.IsShuttingDown)
+                    {
+                        break;
+                    }
+                    // The holder may have taken the edge that announced what waits now (bytes, or the FIN),
+                    // and no new one would come: read at once.
+                    mayHaveMore = true;
+                    continue;
                 }
 
                 seen = readable.Observe();
@@ -71,7 +124,9 @@ internal sealed class ReceivePump
                 mayHaveMore = received.Count == buffer.Length || _connection.Readiness.ReceiveEnded;
 
                 _input.Advance((int)received.Count);
+                _waiting = Waiting.ForFlush;
                 FlushResult result = await _input.FlushAsync();
+                _waiting = Waiting.None;
                 if (result.IsCompleted || result.IsCanceled)
                 {
                     break; // The application stopped reading, or the connection is shutting down.
@@ -85,6 +140,8 @@ internal sealed class ReceivePump
         }
         finally
         {
+            _waiting = Waiting.None;
+            Gate.End();
             // A shutdown we started is the reason the pump ended, whatever recv said after it.
             _input.Complete(_connection.ShutdownReason ?? error);
         }

@@ -53,6 +53,21 @@ internal sealed class SendPump
         _maxSendFileChunk = maxSendFileChunk;
     }
 
+    /// <summary>Stops the pump for a holder of the socket (<see cref="ISocketHandoffFeature"/>).</summary>
+    public PumpGate Gate { get; } = new();
+
+    /// <summary>
+    /// Asks the pump to stop once everything written so far has left. Any thread. A pump waiting for the
+    /// application's next flush is woken (a canceled read) so that it sees the request; one busy sending
+    /// sees it when it has sent what it has.
+    /// </summary>
+    public Task<bool> Pause()
+    {
+        Task<bool> stopped = Gate.RequestPause();
+        _output.CancelPendingRead();
+        return stopped;
+    }
+
     /// <summary>Runs until the application completes the output, or the connection fails or is aborted.</summary>
     public async Task RunAsync()
     {
@@ -69,7 +84,26 @@ internal sealed class SendPump
                     continue;
                 }
 
-                ReadResult result = await _output.ReadAsync();
+                ReadResult result;
+                if (Gate.IsPauseRequested && file is null)
+                {
+                    // The safe point of a pause: nothing queued, and nothing unread in the pipe. TryRead, not
+                    // ReadAsync: the pipe may hold bytes written before the pause, which must leave first.
+                    if (!_output.TryRead(out result))
+                    {
+                        await Gate.ParkAsync();
+                        if (_connection.IsShuttingDown)
+                        {
+                            error = _connection.ShutdownReason;
+                            break;
+                        }
+                        continue;
+                    }
+                }
+                else
+                {
+                    result = await _output.ReadAsync();
+                }
                 if (_connection.IsShuttingDown)
                 {
                     error = _connection.ShutdownReason;
@@ -122,6 +156,7 @@ internal sealed class SendPump
         }
         finally
         {
+            Gate.End();
             _writer.StopFiles();
             _connection.OnSendPumpEnded(error);
             _output.Complete();

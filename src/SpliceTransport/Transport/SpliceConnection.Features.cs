@@ -123,6 +123,6 @@ internal sealed partial class SpliceConnection :
     [
         typeof(IConnectionIdFeature), typeof(IConnectionTransportFeature), typeof(IConnectionItemsFeature),
         typeof(IMemoryPoolFeature), typeof(IConnectionLifetimeFeature), typeof(IConnectionEndPointFeature),
-        typeof(IConnectionSocketFeature), typeof(ISpliceConnectionFeature), typeof(IZeroCopyOutputFeature),
+        typeof(IConnectionSocketFeature), typeof(ISpliceConnectionFeature), typeof(IZeroCopyOutputFeature), typeof(ISocketHandoffFeature),
     ];
 }

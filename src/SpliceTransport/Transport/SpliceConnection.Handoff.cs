@@ -1,0 +1,61 @@
+namespace SpliceTransport.Transport;
+
+/// <summary>
+/// <see cref="ISocketHandoffFeature"/>: a byte path (an upload, a forwarder) borrows the socket from the pumps.
+/// The connection's state machine does not change while it is borrowed: a shutdown still runs the one way out
+/// (it cancels the readiness edges, which wakes the borrower), and the descriptor still closes only once both
+/// pumps have ended, which a paused pump does only after it is resumed. So the borrower never sees its
+/// descriptor closed under it.
+/// </summary>
+internal sealed partial class SpliceConnection : ISocketHandoffFeature
+{
+    /// <summary>Pauses the receive pump; on the loop, where the pump runs, so the two never race for the socket.</summary>
+    public async Task<bool> PauseReceivingAsync(CancellationToken cancellationToken)
+    {
+        var requested = new TaskCompletionSource<Task<bool>>(TaskCreationOptions.RunContinuationsAsynchronously);
+        RunOnLoop(static (connection, requested) =>
+        {
+            try
+            {
+                requested.TrySetResult(connection.IsShuttingDown || connection._state == ConnectionState.Created
+                    ? Task.FromResult(false)
+                    : connection._receivePump.PauseOnLoop());
+            }
+            catch (Exception ex)
+            {
+                requested.TrySetException(ex);
+            }
+        }, requested);
+        Task<bool> stopped = await requested.Task.ConfigureAwait(false);
+        return await AwaitPauseAsync(stopped, ResumeReceiving, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>The pump continues on the loop, reading at once (see <see cref="ReceivePump"/>).</summary>
+    public void ResumeReceiving() => RunOnLoop(static connection => connection._receivePump.Gate.Resume());
+
+    public Task<bool> PauseSendingAsync(CancellationToken cancellationToken)
+    {
+        if (IsShuttingDown || _state == ConnectionState.Created)
+        {
+            return Task.FromResult(false);
+        }
+        return AwaitPauseAsync(_sendPump.Pause(), ResumeSending, cancellationToken);
+    }
+
+    /// <summary>The pump continues on the loop.</summary>
+    public void ResumeSending() => RunOnLoop(static connection => connection._sendPump.Gate.Resume());
+
+    /// <summary>Waits for a pump to stop; a canceled wait withdraws the pause before it throws.</summary>
+    private static async Task<bool> AwaitPauseAsync(Task<bool> stopped, Action withdraw, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await stopped.WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            withdraw();
+            throw;
+        }
+    }
+}
