@@ -18,7 +18,7 @@ internal static class FaultKit
             }
         });
 
-    public static long ActiveConnections(SpliceTestHost host) => host.Metrics.Total("splice.connections.active");
+    public static long ActiveConnections(SpliceTestHost host) => host.Metrics.ActiveConnections;
 
     /// <summary>Waits until the host's active-connection metric is back to 0 (every descriptor closed).</summary>
     public static Task WaitForNoActiveConnectionsAsync(SpliceTestHost host) =>
