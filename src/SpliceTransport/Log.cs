@@ -50,6 +50,9 @@ internal static partial class Log
     [LoggerMessage(202, LogLevel.Error, "Connection id \"{ConnectionId}\": the file being sent could not be read; the connection was aborted.", EventName = "FileReadFailed")]
     public static partial void FileReadFailed(ILogger logger, string connectionId, Exception exception);
 
+    [LoggerMessage(203, LogLevel.Information, "cachestat(2) is not available (Linux before 6.5): file chunks are sent without checking that they are in the page cache, so a cold file can make an event loop wait for the disk.", EventName = "CacheProbeUnavailable")]
+    public static partial void CacheProbeUnavailable(ILogger logger);
+
     [LoggerMessage(300, LogLevel.Warning, "UseSpliceTransport() was called, but SpliceTransport runs only on 64-bit Linux; Kestrel's own socket transport stays in place.", EventName = "UnsupportedPlatform")]
     public static partial void UnsupportedPlatform(ILogger logger);
 }

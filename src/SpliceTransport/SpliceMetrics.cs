@@ -22,6 +22,8 @@ internal sealed class SpliceMetrics
     public const string ZeroCopyResponsesName = "splice.sendfile.responses";
     public const string ZeroCopyBytesName = "splice.sendfile.sent";
     public const string FallbacksName = "splice.sendfile.fallbacks";
+    public const string PrefetchesName = "splice.sendfile.prefetches";
+    public const string PrefetchedName = "splice.sendfile.prefetched";
 
     public const string PipeCountName = "splice.pipe.count";
     public const string PipeRefusedName = "splice.pipe.refused";
@@ -54,6 +56,8 @@ internal sealed class SpliceMetrics
     private readonly Counter<long> _zeroCopyResponses;
     private readonly Counter<long> _zeroCopyBytes;
     private readonly Counter<long> _fallbackResponses;
+    private readonly Counter<long> _prefetches;
+    private readonly Counter<long> _prefetched;
     private readonly UpDownCounter<long> _pipes;
     private readonly Counter<long> _refusedPipes;
 
@@ -79,6 +83,10 @@ internal sealed class SpliceMetrics
             "File bytes sent zero-copy (sendfile), never through a managed buffer.");
         _fallbackResponses = meter.CreateCounter<long>(FallbacksName, "{response}",
             "Number of file sends that went through Kestrel's normal (copying) path, by reason.");
+        _prefetches = meter.CreateCounter<long>(PrefetchesName, "{chunk}",
+            "Number of file chunks that were not in the page cache and were read into it on the thread pool before sendfile, so that no event loop waited for the disk.");
+        _prefetched = meter.CreateCounter<long>(PrefetchedName, "By",
+            "File bytes read into the page cache on the thread pool before sendfile (see splice.sendfile.prefetches).");
         _pipes = meter.CreateUpDownCounter<long>(PipeCountName, "{pipe}",
             "Number of kernel pipes the splice pipe pool holds, used (rented by a transfer) or idle (pooled).");
         _refusedPipes = meter.CreateCounter<long>(PipeRefusedName, "{pipe}",
@@ -100,6 +108,13 @@ internal sealed class SpliceMetrics
     {
         _zeroCopyResponses.Add(1);
         _zeroCopyBytes.Add(bytes);
+    }
+
+    /// <summary>A file chunk of <paramref name="bytes"/> was read into the page cache off the loop.</summary>
+    internal void ColdFileRead(long bytes)
+    {
+        _prefetches.Add(1);
+        _prefetched.Add(bytes);
     }
 
     /// <summary>A pipe was rented: taken from the pool (<paramref name="fromPool"/>) or newly made.</summary>

@@ -109,6 +109,14 @@ public sealed class SpliceTransportOptions
     public long MaxSendFileChunkSize { get; set; } = DefaultMaxSendFileChunkSize;
 
     /// <summary>
+    /// Before each sendfile chunk, asks the kernel (cachestat(2), Linux 6.5 and later) whether the chunk is in
+    /// the page cache, and if it is not, reads it into the cache on the thread pool first: sendfile on a cold
+    /// file would otherwise make the event loop, and every connection on it, wait for the disk. Costs one
+    /// system call per chunk (<see cref="MaxSendFileChunkSize"/>). Default: true.
+    /// </summary>
+    public bool PrefetchUncachedFiles { get; set; } = true;
+
+    /// <summary>
     /// When a zero-copy file response has no Content-Type, sniffs one from the file's first 512 bytes as
     /// Go's net/http does (a subset of the WHATWG MIME sniffing standard). Those bytes then go through the
     /// normal path and the rest zero-copy. Default: false (StaticFiles sets Content-Type itself).

@@ -50,6 +50,35 @@ internal static unsafe partial class LibC
     [LibraryImport(Library, SetLastError = true)]
     private static partial int fstatfs(SafeHandle fd, byte* buffer);
 
+    /// <summary>
+    /// cachestat(2)'s number (Linux 6.5), the same on x86-64 and arm64: both take it from the kernel's generic
+    /// syscall table. glibc has no wrapper for it, so it is reached through syscall(2).
+    /// </summary>
+    public const long SYS_cachestat = 451;
+
+    /// <summary>struct cachestat_range: the byte range to ask about (a length of 0 means "to the end of the file").</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public struct CacheStatRange
+    {
+        public ulong Offset;
+        public ulong Length;
+    }
+
+    /// <summary>struct cachestat: page counts over the range. Only <see cref="Cached"/> is read.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public struct CacheStat
+    {
+        public ulong Cached;
+        public ulong Dirty;
+        public ulong Writeback;
+        public ulong Evicted;
+        public ulong RecentlyEvicted;
+    }
+
+    /// <summary>syscall(2) for cachestat: fd, range, result, flags (0; none are defined).</summary>
+    [LibraryImport(Library, SetLastError = true, EntryPoint = "syscall")]
+    public static partial nint syscall_cachestat(long number, SafeHandle fd, CacheStatRange* range, CacheStat* stat, nuint flags);
+
     /// <summary>struct statfs is 120 bytes on 64-bit Linux; f_type, the only field read, is its first.</summary>
     private const int StatfsSize = 120;
 

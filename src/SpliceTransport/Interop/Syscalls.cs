@@ -51,6 +51,13 @@ internal unsafe class Syscalls
         }
     }
 
+    /// <summary>
+    /// cachestat(2): how many pages of the range from <paramref name="offset"/>, <paramref name="length"/> bytes
+    /// long, are in the page cache (the count). ENOSYS before Linux 6.5.
+    /// </summary>
+    public virtual SyscallResult CachedPages(SafeHandle file, long offset, long length) =>
+        Run(new CacheStatCall(file, offset, length));
+
     /// <summary>shutdown(2) with SHUT_RD, SHUT_WR or SHUT_RDWR.</summary>
     public virtual SyscallResult Shutdown(SafeHandle socket, int how) => Run(new ShutdownCall(socket, how));
 
@@ -189,6 +196,17 @@ internal unsafe class Syscalls
     private readonly struct ReadFileCall(SafeHandle fd, byte* buffer, nuint length, long offset) : ICall
     {
         public nint Invoke() => LibC.pread(fd, buffer, length, offset);
+    }
+
+    private readonly struct CacheStatCall(SafeHandle fd, long offset, long length) : ICall
+    {
+        public nint Invoke()
+        {
+            LibC.CacheStatRange range = new() { Offset = (ulong)offset, Length = (ulong)length };
+            LibC.CacheStat stat = default;
+            nint result = LibC.syscall_cachestat(LibC.SYS_cachestat, fd, &range, &stat, 0);
+            return result < 0 ? result : (nint)stat.Cached;
+        }
     }
 
     private readonly struct ShutdownCall(SafeHandle fd, int how) : ICall

@@ -263,6 +263,8 @@ internal sealed class SendPump
     {
         ReadinessEdge writable = _connection.Readiness.Writable;
         long sentThisTurn = 0;
+        // The file offset up to which the page cache has been checked (and, where it was cold, filled).
+        long checkedThrough = file.Offset;
         try
         {
             while (file.Remaining > 0)
@@ -283,6 +285,17 @@ internal sealed class SendPump
                 }
 
                 long chunk = Math.Min(file.Remaining, _maxSendFileChunk);
+                if (file.Offset >= checkedThrough)
+                {
+                    // Once per chunk, not per call: a chunk takes several sendfile calls when the socket fills.
+                    if (!_connection.Residency.IsCached(file.File, file.Offset, chunk))
+                    {
+                        await PrefetchAsync(file, chunk);
+                        sentThisTurn = 0; // The pump now runs on the thread pool, off the loop's turn.
+                    }
+                    checkedThrough = file.Offset + chunk;
+                }
+                chunk = Math.Min(chunk, checkedThrough - file.Offset);
                 int seen = writable.Observe();
                 SyscallResult sent = _connection.Syscalls.SendFile(_connection.Socket, file.File, file.Offset, chunk);
                 if (sent.Count > 0)
@@ -345,6 +358,20 @@ internal sealed class SendPump
                     _ => file.IsCompleted && file.Completion.Result ? "sent" : "closed",
                 },
                 file.Count - file.Remaining, file.Count);
+        }
+    }
+
+    /// <summary>
+    /// Reads a cold chunk into the page cache on the thread pool (see <see cref="FileResidency"/>); the pump goes
+    /// on there, and sendfile then finds the pages cached. A read error is the file's, reported as sendfile's
+    /// would be. The connection may shut down meanwhile: the loop's next step sees it.
+    /// </summary>
+    private async ValueTask PrefetchAsync(FileSegment file, long count)
+    {
+        SyscallResult read = await Task.Run(() => _connection.Residency.Warm(file.File, file.Offset, count)).ConfigureAwait(false);
+        if (!read.IsSuccess)
+        {
+            throw new FileReadException(file, read.ToException("pread", file.Path));
         }
     }
 

@@ -99,6 +99,9 @@ internal sealed partial class SpliceConnection : ConnectionContext
 
     public SpliceMetrics Metrics => _context.Metrics;
 
+    /// <summary>Keeps disk reads of cold files off the loop (see <see cref="FileResidency"/>).</summary>
+    public FileResidency Residency => _context.Residency;
+
     /// <summary>TCP (rather than a Unix socket): TCP options such as TCP_NODELAY apply.</summary>
     public bool IsTcp { get; }
 

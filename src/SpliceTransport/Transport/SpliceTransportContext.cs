@@ -16,6 +16,7 @@ internal sealed class SpliceTransportContext
         Logger = logger;
         Metrics = metrics;
         Syscalls = options.Syscalls;
+        Residency = new FileResidency(options.PrefetchUncachedFiles, options.Syscalls, metrics, logger);
         ApplicationScheduler = options.ApplicationSchedulingMode == ApplicationSchedulingMode.Inline
             ? PipeScheduler.Inline
             : PipeScheduler.ThreadPool;
@@ -62,6 +63,9 @@ internal sealed class SpliceTransportContext
 
     /// <summary>The system calls of the data path: the real ones, or a test's fault injector.</summary>
     public Interop.Syscalls Syscalls { get; }
+
+    /// <summary>The page-cache probe and the off-loop reads of cold file chunks.</summary>
+    public FileResidency Residency { get; }
 
     /// <summary>Where application code continues: Kestrel's reads of the input and its flush resumptions.</summary>
     public PipeScheduler ApplicationScheduler { get; }

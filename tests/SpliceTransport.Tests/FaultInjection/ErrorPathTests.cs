@@ -87,7 +87,7 @@ public class ErrorPathTests(FileFixture files, ITestOutputHelper output) : IClas
     }
 
     /// <summary>Faults on the file side, after some of the file has left.</summary>
-    public static TheoryData<string> FileFaults => ["sendfile EINVAL after the first byte", "sendfile EIO", "pread EIO in the copy path"];
+    public static TheoryData<string> FileFaults => ["sendfile EINVAL after the first byte", "sendfile EIO", "pread EIO in the copy path", "pread EIO while prefetching a cold chunk"];
 
     private static FaultInjectingSyscalls FileFault(string fault) => fault switch
     {
@@ -106,6 +106,12 @@ public class ErrorPathTests(FileFixture files, ITestOutputHelper output) : IClas
         {
             SendFileFault = (_, _) => SyscallResult.Failure(Errno.EINVAL),
             ReadFileFault = (offset, _) => offset > 0 ? SyscallResult.Failure(EIO) : null,
+        },
+        "pread EIO while prefetching a cold chunk" => new FaultInjectingSyscalls
+        {
+            // Nothing cached: the chunk is read off the loop first, and its second read fails.
+            CachedPagesFault = (_, _) => SyscallResult.Success(0),
+            ReadFileFault = (offset, _) => offset >= 256 * 1024 ? SyscallResult.Failure(EIO) : null,
         },
         _ => throw new ArgumentOutOfRangeException(nameof(fault)),
     };

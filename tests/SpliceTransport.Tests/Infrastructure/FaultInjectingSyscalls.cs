@@ -136,6 +136,18 @@ internal sealed unsafe class FaultInjectingSyscalls : Syscalls
 
     public ReadFileFaultHandler? ReadFileFault { get; init; }
 
+    /// <summary>Replaces what cachestat says for a file range (offset, length): e.g. 0 pages, or ENOSYS.</summary>
+    public Func<long, long, SyscallResult?>? CachedPagesFault { get; init; }
+
+    /// <summary>cachestat calls made through the seam.</summary>
+    public int CachedPagesCalls => Volatile.Read(ref _cachedPagesCalls);
+
+    /// <summary>The names of the threads that made pread calls (a loop thread is "splice-loop-N").</summary>
+    public IReadOnlyCollection<string> ReadFileThreads => _readFileThreads.Keys.ToArray();
+
+    private int _cachedPagesCalls;
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, bool> _readFileThreads = new();
+
     /// <summary>Every connection socket seen so far, in the order first seen (at accept, through TCP_NODELAY).</summary>
     public IReadOnlyList<SocketLog> Sockets => _allSockets.ToArray();
 
@@ -260,8 +272,15 @@ internal sealed unsafe class FaultInjectingSyscalls : Syscalls
         return base.Receive(socket, buffer);
     }
 
+    public override SyscallResult CachedPages(SafeHandle file, long offset, long length)
+    {
+        Interlocked.Increment(ref _cachedPagesCalls);
+        return CachedPagesFault?.Invoke(offset, length) ?? base.CachedPages(file, offset, length);
+    }
+
     public override SyscallResult ReadFile(SafeHandle file, Span<byte> buffer, long offset)
     {
+        _readFileThreads.TryAdd(Thread.CurrentThread.Name ?? "(thread pool or unnamed)", true);
         if (ReadFileFault is { } fault && fault(offset, buffer.Length) is { } injected)
         {
             Interlocked.Increment(ref _injectedFaults);

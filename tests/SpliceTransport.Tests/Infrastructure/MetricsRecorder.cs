@@ -60,6 +60,10 @@ public sealed class MetricsRecorder : IDisposable
 
     public long AllFallbacks => Total("splice.sendfile.fallbacks");
 
+    public long Prefetches => Total("splice.sendfile.prefetches");
+
+    public long PrefetchedBytes => Total("splice.sendfile.prefetched");
+
     public long AcceptedConnections => Total("splice.connection.accepted");
 
     public long ActiveConnections => Total("splice.connection.active");

@@ -1,0 +1,109 @@
+using System.Buffers;
+using System.Runtime.InteropServices;
+using Microsoft.Extensions.Logging;
+using SpliceTransport.Interop;
+
+namespace SpliceTransport.Transport;
+
+/// <summary>
+/// Keeps disk reads off the event loops. sendfile(2) reads the page cache; a page that is not there is read
+/// from disk inside the call, and the loop thread making it waits, with every other connection on that loop
+/// (nginx has <c>aio threads</c> for this, Go a thread per blocked goroutine). So before each sendfile chunk
+/// the send pump asks cachestat(2) whether the chunk's pages are all cached: one system call per chunk (at
+/// most <see cref="SpliceTransportOptions.MaxSendFileChunkSize"/>), not per sendfile call. If not, the chunk
+/// is read into the page cache on the thread pool first (<see cref="Warm"/>), where a disk wait blocks no
+/// loop, and the send goes on from the cache.
+///
+/// Why pread into a buffer, and not readahead(2) or posix_fadvise(WILLNEED): both only start the reads and
+/// return (and can still block on the file's metadata), so the pump would have to poll cachestat to know
+/// when the pages came; pread returns exactly when they are there. The copy into the buffer it costs is
+/// memory speed, next to a disk read, and only cold chunks pay it.
+///
+/// Without cachestat (Linux before 6.5: ENOSYS) nothing is probed and sendfile may block on a cold file, as
+/// before; that is logged once (event 203). preadv2(RWF_NOWAIT) could tell instead, but only by copying
+/// every chunk, cached or not, which would undo the zero copy.
+/// </summary>
+internal sealed class FileResidency
+{
+    /// <summary>
+    /// The buffer the warming reads go through: large enough that a chunk takes few calls (a 2 MiB chunk is
+    /// eight), small enough to come from the shared array pool.
+    /// </summary>
+    private const int WarmBufferSize = 256 * 1024;
+
+    private static readonly long s_pageSize = Environment.SystemPageSize;
+
+    private readonly Syscalls _syscalls;
+    private readonly SpliceMetrics _metrics;
+    private readonly ILogger _logger;
+    private volatile bool _probeUnavailable;
+
+    public FileResidency(bool enabled, Syscalls syscalls, SpliceMetrics metrics, ILogger logger)
+    {
+        _probeUnavailable = !enabled;
+        _syscalls = syscalls;
+        _metrics = metrics;
+        _logger = logger;
+    }
+
+    /// <summary>
+    /// True when every page of <paramref name="count"/> bytes from <paramref name="offset"/> is in the page
+    /// cache, or when that cannot be known (the probe is off or unavailable, or failed): then sendfile goes
+    /// ahead as it would without the probe. False only when the kernel said some page is missing.
+    /// </summary>
+    public bool IsCached(SafeHandle file, long offset, long count)
+    {
+        if (_probeUnavailable || count <= 0)
+        {
+            return true;
+        }
+        SyscallResult cached = _syscalls.CachedPages(file, offset, count);
+        if (!cached.IsSuccess)
+        {
+            if (cached.Errno == Errno.ENOSYS)
+            {
+                _probeUnavailable = true;
+                Log.CacheProbeUnavailable(_logger);
+            }
+            return true;
+        }
+        // The pages the range touches: cachestat counts whole pages, from the one holding the first byte to
+        // the one holding the last. Pages past the end of a file that shrank count as missing; the warming
+        // read then ends early, and sendfile reports the truncation as it always does.
+        long pages = (offset + count - 1) / s_pageSize - offset / s_pageSize + 1;
+        return cached.Count >= pages;
+    }
+
+    /// <summary>
+    /// Reads <paramref name="count"/> bytes from <paramref name="offset"/> into the page cache, blocking until
+    /// they are there. Never on a loop thread: this is the disk wait the loops must not make. Stops early at
+    /// the end of the file (sendfile then finds the truncation); a read error is returned, with its errno.
+    /// </summary>
+    public SyscallResult Warm(SafeHandle file, long offset, long count)
+    {
+        byte[] buffer = ArrayPool<byte>.Shared.Rent((int)Math.Min(WarmBufferSize, count));
+        try
+        {
+            long read = 0;
+            while (read < count)
+            {
+                SyscallResult result = _syscalls.ReadFile(file, buffer.AsSpan(0, (int)Math.Min(buffer.Length, count - read)), offset + read);
+                if (!result.IsSuccess)
+                {
+                    return result;
+                }
+                if (result.Count == 0)
+                {
+                    break;
+                }
+                read += result.Count;
+            }
+            _metrics.ColdFileRead(read);
+            return SyscallResult.Success(read);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+}

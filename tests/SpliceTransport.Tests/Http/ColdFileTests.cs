@@ -1,0 +1,148 @@
+using System.Runtime.InteropServices;
+using Microsoft.Win32.SafeHandles;
+using SpliceTransport.Interop;
+using SpliceTransport.Tests.FaultInjection;
+using SpliceTransport.Tests.Infrastructure;
+
+namespace SpliceTransport.Tests.Http;
+
+/// <summary>
+/// Cold files never make an event loop wait for the disk: before each sendfile chunk the pump asks cachestat(2)
+/// whether the chunk is cached, and reads a cold one into the cache on the thread pool first. The probe's
+/// answers are injected through the Syscalls seam (a file cannot be kept out of the cache on demand), and the
+/// probe itself is checked against the real kernel on a real, evicted file.
+/// </summary>
+public class ColdFileTests(FileFixture files) : IClassFixture<FileFixture>
+{
+    /// <summary>Three chunks at the default 2 MiB chunk size, the last one short and odd.</summary>
+    private const long FileSize = 5L * 1024 * 1024 + 1;
+
+    private const int ChunksInFile = 3;
+
+    /// <summary>Event 203, CacheProbeUnavailable.</summary>
+    private const int CacheProbeUnavailable = 203;
+
+    private string File => files.Get("cold/five-mib.bin", FileSize);
+
+    private Task<SpliceTestHost> StartAsync(FaultInjectingSyscalls syscalls, bool prefetch = true)
+    {
+        string path = File;
+        return SpliceTestHost.StartAsync(
+            app => app.MapGet("/file", (HttpContext context) => context.Response.SendFileAsync(path, 0, null, context.RequestAborted)),
+            options =>
+            {
+                options.Syscalls = syscalls;
+                options.PrefetchUncachedFiles = prefetch;
+            });
+    }
+
+    private async Task DownloadAndCheckAsync(SpliceTestHost host)
+    {
+        using HttpClient client = host.CreateClient();
+        byte[] body = await client.GetByteArrayAsync("/file");
+        Assert.Equal(FileSize, body.Length);
+        Assert.Equal(TestFiles.Sha256(System.IO.File.ReadAllBytes(File)), TestFiles.Sha256(body));
+    }
+
+    [Fact]
+    public async Task ColdChunksAreReadIntoTheCacheOffTheLoopAndThenSentZeroCopy()
+    {
+        var syscalls = new FaultInjectingSyscalls { CachedPagesFault = (_, _) => SyscallResult.Success(0) };
+        await using SpliceTestHost host = await StartAsync(syscalls);
+
+        await DownloadAndCheckAsync(host);
+
+        Assert.Equal(ChunksInFile, syscalls.CachedPagesCalls);
+        Assert.Equal(ChunksInFile, host.Metrics.Prefetches);
+        Assert.Equal(FileSize, host.Metrics.PrefetchedBytes);
+        Assert.Equal(1, host.Metrics.ZeroCopyResponses);
+        Assert.NotEmpty(syscalls.ReadFileThreads);
+        Assert.DoesNotContain(syscalls.ReadFileThreads, name => name.StartsWith("splice-loop", StringComparison.Ordinal));
+        host.Logs.AssertNoErrors();
+    }
+
+    [Fact]
+    public async Task CachedChunksAreProbedOncePerChunkAndNotRead()
+    {
+        var syscalls = new FaultInjectingSyscalls();
+        await using SpliceTestHost host = await StartAsync(syscalls);
+        System.IO.File.ReadAllBytes(File); // In the page cache now, whatever the machine did with it before.
+
+        await DownloadAndCheckAsync(host);
+
+        Assert.Equal(ChunksInFile, syscalls.CachedPagesCalls);
+        Assert.Equal(0, host.Metrics.Prefetches);
+        Assert.Empty(syscalls.ReadFileThreads);
+    }
+
+    [Fact]
+    public async Task WithoutCachestatTheFileIsSentAsBeforeAndThatIsLoggedOnce()
+    {
+        var syscalls = new FaultInjectingSyscalls { CachedPagesFault = (_, _) => SyscallResult.Failure(Errno.ENOSYS) };
+        await using SpliceTestHost host = await StartAsync(syscalls);
+
+        await DownloadAndCheckAsync(host);
+        await DownloadAndCheckAsync(host);
+
+        Assert.Equal(1, syscalls.CachedPagesCalls);
+        Assert.Single(host.Logs.Entries, e => e.EventId.Id == CacheProbeUnavailable);
+        Assert.Equal(0, host.Metrics.Prefetches);
+        Assert.Equal(2, host.Metrics.ZeroCopyResponses);
+    }
+
+    [Fact]
+    public async Task WithPrefetchOffNothingIsProbed()
+    {
+        var syscalls = new FaultInjectingSyscalls { CachedPagesFault = (_, _) => SyscallResult.Success(0) };
+        await using SpliceTestHost host = await StartAsync(syscalls, prefetch: false);
+
+        await DownloadAndCheckAsync(host);
+
+        Assert.Equal(0, syscalls.CachedPagesCalls);
+        Assert.Equal(0, host.Metrics.Prefetches);
+    }
+
+    /// <summary>The real cachestat(2), through the production seam, on a file written, flushed and evicted.</summary>
+    [Fact]
+    public void CachestatCountsTheCachedPagesOfARealFile()
+    {
+        const int Pages = 64;
+        long pageSize = Environment.SystemPageSize;
+        string path = Path.Combine(files.Root, "cold/probe.bin");
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        System.IO.File.WriteAllBytes(path, new byte[Pages * pageSize]);
+        using SafeFileHandle file = System.IO.File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite);
+        System.IO.File.ReadAllBytes(path);
+
+        SyscallResult hot = Syscalls.Default.CachedPages(file, 0, Pages * pageSize);
+        Assert.True(hot.IsSuccess, $"cachestat failed: errno {hot.Errno}");
+        Assert.Equal(Pages, hot.Count);
+        // A range of one byte in the middle touches one page; one that straddles a boundary touches two.
+        Assert.Equal(1, Syscalls.Default.CachedPages(file, 10 * pageSize + 5, 1).Count);
+        Assert.Equal(2, Syscalls.Default.CachedPages(file, 10 * pageSize - 1, 2).Count);
+
+        // Clean pages can be dropped: written back first, then advised away.
+        RandomAccess.FlushToDisk(file);
+        Assert.Equal(0, posix_fadvise((int)file.DangerousGetHandle(), 0, 0, PosixFadviseDontNeed));
+        SyscallResult cold = Syscalls.Default.CachedPages(file, 0, Pages * pageSize);
+        Assert.True(cold.IsSuccess);
+        if (FileSystemKeepsPages(path))
+        {
+            return; // tmpfs and the like hold their pages in memory: nothing to evict, and nothing cold to find.
+        }
+        Assert.True(cold.Count < Pages, $"All {Pages} pages are still cached after POSIX_FADV_DONTNEED.");
+    }
+
+    private const int PosixFadviseDontNeed = 4;
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int posix_fadvise(int fd, long offset, long length, int advice);
+
+    /// <summary>True on file systems whose pages are the file (tmpfs, ramfs): Linux's TMPFS_MAGIC and RAMFS_MAGIC.</summary>
+    private static bool FileSystemKeepsPages(string path)
+    {
+        using SafeFileHandle handle = System.IO.File.OpenHandle(path);
+        long type = LibC.FileSystemType(handle);
+        return type is 0x01021994 or unchecked((long)0x858458f6);
+    }
+}
