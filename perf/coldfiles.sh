@@ -14,6 +14,9 @@
 #   nginx            sendfile on, tcp_nopush on (sendfile blocks the worker)
 #   nginx-aio        the same plus `aio threads` (disk reads in a thread pool)
 #
+# Then the disk waits themselves: each splice server once more under strace, reporting how long sendfile took
+# on the event-loop threads (the time every other connection on that loop waited).
+#
 #   perf/coldfiles.sh [--rounds N] [--duration S]     results: perf/results/coldfiles.md
 set -euo pipefail
 
@@ -30,6 +33,10 @@ readonly SERVER_CORE=0
 readonly CLIENT_CORE=1
 readonly SERVERS=(splice splice-noprefetch sockets nginx nginx-aio)
 declare -A PORT=([splice]=18481 [splice-noprefetch]=18482 [sockets]=18483 [nginx]=18484 [nginx-aio]=18485)
+# The loop-stall pass (see loop_stalls): the .NET splice servers once more, under strace, on ports of their own.
+readonly STALL_SERVERS=(splice splice-noprefetch)
+declare -A STALL_PORT=([splice]=18486 [splice-noprefetch]=18487)
+readonly STALL_MS=(10 50)            # the issue's bound is 50 ms for a disk wait; 10 ms is a visible hiccup
 readonly STOP_TIMEOUT_S=5
 readonly HOT_CONNECTIONS=32
 readonly COLD_CLIENTS=4
@@ -74,6 +81,7 @@ install_missing() {
   command -v wrk >/dev/null || need+=(wrk)
   command -v nginx >/dev/null || need+=(nginx-light)
   command -v curl >/dev/null || need+=(curl)
+  command -v strace >/dev/null || need+=(strace)
   ((${#need[@]} == 0)) && return
   log "installing ${need[*]}"
   apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
@@ -208,6 +216,48 @@ measure() {
   log "$name round $round: alone p50/p99/max ${alone% * *} us; with cold downloads ${with% * *} us (cold file ${cached}% cached before)"
 }
 
+# The disk waits themselves, which latency percentiles only hint at on a noisy machine: each splice server once
+# more under strace (seccomp-bpf: only sendfile stops the tracee, and its timing, -T, is the kernel's), with
+# the cold downloads and the hot load running. Loop threads are named splice-loop-N, so sendfile's time on a
+# loop is the time that loop's other connections waited. Appends "name calls longest_ms over10 over50
+# longest_elsewhere_ms" to stalls.txt.
+loop_stalls() {
+  local name=$1 port=${STALL_PORT[$1]} args="" trace=$TMP_DIR/$1.strace tracer server pids pid t
+  [[ $name == splice-noprefetch ]] && args="--SpliceTransport:PrefetchUncachedFiles=false"
+  ! ss -Hltn "sport = :$port" | grep -q . || die "port $port is in use (another perf/coldfiles.sh?)"
+  env DOTNET_gcServer=0 taskset -c $SERVER_CORE strace -f --seccomp-bpf -T -e trace=sendfile -o "$trace" \
+    "$SAMPLE_COPY_DIR/StaticFileServer" --root "$FILES_DIR" --urls "http://127.0.0.1:$port" --transport splice $args \
+    >"$TMP_DIR/$name-traced.log" 2>&1 &
+  tracer=$!
+  local deadline=$((SECONDS + 60))
+  until curl -sf -o /dev/null "http://127.0.0.1:$port/hot.bin"; do
+    ((SECONDS < deadline)) && kill -0 "$tracer" 2>/dev/null || { cat "$TMP_DIR/$name-traced.log" >&2; die "$name under strace did not start"; }
+    sleep 0.2
+  done
+  throttle_server "$tracer"
+  server=$(pgrep -P "$tracer" | head -n1)
+  evict_cold_file
+  pids=$(start_cold_clients "$port")
+  sleep $COLD_HEAD_START_S
+  hot_run "$port" >/dev/null
+  for t in /proc/"$server"/task/*; do echo "${t##*/} $(<"$t/comm")"; done >"$TMP_DIR/$name.threads"
+  for pid in $pids; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+  stop_pid "$server"; stop_pid "$tracer"
+  python3 - "$name" "$trace" "$TMP_DIR/$name.threads" "${STALL_MS[@]}" >>"$TMP_DIR/stalls.txt" <<'EOF'
+import re, sys
+name, trace, threads, *bounds = sys.argv[1:]
+names = dict(line.split(None, 1) for line in open(threads).read().splitlines())
+loop, elsewhere = [], []
+for line in open(trace):
+    m = re.match(r"(\d+)\s+sendfile\(.*<([\d.]+)>$", line.strip())
+    if m:
+        (loop if names.get(m[1], "").startswith("splice-loop") else elsewhere).append(float(m[2]) * 1000)
+over = [sum(1 for d in loop if d > float(b)) for b in bounds]
+print(name, len(loop), f"{max(loop, default=0):.1f}", *over, f"{max(elsewhere, default=0):.1f}")
+EOF
+  log "$name under strace: $(tail -n1 "$TMP_DIR/stalls.txt")"
+}
+
 main() {
   install_missing
   make_files
@@ -225,14 +275,16 @@ main() {
   for ((round = 1; round <= ROUNDS; round++)); do
     for name in "${SERVERS[@]}"; do measure "$name" "$round"; done
   done
+  for name in "${SERVERS[@]}"; do stop_pid "${SERVER_PID[$name]}"; unset "SERVER_PID[$name]"; done
+  for name in "${STALL_SERVERS[@]}"; do loop_stalls "$name"; done
   write_report
 }
 
 write_report() {
   local commit; commit=$(git -C "$REPO_DIR" log -1 --format=%h -- src 2>/dev/null || echo unknown)
-  python3 - "$TMP_DIR/raw.txt" "$RESULTS" "$commit" "$THROTTLE" "$ROUNDS" "$DURATION_S" "$(cat /proc/loadavg)" "$TMP_DIR/commands.txt" <<'EOF'
+  python3 - "$TMP_DIR/raw.txt" "$RESULTS" "$commit" "$THROTTLE" "$ROUNDS" "$DURATION_S" "$(cat /proc/loadavg)" "$TMP_DIR/commands.txt" "$TMP_DIR/stalls.txt" <<'EOF'
 import sys, statistics
-raw, out, commit, throttle, rounds, duration, load, commands = sys.argv[1:]
+raw, out, commit, throttle, rounds, duration, load, commands, stalls = sys.argv[1:]
 rows = {}
 for line in open(raw):
     f = line.split()
@@ -263,6 +315,15 @@ with open(out, "w") as o:
         ratio = statistics.median([x[1][1] / max(x[0][1], 1) for x in r])
         o.write(f"| {label[name]} | {cell(a(0))} | {cell(a(1))} | {cell(a(2))} | {cell(w(0))} | {cell(w(1))} | {cell(w(2))} | "
                 f"{ratio:.2f}× | {statistics.median(a(3)):,.0f} → {statistics.median(w(3)):,.0f} | {sum(a(4)) + sum(w(4))} |\n")
+    o.write("\n## Disk waits on the event loops\n\n")
+    o.write("Each splice server once more under `strace -f --seccomp-bpf -T -e trace=sendfile`, with the cold downloads and "
+            "the hot load running. A sendfile on a loop thread (`splice-loop-N`) that waits for the disk makes every "
+            "other connection on that loop wait as long. strace slows each traced call a little; the long waits are the disk's.\n\n")
+    o.write("| server | sendfile calls on loops | longest on a loop, ms | > 10 ms | > 50 ms | longest on other threads, ms |\n")
+    o.write("|---|---:|---:|---:|---:|---:|\n")
+    for line in open(stalls):
+        name, calls, longest, over10, over50, other = line.split()
+        o.write(f"| {label[name]} | {int(calls):,} | {longest} | {over10} | {over50} | {other} |\n")
     o.write("\n## Servers\n\n```\n" + open(commands).read() + "```\n")
 print(open(out).read())
 EOF

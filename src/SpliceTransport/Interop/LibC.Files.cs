@@ -44,6 +44,16 @@ internal static unsafe partial class LibC
     [LibraryImport(Library, SetLastError = true)]
     public static partial nint pread(SafeHandle fd, byte* buffer, nuint count, long offset);
 
+    /// <summary>
+    /// preadv2's flag (Linux 4.14) that makes a buffered read fail with EAGAIN rather than wait for a page that
+    /// is not yet read from disk, or start any disk read. It tells a page that is in the cache and readable from
+    /// one that readahead has only inserted (locked, still being read), which cachestat(2) counts as cached.
+    /// </summary>
+    public const int RWF_NOWAIT = 0x8;
+
+    [LibraryImport(Library, SetLastError = true)]
+    public static partial nint preadv2(SafeHandle fd, IOVector* vectors, int count, long offset, int flags);
+
     [LibraryImport(Library, SetLastError = true)]
     public static partial nint pwrite(SafeHandle fd, byte* buffer, nuint count, long offset);
 

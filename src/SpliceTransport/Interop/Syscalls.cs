@@ -52,6 +52,19 @@ internal unsafe class Syscalls
     }
 
     /// <summary>
+    /// preadv2 with RWF_NOWAIT into <paramref name="buffer"/> from <paramref name="offset"/>: EAGAIN when a page
+    /// the read needs is not readable from the page cache yet, without waiting or starting a disk read.
+    /// EOPNOTSUPP on file systems that cannot read without waiting.
+    /// </summary>
+    public virtual SyscallResult ReadFileIfCached(SafeHandle file, Span<byte> buffer, long offset)
+    {
+        fixed (byte* bytes = buffer)
+        {
+            return Run(new ReadFileIfCachedCall(file, bytes, (nuint)buffer.Length, offset));
+        }
+    }
+
+    /// <summary>
     /// cachestat(2): how many pages of the range from <paramref name="offset"/>, <paramref name="length"/> bytes
     /// long, are in the page cache (the count). ENOSYS before Linux 6.5.
     /// </summary>
@@ -196,6 +209,15 @@ internal unsafe class Syscalls
     private readonly struct ReadFileCall(SafeHandle fd, byte* buffer, nuint length, long offset) : ICall
     {
         public nint Invoke() => LibC.pread(fd, buffer, length, offset);
+    }
+
+    private readonly struct ReadFileIfCachedCall(SafeHandle fd, byte* buffer, nuint length, long offset) : ICall
+    {
+        public nint Invoke()
+        {
+            LibC.IOVector vector = new() { Base = buffer, Length = length };
+            return LibC.preadv2(fd, &vector, 1, offset, LibC.RWF_NOWAIT);
+        }
     }
 
     private readonly struct CacheStatCall(SafeHandle fd, long offset, long length) : ICall

@@ -75,6 +75,45 @@ public class ColdFileTests(FileFixture files) : IClassFixture<FileFixture>
         Assert.Empty(syscalls.ReadFileThreads);
     }
 
+    /// <summary>
+    /// Readahead puts pages in the cache before they are read, and cachestat counts them: a chunk whose last page
+    /// is still being read (EAGAIN from preadv2(RWF_NOWAIT)) is warmed off the loop like a missing one.
+    /// </summary>
+    [Fact]
+    public async Task ACachedChunkStillBeingReadIsWarmedOffTheLoop()
+    {
+        const long ChunkSize = 2L * 1024 * 1024;
+        var syscalls = new FaultInjectingSyscalls
+        {
+            ReadFileIfCachedFault = offset => offset == 2 * ChunkSize - 1 ? SyscallResult.Failure(Errno.EAGAIN) : null,
+        };
+        await using SpliceTestHost host = await StartAsync(syscalls);
+        System.IO.File.ReadAllBytes(File);
+
+        await DownloadAndCheckAsync(host);
+
+        Assert.Equal(ChunksInFile, syscalls.CachedPagesCalls);
+        Assert.Equal(1, host.Metrics.Prefetches);
+        Assert.Equal(ChunkSize, host.Metrics.PrefetchedBytes);
+        Assert.Equal(1, host.Metrics.ZeroCopyResponses);
+        Assert.DoesNotContain(syscalls.ReadFileThreads, name => name.StartsWith("splice-loop", StringComparison.Ordinal));
+    }
+
+    /// <summary>A file system that cannot read without waiting (EOPNOTSUPP) is asked once, then trusted to cachestat.</summary>
+    [Fact]
+    public async Task WithoutNoWaitReadsTheReadinessProbeIsMadeOnce()
+    {
+        var syscalls = new FaultInjectingSyscalls { ReadFileIfCachedFault = _ => SyscallResult.Failure(Errno.EOPNOTSUPP) };
+        await using SpliceTestHost host = await StartAsync(syscalls);
+        System.IO.File.ReadAllBytes(File);
+
+        await DownloadAndCheckAsync(host);
+
+        Assert.Equal(1, syscalls.ReadFileIfCachedCalls);
+        Assert.Equal(0, host.Metrics.Prefetches);
+        host.Logs.AssertNoErrors();
+    }
+
     [Fact]
     public async Task WithoutCachestatTheFileIsSentAsBeforeAndThatIsLoggedOnce()
     {
@@ -131,6 +170,33 @@ public class ColdFileTests(FileFixture files) : IClassFixture<FileFixture>
             return; // tmpfs and the like hold their pages in memory: nothing to evict, and nothing cold to find.
         }
         Assert.True(cold.Count < Pages, $"All {Pages} pages are still cached after POSIX_FADV_DONTNEED.");
+    }
+
+    /// <summary>The real preadv2(RWF_NOWAIT), through the production seam: EAGAIN on an evicted page, a byte on a cached one.</summary>
+    [Fact]
+    public void NoWaitReadTellsAReadablePageFromAnEvictedOne()
+    {
+        long pageSize = Environment.SystemPageSize;
+        string path = Path.Combine(files.Root, "cold/nowait.bin");
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        System.IO.File.WriteAllBytes(path, new byte[16 * pageSize]);
+        using SafeFileHandle file = System.IO.File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite);
+        byte[] oneByte = new byte[1];
+
+        System.IO.File.ReadAllBytes(path);
+        SyscallResult cached = Syscalls.Default.ReadFileIfCached(file, oneByte, 3 * pageSize);
+        Assert.True(cached.IsSuccess && cached.Count == 1, $"preadv2(RWF_NOWAIT) on a cached page returned {cached}.");
+        SyscallResult end = Syscalls.Default.ReadFileIfCached(file, oneByte, 16 * pageSize);
+        Assert.True(end.IsSuccess && end.Count == 0, $"preadv2(RWF_NOWAIT) at the end of the file returned {end}.");
+
+        RandomAccess.FlushToDisk(file);
+        Assert.Equal(0, posix_fadvise((int)file.DangerousGetHandle(), 0, 0, PosixFadviseDontNeed));
+        if (FileSystemKeepsPages(path))
+        {
+            return;
+        }
+        SyscallResult evicted = Syscalls.Default.ReadFileIfCached(file, oneByte, 3 * pageSize);
+        Assert.True(evicted.WouldBlock, $"preadv2(RWF_NOWAIT) on an evicted page returned {evicted}, not EAGAIN.");
     }
 
     private const int PosixFadviseDontNeed = 4;

@@ -142,6 +142,14 @@ internal sealed unsafe class FaultInjectingSyscalls : Syscalls
     /// <summary>cachestat calls made through the seam.</summary>
     public int CachedPagesCalls => Volatile.Read(ref _cachedPagesCalls);
 
+    /// <summary>Replaces what preadv2(RWF_NOWAIT) says for a file offset: e.g. EAGAIN, a page still being read.</summary>
+    public Func<long, SyscallResult?>? ReadFileIfCachedFault { get; init; }
+
+    /// <summary>preadv2(RWF_NOWAIT) calls made through the seam.</summary>
+    public int ReadFileIfCachedCalls => Volatile.Read(ref _readFileIfCachedCalls);
+
+    private int _readFileIfCachedCalls;
+
     /// <summary>The names of the threads that made pread calls (a loop thread is "splice-loop-N").</summary>
     public IReadOnlyCollection<string> ReadFileThreads => _readFileThreads.Keys.ToArray();
 
@@ -276,6 +284,12 @@ internal sealed unsafe class FaultInjectingSyscalls : Syscalls
     {
         Interlocked.Increment(ref _cachedPagesCalls);
         return CachedPagesFault?.Invoke(offset, length) ?? base.CachedPages(file, offset, length);
+    }
+
+    public override SyscallResult ReadFileIfCached(SafeHandle file, Span<byte> buffer, long offset)
+    {
+        Interlocked.Increment(ref _readFileIfCachedCalls);
+        return ReadFileIfCachedFault?.Invoke(offset) ?? base.ReadFileIfCached(file, buffer, offset);
     }
 
     public override SyscallResult ReadFile(SafeHandle file, Span<byte> buffer, long offset)
