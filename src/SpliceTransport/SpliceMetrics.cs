@@ -84,9 +84,9 @@ internal sealed class SpliceMetrics
         _fallbackResponses = meter.CreateCounter<long>(FallbacksName, "{response}",
             "Number of file sends that went through Kestrel's normal (copying) path, by reason.");
         _prefetches = meter.CreateCounter<long>(PrefetchesName, "{chunk}",
-            "Number of file chunks that were not in the page cache and were read into it on the thread pool before sendfile, so that no event loop waited for the disk.");
+            "Number of file chunks that were not in the page cache and were read into it off the event loops (on threads kept for that) before sendfile, so that no event loop waited for the disk.");
         _prefetched = meter.CreateCounter<long>(PrefetchedName, "By",
-            "File bytes read into the page cache on the thread pool before sendfile (see splice.sendfile.prefetches).");
+            "File bytes read into the page cache off the event loops before sendfile (see splice.sendfile.prefetches).");
         _pipes = meter.CreateUpDownCounter<long>(PipeCountName, "{pipe}",
             "Number of kernel pipes the splice pipe pool holds, used (rented by a transfer) or idle (pooled).");
         _refusedPipes = meter.CreateCounter<long>(PipeRefusedName, "{pipe}",

@@ -111,8 +111,8 @@ public sealed class SpliceTransportOptions
     /// <summary>
     /// Before each sendfile chunk, asks the kernel (cachestat(2), Linux 6.5 and later) whether the chunk is in
     /// the page cache, and preadv2(RWF_NOWAIT) whether its first and last pages are already read (readahead
-    /// inserts pages before their disk read ends); if not, reads the chunk into the cache on the thread pool
-    /// first: sendfile on a cold file would otherwise make the event loop, and every connection on it, wait for
+    /// inserts pages before their disk read ends); if not, reads the chunk into the cache first, on threads kept
+    /// for that (at most 16, started on demand), not on the thread pool, whose workers serve requests: sendfile on a cold file would otherwise make the event loop, and every connection on it, wait for
     /// the disk. Costs up to three system calls per chunk (<see cref="MaxSendFileChunkSize"/>). Default: true.
     /// </summary>
     public bool PrefetchUncachedFiles { get; set; } = true;

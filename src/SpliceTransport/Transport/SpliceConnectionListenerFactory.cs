@@ -85,6 +85,7 @@ internal sealed class SpliceConnectionListenerFactory : IConnectionListenerFacto
         {
             _disposed = true;
             _context?.Loops.Dispose();
+            _context?.Residency.Dispose();
             _context?.MemoryPool.Dispose();
         }
     }
