@@ -53,8 +53,8 @@ public class ColdFileTests(FileFixture files) : IClassFixture<FileFixture>
         await DownloadAndCheckAsync(host);
 
         Assert.Equal(ChunksInFile, syscalls.CachedPagesCalls);
-        Assert.Equal(ChunksInFile, host.Metrics.Prefetches);
-        Assert.Equal(FileSize, host.Metrics.PrefetchedBytes);
+        await host.Metrics.AssertEventuallyAsync(ChunksInFile, m => m.Prefetches);
+        await host.Metrics.AssertEventuallyAsync(FileSize, m => m.PrefetchedBytes);
         // Counted when the app's send completes, which may be just after the client has every byte.
         await Bytes.EventuallyAsync(() => host.Metrics.ZeroCopyResponses == 1, "the response is counted as zero-copy");
         Assert.NotEmpty(syscalls.ReadFileThreads);
@@ -94,8 +94,8 @@ public class ColdFileTests(FileFixture files) : IClassFixture<FileFixture>
         await DownloadAndCheckAsync(host);
 
         Assert.Equal(ChunksInFile, syscalls.CachedPagesCalls);
-        Assert.Equal(1, host.Metrics.Prefetches);
-        Assert.Equal(ChunkSize, host.Metrics.PrefetchedBytes);
+        await host.Metrics.AssertEventuallyAsync(1, m => m.Prefetches);
+        await host.Metrics.AssertEventuallyAsync(ChunkSize, m => m.PrefetchedBytes);
         // Counted when the app's send completes, which may be just after the client has every byte.
         await Bytes.EventuallyAsync(() => host.Metrics.ZeroCopyResponses == 1, "the response is counted as zero-copy");
         Assert.DoesNotContain(syscalls.ReadFileThreads, name => name.StartsWith("splice-loop", StringComparison.Ordinal));
