@@ -47,6 +47,12 @@ public sealed class SpliceTransportOptions
     internal const long MaxSendFileChunkSizeLimit = 0x7ffff000;
 
     /// <summary>Kestrel's default listen backlog.</summary>
+    /// <summary>
+    /// 30 s: longer than any handshake a reachable server needs (a few round trips, with SYN retransmits at 1 s
+    /// and 3 s), much shorter than the kernel's own give-up (about 127 s).
+    /// </summary>
+    internal static readonly TimeSpan DefaultConnectTimeout = TimeSpan.FromSeconds(30);
+
     internal const int DefaultBacklog = 512;
 
     /// <summary>
@@ -125,6 +131,15 @@ public sealed class SpliceTransportOptions
     public bool SniffContentType { get; set; }
 
     /// <summary>
+    /// How long <c>SpliceConnectionFactory.ConnectAsync</c> waits for a TCP handshake before it gives up with a
+    /// <see cref="System.Net.Sockets.SocketException"/> (TimedOut), or <see cref="Timeout.InfiniteTimeSpan"/> to
+    /// wait as long as the kernel tries (about two minutes with the default tcp_syn_retries). A proxy whose
+    /// upstream has vanished should tell its client sooner than that. From 1 ms to <see cref="int.MaxValue"/> ms.
+    /// Default: 30 seconds.
+    /// </summary>
+    public TimeSpan ConnectTimeout { get; set; } = DefaultConnectTimeout;
+
+    /// <summary>
     /// The system calls of the data path. Tests replace them with a subclass that injects faults (EAGAIN
     /// storms, short writes, resets); everything else uses the real ones.
     /// </summary>
@@ -138,6 +153,11 @@ public sealed class SpliceTransportOptions
         ThrowIfOutOfRange(nameof(MaxWriteBufferSize), MaxWriteBufferSize, MinBufferSize);
         ThrowIfOutOfRange(nameof(MaxSendFileChunkSize), MaxSendFileChunkSize, min: 1, MaxSendFileChunkSizeLimit);
         ThrowIfOutOfRange(nameof(Backlog), Backlog, min: 1, MaxBacklog);
+        if (ConnectTimeout != Timeout.InfiniteTimeSpan && (ConnectTimeout < TimeSpan.FromMilliseconds(1) || ConnectTimeout > TimeSpan.FromMilliseconds(int.MaxValue)))
+        {
+            throw new ArgumentOutOfRangeException(nameof(ConnectTimeout), ConnectTimeout,
+                $"{nameof(SpliceTransportOptions)}.{nameof(ConnectTimeout)} is {ConnectTimeout}; it must be from 1 ms to {int.MaxValue} ms, or Timeout.InfiniteTimeSpan.");
+        }
         if (!Enum.IsDefined(ApplicationSchedulingMode))
         {
             throw new ArgumentOutOfRangeException(nameof(ApplicationSchedulingMode), ApplicationSchedulingMode,
