@@ -28,10 +28,11 @@ public class MetricsTests(FileFixture files) : IClassFixture<FileFixture>
         await using var host = await SpliceTestHost.StartAsync(app => app.MapGet("/", () => "ok"));
 
         Assert.Equal(
-            ["splice.connection.accepted", "splice.connection.active", "splice.pipe.count", "splice.pipe.refused", "splice.sendfile.fallbacks", "splice.sendfile.prefetched", "splice.sendfile.prefetches", "splice.sendfile.responses", "splice.sendfile.sent"],
+            ["splice.connection.accepted", "splice.connection.active", "splice.connection.connected", "splice.pipe.count", "splice.pipe.refused", "splice.sendfile.fallbacks", "splice.sendfile.prefetched", "splice.sendfile.prefetches", "splice.sendfile.responses", "splice.sendfile.sent"],
             host.Metrics.Instruments.Keys.Order(StringComparer.Ordinal));
         AssertInstrument<UpDownCounter<long>>(host, "splice.connection.active", "{connection}");
         AssertInstrument<Counter<long>>(host, "splice.connection.accepted", "{connection}");
+        AssertInstrument<Counter<long>>(host, "splice.connection.connected", "{connection}");
         AssertInstrument<Counter<long>>(host, "splice.sendfile.responses", "{response}");
         AssertInstrument<Counter<long>>(host, "splice.sendfile.sent", "By");
         AssertInstrument<Counter<long>>(host, "splice.sendfile.fallbacks", "{response}");
