@@ -20,6 +20,7 @@ stop_pid() {
 #   REPO_DIR SAMPLE_PROJECT SAMPLE_BUILD_DIR SAMPLE_COPY_DIR SAMPLE_BIN TMP_DIR LOG_DIR FILES_DIR
 #   FILES (names) FILE_SIZE[name] PLAINTEXT_BODY FD_LIMIT SERVER_CORE CLIENT_CORE PERF_DIR
 #   PORT[server] SERVER_PID[server] CLIENT_PID COMMANDS_FILE STARTUP_TIMEOUT_S
+#   wait_for_quiet: WAIT_QUIET_S, and it sets QUIET
 #   warm_up: WARMUP_CONNECTIONS WARMUP_WINDOW_S WARMUP_CAP_S WARMUP_STABLE_WINDOWS WARMUP_RISE_PCT
 #            WARMUP_JIT_GROWTH_PCT WARMUP_DOTNET_MIN_S WARMUP_CSV
 # and call the script's own log and die.
@@ -237,5 +238,31 @@ check_server() {
             -w '%{http_code} %header{content-length} %{size_download}' "$base/$file.bin") || true
     [[ $got == "$expected" ]] \
       || die "server '$name': GET /$file.bin gave 'status Content-Length bytes' = '$got', expected '$expected'"
+  done
+}
+
+# Percentage of CPU time both cores spent idle over the next $1 seconds (/proc/stat).
+cpu_idle_pct() {
+  local a b
+  a=$(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6}' /proc/stat)
+  sleep "$1"
+  b=$(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6}' /proc/stat)
+  awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " "); busy = y[1] - x[1]; idle = y[2] - x[2]
+                                   printf "%d", (busy + idle > 0 ? 100 * idle / (busy + idle) : 100) }'
+}
+
+# The machine is shared: with --wait-quiet, start measuring only once others leave it 90% idle for 10 s.
+wait_for_quiet() {
+  ((WAIT_QUIET_S > 0)) || return 0
+  local deadline=$((SECONDS + WAIT_QUIET_S)) idle
+  while :; do
+    idle=$(cpu_idle_pct 10)
+    if ((idle >= 90)); then
+      QUIET="yes, ${idle}% idle over 10 s before the first measurement"; log "machine quiet: ${idle}% idle"; return
+    fi
+    if ((SECONDS >= deadline)); then
+      QUIET="no, ${idle}% idle after waiting ${WAIT_QUIET_S} s"; log "machine still busy (${idle}% idle); measuring anyway"; return
+    fi
+    log "machine busy (${idle}% idle over 10 s); waiting for it to quieten"
   done
 }

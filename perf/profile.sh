@@ -5,6 +5,7 @@
 #
 #   perf/profile.sh                  about 10 minutes; run it as `flock /work/perf.lock perf/profile.sh`
 #   perf/profile.sh --duration S     seconds of wrk per pass (default 4)
+#   perf/profile.sh --wait-quiet 300 first wait (up to 300 s) until others' work leaves the machine 90% idle
 #   perf/profile.sh --smoke          about 2 minutes, 1 s passes, 3 s warm-up: checks the script; numbers meaningless
 #
 # Writes perf/results/profile.md (tables; everything below its "reading" marker is kept from the last one) and
@@ -88,16 +89,19 @@ readonly WARMUP_STABLE_WINDOWS=3
 readonly WARMUP_RISE_PCT=3
 readonly WARMUP_JIT_GROWTH_PCT=1
 WARMUP_WINDOW_S=2
-WARMUP_CAP_S=60
+WARMUP_CAP_S=45
 WARMUP_DOTNET_MIN_S=30
 
 DURATION_S=4
+WAIT_QUIET_S=0        # --wait-quiet: how long to wait for others' work to leave the machine 90% idle (0: don't)
+QUIET="not checked"
 while (($#)); do
   case "$1" in
     --duration) DURATION_S=${2:?--duration needs seconds}; shift 2 ;;
+    --wait-quiet) WAIT_QUIET_S=${2:?--wait-quiet needs seconds}; shift 2 ;;
     # Checks the script, not the servers: .NET is far from steady after a few seconds (the tables say so).
     --smoke) DURATION_S=1; WARMUP_WINDOW_S=1; WARMUP_CAP_S=3; WARMUP_DOTNET_MIN_S=0; shift ;;
-    -h|--help) sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "perf/profile.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -293,6 +297,7 @@ write_metadata() {
     echo "commit=$BUILD_COMMIT"
     echo "src_commit=$SRC_COMMIT"
     echo "duration_s=$DURATION_S"
+    echo "quiet_at_start=$QUIET"
     echo "loadavg_start=$LOADAVG_START"
     echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)"
     echo "run_seconds=$((SECONDS - STARTED))"
@@ -323,6 +328,7 @@ main() {
   detect_hardware_counters
   build_sample
   make_files
+  wait_for_quiet
   LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
   local name

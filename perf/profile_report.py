@@ -292,7 +292,8 @@ def main():
                  f"{meta.get('strace', '?')}, {meta.get('perf', '?')}.")
     lines.append(f"Commit {meta.get('commit', '?')}; last commit that changed `src/`: {meta.get('src_commit', '?')}. "
                  f"Load average at start {meta.get('loadavg_start', '?')}, at end {meta.get('loadavg_end', '?')} "
-                 f"(the machine is shared: 2 cores, another helper builds and tests on it). "
+                 f"(the machine is shared: 2 cores, another helper builds and tests on it; quiet at start: "
+                 f"{meta.get('quiet_at_start', '?')}). "
                  f"Hardware counters: {meta.get('hardware_counters', '?')}. Run took {meta.get('run_seconds', '?')} s; "
                  f"{meta.get('duration_s', '?')} s of wrk per pass. Warm-up: {meta.get('warmup', '?')}.")
     lines.append("")

@@ -165,32 +165,6 @@ build_go_tools() {
   done
 }
 
-# Percentage of CPU time both cores spent idle over the next $1 seconds (/proc/stat).
-cpu_idle_pct() {
-  local a b
-  a=$(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6}' /proc/stat)
-  sleep "$1"
-  b=$(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6}' /proc/stat)
-  awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " "); busy = y[1] - x[1]; idle = y[2] - x[2]
-                                   printf "%d", (busy + idle > 0 ? 100 * idle / (busy + idle) : 100) }'
-}
-
-# The machine is shared: with --wait-quiet, start measuring only once others leave it 90% idle for 10 s.
-wait_for_quiet() {
-  ((WAIT_QUIET_S > 0)) || return 0
-  local deadline=$((SECONDS + WAIT_QUIET_S)) idle
-  while :; do
-    idle=$(cpu_idle_pct 10)
-    if ((idle >= 90)); then
-      QUIET="yes, ${idle}% idle over 10 s before the first measurement"; log "machine quiet: ${idle}% idle"; return
-    fi
-    if ((SECONDS >= deadline)); then
-      QUIET="no, ${idle}% idle after waiting ${WAIT_QUIET_S} s"; log "machine still busy (${idle}% idle); measuring anyway"; return
-    fi
-    log "machine busy (${idle}% idle over 10 s); waiting for it to quieten"
-  done
-}
-
 # --------------------------------------------------------------------------------------------- servers
 
 # Starts one server in the background on SERVER_CORE; records its PID and the exact command.
