@@ -6,7 +6,7 @@
 #   perf/profile.sh                  about 10 minutes; run it as `flock /work/perf.lock perf/profile.sh`
 #   perf/profile.sh --duration S     seconds of wrk per pass (default 4)
 #   perf/profile.sh --wait-quiet 300 first wait (up to 300 s) until others' work leaves the machine 90% idle
-#   perf/profile.sh --smoke          about 2 minutes, 1 s passes, 3 s warm-up: checks the script; numbers meaningless
+#   perf/profile.sh --smoke          about 3 minutes, 1 s passes, 3 s warm-up: checks the script (results/profile-smoke*)
 #
 # Writes perf/results/profile.md (tables; everything below its "reading" marker is kept from the last one) and
 # the raw figures next to it: profile.csv, profile-syscalls.csv, profile-split.csv, profile-top.txt,
@@ -92,7 +92,9 @@ WARMUP_WINDOW_S=2
 WARMUP_CAP_S=60
 WARMUP_DOTNET_MIN_S=30
 
+ARGS="$*"             # as given, for the results (the loop below consumes them)
 DURATION_S=4
+NAME=profile          # results/$NAME.md and $NAME*.{csv,txt}; --smoke writes profile-smoke, never the real ones
 WAIT_QUIET_S=0        # --wait-quiet: how long to wait for others' work to leave the machine 90% idle (0: don't)
 QUIET="not checked"
 while (($#)); do
@@ -100,7 +102,7 @@ while (($#)); do
     --duration) DURATION_S=${2:?--duration needs seconds}; shift 2 ;;
     --wait-quiet) WAIT_QUIET_S=${2:?--wait-quiet needs seconds}; shift 2 ;;
     # Checks the script, not the servers: .NET is far from steady after a few seconds (the tables say so).
-    --smoke) DURATION_S=1; WARMUP_WINDOW_S=1; WARMUP_CAP_S=3; WARMUP_DOTNET_MIN_S=0; shift ;;
+    --smoke) DURATION_S=1; WARMUP_WINDOW_S=1; WARMUP_CAP_S=3; WARMUP_DOTNET_MIN_S=0; NAME=profile-smoke; shift ;;
     -h|--help) sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "perf/profile.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
@@ -227,6 +229,7 @@ plain_pass() {
   local ctx_before ctx_after pool_before pool_after ticks_before ticks_after wrk
   pool_before=$(pool_work_items "$name")
   ctx_before=$(context_switches "$name"); ticks_before=$(server_cpu_ticks "$name")
+  grep -qF "perf stat:" "$COMMANDS_FILE" || echo "perf stat: perf stat -x, -o FILE -e $STAT_EVENTS -p PID" >>"$COMMANDS_FILE"
   start_probe perf stat -x, -o "$stat_out" -e "$STAT_EVENTS" -p "$(attach_pids "$name")"
   wrk=$(run_wrk "$name" "$scenario" "$file" "$conns" plain)
   stop_probe
@@ -308,11 +311,10 @@ write_metadata() {
     echo "run_seconds=$((SECONDS - STARTED))"
     echo "warmup=$(awk -F, 'NR > 1 && $5 != "" {printf "%s%s %ss (%s)", sep, $1, $3, ($5 == "yes" ? "steady" : "at the cap"); sep = "; "}' "$WARMUP_CSV")"
     echo "command=perf/profile.sh${ARGS:+ $ARGS}"
-  } >"$RESULTS_DIR/profile-meta.txt"
+  } >"$RESULTS_DIR/$NAME-meta.txt"
 }
 
 main() {
-  ARGS="$*"
   STARTED=$SECONDS
   trap cleanup EXIT
   trap 'exit 130' INT
@@ -351,14 +353,14 @@ main() {
   done
 
   write_metadata
-  cp "$CSV" "$RESULTS_DIR/profile.csv"
-  cp "$SYSCALLS_CSV" "$RESULTS_DIR/profile-syscalls.csv"
-  cp "$SPLIT_CSV" "$RESULTS_DIR/profile-split.csv"
-  cp "$TOP_TXT" "$RESULTS_DIR/profile-top.txt"
-  cp "$WARMUP_CSV" "$RESULTS_DIR/profile-warmup.csv"
-  cp "$COMMANDS_FILE" "$RESULTS_DIR/profile-commands.txt"
-  python3 "$PERF_DIR/profile_report.py"
-  log "done in $((SECONDS - STARTED))s: perf/results/profile.md"
+  cp "$CSV" "$RESULTS_DIR/$NAME.csv"
+  cp "$SYSCALLS_CSV" "$RESULTS_DIR/$NAME-syscalls.csv"
+  cp "$SPLIT_CSV" "$RESULTS_DIR/$NAME-split.csv"
+  cp "$TOP_TXT" "$RESULTS_DIR/$NAME-top.txt"
+  cp "$WARMUP_CSV" "$RESULTS_DIR/$NAME-warmup.csv"
+  cp "$COMMANDS_FILE" "$RESULTS_DIR/$NAME-commands.txt"
+  python3 "$PERF_DIR/profile_report.py" --name "$NAME"
+  log "done in $((SECONDS - STARTED))s: perf/results/$NAME.md"
 }
 
 main "$@"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """perf/profile_report.py — the tables of perf/results/profile.md, from the raw files perf/profile.sh writes.
 
-    python3 perf/profile_report.py       redraws results/profile.md from results/profile*.{csv,txt}; the
+    python3 perf/profile_report.py [--name NAME]   redraws results/NAME.md (default profile) from results/profile*.{csv,txt}; the
                                          text below the READING_MARKER line of the old profile.md is kept
     python3 perf/profile_report.py --classify SERVER SCENARIO RESPONSES REPORT SPLIT_CSV TOP_TXT
                                          (profile.sh) splits one `perf report --sort dso,sym` by whose code
@@ -118,9 +118,12 @@ def read_csv(name):
         return list(csv.DictReader(f))
 
 
+NAME = "profile"   # results/NAME.md from results/NAME.csv, NAME-syscalls.csv, ...; --name changes it
+
+
 def read_meta():
     meta = {}
-    path = os.path.join(RESULTS, "profile-meta.txt")
+    path = os.path.join(RESULTS, f"{NAME}-meta.txt")
     if os.path.exists(path):
         for line in open(path):
             key, _, value = line.rstrip("\n").partition("=")
@@ -228,7 +231,7 @@ def syscall_tables(rows, plain_rows, lines):
             names |= {name for name, (calls, _) in by_cell[(scenario, s)].items() if calls / n >= SYSCALL_MIN_PER_RESPONSE}
         def weight(name):
             return max(by_cell[(scenario, s)].get(name, (0, 0))[0] / counted[(scenario, s)] for s in servers)
-        names = sorted(names, key=lambda name: -weight(name))
+        names = sorted(names, key=lambda name: (-round(weight(name), 3), name))
         lines.append(f"#### `{scenario}`: calls per response (strace -c -f; errors in brackets)\n")
         lines.append("| syscall | " + " | ".join(servers) + " |")
         lines.append("|---|" + "---|" * len(servers))
@@ -295,11 +298,14 @@ def main():
         classify_report(server, scenario, responses, report, split_csv, top_txt)
         return
     meta = read_meta()
-    plain = read_csv("profile.csv")
-    syscalls = read_csv("profile-syscalls.csv")
-    split = read_csv("profile-split.csv")
+    global NAME
+    if len(sys.argv) > 2 and sys.argv[1] == "--name":
+        NAME = sys.argv[2]
+    plain = read_csv(f"{NAME}.csv")
+    syscalls = read_csv(f"{NAME}-syscalls.csv")
+    split = read_csv(f"{NAME}-split.csv")
     if not plain:
-        sys.exit("profile_report.py: results/profile.csv is missing; run perf/profile.sh")
+        sys.exit(f"profile_report.py: results/{NAME}.csv is missing; run perf/profile.sh")
     lines = ["# The cost map of a response (perf/profile.sh)", ""]
     lines.append(f"Run {meta.get('date', '?')} on {meta.get('cpu', '?')} ({meta.get('cores', '?')} cores), "
                  f"{meta.get('kernel', '?')}, .NET {meta.get('dotnet', '?')}, {meta.get('nginx', '?')}, "
@@ -349,16 +355,19 @@ def main():
                      "`syscalls:sys_enter_cachestat` tracepoint instead.")
         lines.append("")
         syscall_tables(syscalls, plain, lines)
-    commands = os.path.join(RESULTS, "profile-commands.txt")
+    commands = os.path.join(RESULTS, f"{NAME}-commands.txt")
     if os.path.exists(commands):
         lines.append("## Exact commands")
+        lines.append("")
+        lines.append("The client lines name the splice server's port; every server got the same command on its own "
+                     "port. PID is the server's (nginx: master and worker).")
         lines.append("")
         lines.append("```")
         lines.append(f"flock /work/perf.lock {meta.get('command', 'perf/profile.sh')}")
         lines.extend(open(commands).read().rstrip("\n").split("\n"))
         lines.append("```")
         lines.append("")
-    path = os.path.join(RESULTS, "profile.md")
+    path = os.path.join(RESULTS, f"{NAME}.md")
     reading = ""
     if os.path.exists(path):
         old = open(path).read()
