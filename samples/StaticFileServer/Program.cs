@@ -13,7 +13,9 @@ using Microsoft.Extensions.FileProviders;
 // An https URL with no certificate configured gets a self-signed one made at start-up.
 //   --perf-endpoints true        for perf/run.sh only, off by default: maps GET /perf/gc, which forces a full
 //                                compacting GC and answers with the managed heap size as JSON, and GET /perf/jit
-//                                (how many methods the JIT has compiled so far). Never expose them.
+//                                (how many methods the JIT has compiled so far), and GET /perf/threadpool
+//                                (work items the thread pool has completed so far, for perf/profile.sh).
+//                                Never expose them.
 
 var builder = WebApplication.CreateBuilder(args);
 builder.Logging.SetMinimumLevel(LogLevel.Warning);
@@ -51,6 +53,7 @@ if (builder.Configuration.GetValue<bool>("perf-endpoints"))
 {
     app.MapGet("/perf/gc", PerfEndpoints.CollectAndMeasure);
     app.MapGet("/perf/jit", PerfEndpoints.JitProgress);
+    app.MapGet("/perf/threadpool", PerfEndpoints.ThreadPoolProgress);
 }
 var files = new PhysicalFileProvider(root);
 // A request for a folder ("/" first of all) gets its index.html, so a new user's first request finds a page.
@@ -110,6 +113,18 @@ internal static class PerfEndpoints
     {
         compiledMethods = System.Runtime.JitInfo.GetCompiledMethodCount(),
         compilationTimeMs = System.Runtime.JitInfo.GetCompilationTime().TotalMilliseconds,
+    });
+
+    /// <summary>
+    /// Work items the thread pool has completed since start (every queued callback and continuation counts,
+    /// including this request's own). perf/profile.sh reads it before and after a counted run: the difference
+    /// divided by the responses is the pool hops per response (issue #10).
+    /// </summary>
+    public static IResult ThreadPoolProgress() => Results.Json(new
+    {
+        completedWorkItems = ThreadPool.CompletedWorkItemCount,
+        pendingWorkItems = ThreadPool.PendingWorkItemCount,
+        threads = ThreadPool.ThreadCount,
     });
 }
 

@@ -1,0 +1,366 @@
+#!/usr/bin/env bash
+# perf/profile.sh — the cost map of a response (issues #10 and #13): per response, for splice, sockets and nginx
+# side by side, syscalls by name, context switches, thread-pool work items, loop wake-ups and CPU, and for
+# 4 KiB whose code the CPU time goes to; plus #10's two scheduling candidates as extra rows.
+#
+#   perf/profile.sh                  about 10 minutes; run it as `flock /work/perf.lock perf/profile.sh`
+#   perf/profile.sh --duration S     seconds of wrk per pass (default 4)
+#   perf/profile.sh --wait-quiet 300 first wait (up to 300 s) until others' work leaves the machine 90% idle
+#   perf/profile.sh --smoke          about 3 minutes, 1 s passes, 3 s warm-up: checks the script (results/profile-smoke*)
+#
+# Writes perf/results/profile.md (tables; everything below its "reading" marker is kept from the last one) and
+# the raw figures next to it: profile.csv, profile-syscalls.csv, profile-split.csv, profile-top.txt,
+# profile-meta.txt, profile-commands.txt. `python3 perf/profile_report.py` redraws profile.md from them alone.
+#
+# Servers, all pinned to core 0 (clients on core 1) and warmed as perf/run.sh does (perf/lib.sh):
+#   splice          the sample, --transport splice          } DOTNET_gcServer=0; DOTNET_PerfMapEnabled=1 and
+#   sockets         the sample, --transport sockets         }   DOTNET_EnableWriteXorExecute=0 (see PERF_MAP_ENV)
+#   nginx           one worker, sendfile on, tcp_nopush on, access_log off
+#   splice-spin0    splice with DOTNET_ThreadPool_UnfairSemaphoreSpinLimit=0       } #10's candidates, only in
+#   splice-inline   splice with --SpliceTransport:ApplicationSchedulingMode=Inline } the 4 KiB/256 and 32 MiB cases
+#
+# Every cell (server x scenario) is measured in three passes of one wrk run each, and every figure is divided
+# by the requests wrk sent in that same pass (perf/counted.lua: the server handled the last one on each
+# connection too, though wrk stopped before counting its response); for 1 MiB and 32 MiB by the bytes wrk read
+# over the file's size, since a few downloads are still running when wrk stops:
+#   1. plain:  perf stat -p (task-clock, context switches, all syscall entries, epoll_wait returns, cachestat calls; instructions
+#              and cycles where the VM has hardware counters), /proc/PID/task/*/status context switches, and the
+#              sample's GET /perf/threadpool (ThreadPool.CompletedWorkItemCount) before and after;
+#   2. strace: strace -c -f attached over the run: calls per response by syscall name (strace slows the server
+#              several times over, so its requests/s mean nothing; the counts per response are what matter);
+#   3. record: 4 KiB only, perf record -e cpu-clock, the samples split by whose code they fell in.
+set -euo pipefail
+
+PERF_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=perf/lib.sh
+source "$PERF_DIR/lib.sh"
+REPO_DIR=$(dirname "$PERF_DIR")
+CACHE_DIR=$PERF_DIR/.cache
+FILES_DIR=$CACHE_DIR/files            # shared with perf/run.sh: the same random files
+RESULTS_DIR=$PERF_DIR/results
+SAMPLE_PROJECT=$REPO_DIR/samples/StaticFileServer
+SAMPLE_BUILD_DIR=$SAMPLE_PROJECT/bin/Release/net10.0
+SAMPLE_COPY_DIR=$CACHE_DIR/profile-sample   # its own copy: a perf/run.sh of the same tree may be using .cache/sample
+SAMPLE_BIN=$SAMPLE_COPY_DIR/StaticFileServer
+LOG_DIR=$CACHE_DIR/logs
+
+readonly SERVER_CORE=0                # as perf/run.sh: every server on core 0, every client on core 1
+readonly CLIENT_CORE=1
+readonly SERVERS=(splice sockets nginx splice-spin0 splice-inline)
+declare -A PORT=([splice]=18381 [sockets]=18382 [nginx]=18383 [splice-spin0]=18384 [splice-inline]=18385)
+declare -A SERVER_TRANSPORT=([splice]=splice [sockets]=sockets [splice-spin0]=splice [splice-inline]=splice)
+# So that perf report can name JIT-compiled code (and put it in the right bucket): the runtime writes
+# /tmp/perf-PID.map, and W^X is off because perf 6.1 does not look up that map for code it sees in the
+# runtime's double-mapped memfd ("memfd:doublemapper"), only in anonymous memory. W^X costs at JIT time, not
+# in steady state; perf/run.sh's servers keep it on.
+readonly PERF_MAP_ENV="DOTNET_PerfMapEnabled=1 DOTNET_EnableWriteXorExecute=0"
+declare -A SERVER_ENV=([splice]="$PERF_MAP_ENV" [sockets]="$PERF_MAP_ENV"
+                       [splice-spin0]="$PERF_MAP_ENV DOTNET_ThreadPool_UnfairSemaphoreSpinLimit=0"
+                       [splice-inline]="$PERF_MAP_ENV")
+declare -A SERVER_ARGS=([splice-inline]="--SpliceTransport:ApplicationSchedulingMode=Inline")
+readonly BASE_SERVERS="splice sockets nginx"
+readonly ALL_SERVERS="${SERVERS[*]}"
+
+# Scenarios: name, file, connections, servers, whether to perf record. 32 connections as perf/run.sh's lower
+# count; 256 for 4 KiB, where #13's target and #10's inline candidate are; 4 connections on 32 MiB as #10's CPU
+# per GB measurement.
+readonly SCENARIOS=(
+  "4KiB-c32    4KiB   32  base record"
+  "4KiB-c256   4KiB  256  all  record"
+  "64KiB-c32   64KiB  32  base -"
+  "1MiB-c32    1MiB   32  base -"
+  "32MiB-c4    32MiB   4  all  -"
+)
+readonly FILES=(4KiB 64KiB 1MiB 32MiB)
+declare -A FILE_SIZE=([4KiB]=4096 [64KiB]=65536 [1MiB]=1048576 [32MiB]=33554432)
+readonly PLAINTEXT_BODY="Hello, World!"
+
+readonly STARTUP_TIMEOUT_S=30
+readonly STOP_TIMEOUT_S=5
+readonly WRK_TIMEOUT=30s              # a 32 MiB download under strace takes seconds; wrk's 2 s default would count it as an error
+readonly NGINX_WORKER_CONNECTIONS=1024   # wrk's 256 connections with room to spare
+readonly STRACE_ATTACH_S=1            # strace attaches to each of a .NET server's ~20 threads before the run starts
+readonly RECORD_FREQUENCY_HZ=2000     # perf record samples per second of CPU: ~8,000 in a 4 s run of one busy core
+readonly PAUSE_BETWEEN_PASSES_S=0.3   # lets the last ACKs and TIME_WAIT sockets drain between wrk runs
+# Warm-up (perf/lib.sh warm_up, perf/run.sh's rule) with a shorter minimum: the brief asks for ~30 s per .NET
+# server, and the JIT-count condition still holds a server back that is mid-tiering.
+readonly WARMUP_CONNECTIONS=32
+readonly WARMUP_STABLE_WINDOWS=3
+readonly WARMUP_RISE_PCT=3
+readonly WARMUP_JIT_GROWTH_PCT=1
+WARMUP_WINDOW_S=2
+WARMUP_CAP_S=60
+WARMUP_DOTNET_MIN_S=30
+
+ARGS="$*"             # as given, for the results (the loop below consumes them)
+DURATION_S=4
+NAME=profile          # results/$NAME.md and $NAME*.{csv,txt}; --smoke writes profile-smoke, never the real ones
+WAIT_QUIET_S=0        # --wait-quiet: how long to wait for others' work to leave the machine 90% idle (0: don't)
+QUIET="not checked"
+while (($#)); do
+  case "$1" in
+    --duration) DURATION_S=${2:?--duration needs seconds}; shift 2 ;;
+    --wait-quiet) WAIT_QUIET_S=${2:?--wait-quiet needs seconds}; shift 2 ;;
+    # Checks the script, not the servers: .NET is far from steady after a few seconds (the tables say so).
+    --smoke) DURATION_S=1; WARMUP_WINDOW_S=1; WARMUP_CAP_S=3; WARMUP_DOTNET_MIN_S=0; NAME=profile-smoke; shift ;;
+    -h|--help) sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "perf/profile.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { printf '\nperf/profile.sh: ERROR: %s\n' "$*" >&2; exit 1; }
+
+TMP_DIR=""
+declare -A SERVER_PID=()
+CLIENT_PID=""
+PROBE_PID=""          # the strace / perf process attached to a server, while one is
+FD_LIMIT=""
+CSV=""; SYSCALLS_CSV=""; SPLIT_CSV=""; TOP_TXT=""; COMMANDS_FILE=""; WARMUP_CSV=""
+
+cleanup() {
+  local status=$? name pid
+  trap - EXIT INT TERM
+  [[ -n $PROBE_PID ]] && { kill -INT "$PROBE_PID" 2>/dev/null || true; wait "$PROBE_PID" 2>/dev/null || true; }
+  [[ -n $CLIENT_PID ]] && stop_pid "$CLIENT_PID"
+  for name in "${!SERVER_PID[@]}"; do
+    pid=${SERVER_PID[$name]}
+    stop_pid "$pid"
+    rm -f "/tmp/perf-$pid.map" "/tmp/perfinfo-$pid.map"   # written by DOTNET_PerfMapEnabled for our servers only
+  done
+  [[ -n $TMP_DIR ]] && rm -rf "$TMP_DIR"
+  exit "$status"
+}
+
+install_missing() {
+  local -A package_of=([wrk]=wrk [nginx]=nginx-light [strace]=strace [perf]=linux-perf [curl]=curl [python3]=python3)
+  local missing=() tool
+  for tool in "${!package_of[@]}"; do command -v "$tool" >/dev/null || missing+=("${package_of[$tool]}"); done
+  ((${#missing[@]} == 0)) && return
+  log "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  apt-get install -y -q "${missing[@]}" >/dev/null
+}
+
+# Hardware counters: a VM often has none, and then perf stat says "<not supported>". cachestat(2) (Linux 6.5+,
+# our cold-file probe) is counted with its tracepoint: strace 6.1 does not know it and leaves it out of -c.
+detect_hardware_counters() {
+  STAT_EVENTS=task-clock,context-switches,raw_syscalls:sys_enter,syscalls:sys_exit_epoll_wait
+  if perf stat -x, -e instructions,cycles -- true 2>&1 | grep -q '<not supported>'; then
+    HW_COUNTERS=no
+  else
+    HW_COUNTERS=yes; STAT_EVENTS=instructions,cycles,$STAT_EVENTS
+  fi
+  if perf stat -x, -e syscalls:sys_enter_cachestat -- true >/dev/null 2>&1; then
+    STAT_EVENTS+=,syscalls:sys_enter_cachestat
+  fi
+}
+
+start_server() {
+  local name=$1 port=${PORT[$1]} cmd
+  if [[ $name == nginx ]]; then
+    cmd=$(nginx_server_command "$TMP_DIR/nginx" "$port" "$NGINX_WORKER_CONNECTIONS")
+  else
+    cmd=$(dotnet_server_command "${SERVER_TRANSPORT[$name]}" "$port" "${SERVER_ENV[$name]:-}" "${SERVER_ARGS[$name]:-}")
+  fi
+  require_port_free "$name"
+  echo "server $name: $cmd" >>"$COMMANDS_FILE"
+  eval "exec $cmd" >"$TMP_DIR/$name.log" 2>&1 &
+  SERVER_PID[$name]=$!
+}
+
+# Comma-separated PIDs to attach to: the .NET process, or nginx's master and worker.
+attach_pids() { server_pids "$1" | tr ' ' ','; }
+
+# Voluntary + involuntary context switches of every thread of the server's processes so far.
+context_switches() {
+  local total=0 pid
+  for pid in $(server_pids "$1"); do
+    total=$((total + $(cat /proc/"$pid"/task/*/status 2>/dev/null |
+                        awk '/^(voluntary|nonvoluntary)_ctxt_switches:/ {s += $2} END {print s + 0}')))
+  done
+  echo "$total"
+}
+
+# ThreadPool.CompletedWorkItemCount of a .NET server (its own /perf/threadpool request included); "" for nginx.
+pool_work_items() {
+  is_dotnet_server "$1" || return 0
+  taskset -c $CLIENT_CORE curl -s --max-time 10 "http://127.0.0.1:${PORT[$1]}/perf/threadpool" \
+    | sed -n 's/.*"completedWorkItems":\([0-9]*\).*/\1/p'
+}
+
+# One wrk run on CLIENT_CORE; echoes "requests bytes duration_us sent" (sent: requests wrk wrote, counted.lua).
+run_wrk() {
+  local name=$1 scenario=$2 file=$3 conns=$4 pass=$5 out=$TMP_DIR/wrk.out
+  local args=(wrk -t1 -c"$conns" -d"${DURATION_S}s" --timeout "$WRK_TIMEOUT" -s "$PERF_DIR/counted.lua"
+              "http://127.0.0.1:${PORT[$name]}/$file.bin")
+  grep -qF "client $scenario:" "$COMMANDS_FILE" || echo "client $scenario: taskset -c $CLIENT_CORE ${args[*]}" >>"$COMMANDS_FILE"
+  require_alive "$name" "before $scenario ($pass)"
+  run_client "$out" "${args[@]}" || { cat "$out" >&2; die "wrk failed against '$name' in $scenario ($pass)"; }
+  require_alive "$name" "after $scenario ($pass)"
+  local result pair; result=$(grep '^WRK_RESULT ' "$out") || { cat "$out" >&2; die "no WRK_RESULT from '$name' in $scenario"; }
+  declare -A r=()
+  for pair in ${result#WRK_RESULT }; do r[${pair%%=*}]=${pair#*=}; done
+  ((r[requests] > 0)) || { cat "$out" >&2; die "'$name' completed no response in $scenario ($pass)"; }
+  ((r[status] == 0)) || die "'$name' answered ${r[status]} requests with a non-2xx status in $scenario ($pass)"
+  local errors=$((r[connect] + r[read] + r[write] + r[timeout]))
+  ((errors == 0)) || log "  note: wrk counted $errors socket errors against $name in $scenario ($pass)"
+  local sent; sent=$(sed -n 's/^WRK_SENT sent=\([0-9]*\).*/\1/p' "$out")
+  [[ -n $sent ]] || { cat "$out" >&2; die "no WRK_SENT from wrk against '$name' in $scenario"; }
+  echo "${r[requests]} ${r[bytes]} ${r[duration_us]} $sent"
+}
+
+# Starts a probe (strace or perf) attached to the server in the background; stop_probe ends it with SIGINT,
+# which makes both write their summary.
+start_probe() {
+  "$@" >"$TMP_DIR/probe.err" 2>&1 &
+  PROBE_PID=$!
+}
+stop_probe() {
+  kill -INT "$PROBE_PID" 2>/dev/null || true
+  wait "$PROBE_PID" 2>/dev/null || true
+  PROBE_PID=""
+}
+
+# Pass 1: CPU, context switches, pool work items, syscall entries and epoll_wait returns per response.
+plain_pass() {
+  local name=$1 scenario=$2 file=$3 conns=$4 stat_out=$TMP_DIR/stat.csv
+  local ctx_before ctx_after pool_before pool_after ticks_before ticks_after wrk
+  pool_before=$(pool_work_items "$name")
+  ctx_before=$(context_switches "$name"); ticks_before=$(server_cpu_ticks "$name")
+  grep -qF "perf stat:" "$COMMANDS_FILE" || echo "perf stat: perf stat -x, -o FILE -e $STAT_EVENTS -p PID" >>"$COMMANDS_FILE"
+  start_probe perf stat -x, -o "$stat_out" -e "$STAT_EVENTS" -p "$(attach_pids "$name")"
+  wrk=$(run_wrk "$name" "$scenario" "$file" "$conns" plain)
+  stop_probe
+  ctx_after=$(context_switches "$name"); ticks_after=$(server_cpu_ticks "$name")
+  pool_after=$(pool_work_items "$name")
+  local -A stat=()
+  local value event
+  while IFS=, read -r value _ event _; do
+    [[ -n $event ]] && stat[$event]=$value
+  done < <(grep -v '^#' "$stat_out" | grep ,)
+  local pool=""; [[ -n $pool_before && -n $pool_after ]] && pool=$((pool_after - pool_before))
+  read -r requests bytes duration_us sent <<<"$wrk"
+  echo "$name,$scenario,$file,$conns,plain,$requests,$sent,$bytes,$duration_us,${stat[task-clock]:-},$(( (ticks_after - ticks_before) )),$((ctx_after - ctx_before)),$pool,${stat[raw_syscalls:sys_enter]:-},${stat[syscalls:sys_exit_epoll_wait]:-},${stat[context-switches]:-},${stat[instructions]:-},${stat[cycles]:-},${stat[syscalls:sys_enter_cachestat]:-}" >>"$CSV"
+  log "  $name plain: $requests responses ($sent sent), $(awk -v t="${stat[task-clock]:-0}" -v n="$sent" 'BEGIN {printf "%.1f", 1000 * t / n}') us CPU each"
+}
+
+# Pass 2: strace -c -f over one wrk run; one row per syscall name into profile-syscalls.csv.
+strace_pass() {
+  local name=$1 scenario=$2 file=$3 conns=$4 out=$TMP_DIR/strace.txt pid wrk
+  local args=(strace -c -f -o "$out")
+  for pid in $(server_pids "$name"); do args+=(-p "$pid"); done
+  grep -qF "strace:" "$COMMANDS_FILE" || echo "strace: ${args[*]/#$out/FILE}" >>"$COMMANDS_FILE"
+  start_probe "${args[@]}"
+  sleep "$STRACE_ATTACH_S"
+  wrk=$(run_wrk "$name" "$scenario" "$file" "$conns" strace)
+  stop_probe
+  [[ -s $out ]] || { cat "$TMP_DIR/probe.err" >&2; die "strace wrote nothing for '$name' in $scenario"; }
+  read -r requests bytes _ sent <<<"$wrk"
+  echo "$name,$scenario,strace,$requests,$sent,$bytes,," >>"$SYSCALLS_CSV"
+  # "% time seconds usecs/call calls [errors] syscall": the errors column is empty when there were none.
+  awk -v name="$name" -v scenario="$scenario" -v n="$requests" '
+    $1 ~ /^[0-9.]+$/ && NF >= 5 && $NF != "total" { errors = (NF == 6 ? $5 : 0); print name "," scenario "," $NF ",,,," $4 "," errors }
+  ' "$out" >>"$SYSCALLS_CSV"
+  log "  $name strace: $requests responses ($sent sent)"
+}
+
+# Pass 3: perf record of cpu-clock, split by whose code each sample fell in (perf/profile_report.py classifies).
+record_pass() {
+  local name=$1 scenario=$2 file=$3 conns=$4 data=$TMP_DIR/perf.data report=$TMP_DIR/perf-report.txt wrk
+  local args=(perf record -e cpu-clock -F "$RECORD_FREQUENCY_HZ" -o "$data" -p "$(attach_pids "$name")")
+  grep -qF "record:" "$COMMANDS_FILE" || echo "record: ${args[*]/#$data/FILE}; perf report -i FILE --stdio --no-children --sort dso,sym -F sample,dso,sym -g none --percent-limit 0" >>"$COMMANDS_FILE"
+  start_probe "${args[@]}"
+  wrk=$(run_wrk "$name" "$scenario" "$file" "$conns" record)
+  stop_probe
+  read -r requests _ _ sent <<<"$wrk"
+  taskset -c $CLIENT_CORE perf report -i "$data" --stdio --no-children --sort dso,sym -F sample,dso,sym -g none \
+    --percent-limit 0 2>/dev/null >"$report" || die "perf report failed for '$name' in $scenario"
+  python3 "$PERF_DIR/profile_report.py" --classify "$name" "$scenario" "$sent" "$report" "$SPLIT_CSV" "$TOP_TXT"
+  rm -f "$data" "$data.old"
+  log "  $name record: $requests responses ($sent sent)"
+}
+
+measure_cell() {
+  local name=$1 scenario=$2 file=$3 conns=$4 record=$5
+  log "$scenario: $name"
+  plain_pass "$name" "$scenario" "$file" "$conns"; sleep "$PAUSE_BETWEEN_PASSES_S"
+  strace_pass "$name" "$scenario" "$file" "$conns"; sleep "$PAUSE_BETWEEN_PASSES_S"
+  if [[ $record == record ]]; then record_pass "$name" "$scenario" "$file" "$conns"; sleep "$PAUSE_BETWEEN_PASSES_S"; fi
+}
+
+write_metadata() {
+  {
+    echo "date=$(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -n1)"
+    echo "cores=$(nproc --all)"
+    echo "kernel=$(uname -sr)"
+    echo "dotnet=$(dotnet --version)"
+    echo "nginx=$(nginx -v 2>&1 | sed 's/^nginx version: //')"
+    echo "wrk=$(wrk -v 2>&1 | head -n1 | awk '{print $2}')"
+    echo "strace=$(strace -V | head -n1)"
+    echo "perf=$(perf --version)"
+    echo "hardware_counters=$HW_COUNTERS"
+    echo "commit=$BUILD_COMMIT"
+    echo "src_commit=$SRC_COMMIT"
+    echo "duration_s=$DURATION_S"
+    echo "quiet_at_start=$QUIET"
+    echo "loadavg_start=$LOADAVG_START"
+    echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "run_seconds=$((SECONDS - STARTED))"
+    echo "warmup=$(awk -F, 'NR > 1 && $5 != "" {printf "%s%s %ss (%s)", sep, $1, $3, ($5 == "yes" ? "steady" : "at the cap"); sep = "; "}' "$WARMUP_CSV")"
+    echo "command=perf/profile.sh${ARGS:+ $ARGS}"
+  } >"$RESULTS_DIR/$NAME-meta.txt"
+}
+
+main() {
+  STARTED=$SECONDS
+  trap cleanup EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+  TMP_DIR=$(mktemp -d /tmp/splice-profile.XXXXXX)
+  CSV=$TMP_DIR/profile.csv; SYSCALLS_CSV=$TMP_DIR/syscalls.csv; SPLIT_CSV=$TMP_DIR/split.csv
+  TOP_TXT=$TMP_DIR/top.txt; COMMANDS_FILE=$TMP_DIR/commands.txt; WARMUP_CSV=$TMP_DIR/warmup.csv
+  echo "server,scenario,file,connections,pass,requests,sent,bytes,duration_us,task_clock_ms,cpu_ticks,context_switches,pool_work_items,syscalls,epoll_wait_returns,perf_context_switches,instructions,cycles,cachestat" >"$CSV"
+  echo "server,scenario,syscall,requests,sent,bytes,calls,errors" >"$SYSCALLS_CSV"
+  echo "server,scenario,requests,category,samples" >"$SPLIT_CSV"
+  echo "server,window,elapsed_s,requests_per_s,steady,jit_compiled_methods" >"$WARMUP_CSV"
+  : >"$TOP_TXT"; : >"$COMMANDS_FILE"
+  mkdir -p "$RESULTS_DIR" "$CACHE_DIR"
+
+  install_missing
+  ulimit -n 65536 2>/dev/null || true
+  FD_LIMIT=$(ulimit -n)
+  detect_hardware_counters
+  build_sample
+  make_files
+  wait_for_quiet
+  LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
+
+  local name
+  for name in "${SERVERS[@]}"; do log "starting $name on 127.0.0.1:${PORT[$name]}"; start_server "$name"; done
+  for name in "${SERVERS[@]}"; do wait_for_port "$name"; check_server "$name"; done
+  log "warming up each server (windows of ${WARMUP_WINDOW_S}s; .NET at least ${WARMUP_DOTNET_MIN_S}s, cap ${WARMUP_CAP_S}s)"
+  for name in "${SERVERS[@]}"; do warm_up "$name"; done
+
+  local line scenario file conns who record servers
+  for line in "${SCENARIOS[@]}"; do
+    read -r scenario file conns who record <<<"$line"
+    servers=$BASE_SERVERS; [[ $who == all ]] && servers=$ALL_SERVERS
+    taskset -c $CLIENT_CORE cat "$FILES_DIR/$file.bin" >/dev/null   # in the page cache for every server alike
+    for name in $servers; do measure_cell "$name" "$scenario" "$file" "$conns" "$record"; done
+  done
+
+  write_metadata
+  cp "$CSV" "$RESULTS_DIR/$NAME.csv"
+  cp "$SYSCALLS_CSV" "$RESULTS_DIR/$NAME-syscalls.csv"
+  cp "$SPLIT_CSV" "$RESULTS_DIR/$NAME-split.csv"
+  cp "$TOP_TXT" "$RESULTS_DIR/$NAME-top.txt"
+  cp "$WARMUP_CSV" "$RESULTS_DIR/$NAME-warmup.csv"
+  cp "$COMMANDS_FILE" "$RESULTS_DIR/$NAME-commands.txt"
+  python3 "$PERF_DIR/profile_report.py" --name "$NAME"
+  log "done in $((SECONDS - STARTED))s: perf/results/$NAME.md"
+}
+
+main "$@"
