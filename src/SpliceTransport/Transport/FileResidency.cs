@@ -72,6 +72,16 @@ internal sealed class FileResidency : IDisposable
         {
             return true;
         }
+        // The pages the range touches: cachestat counts whole pages, from the one holding the first byte to
+        // the one holding the last. Pages past the end of a file that shrank count as missing; the warming
+        // read then ends early, and sendfile reports the truncation as it always does.
+        long pages = (offset + count - 1) / s_pageSize - offset / s_pageSize + 1;
+        if (pages == 1 && !_readinessProbeUnavailable)
+        {
+            // One page (most small static files): the one-byte RWF_NOWAIT read says all that cachestat would, and
+            // also whether the page is read yet. One system call per response instead of two.
+            return IsReadable(file, offset);
+        }
         SyscallResult cached = _syscalls.CachedPages(file, offset, count);
         if (!cached.IsSuccess)
         {
@@ -82,10 +92,6 @@ internal sealed class FileResidency : IDisposable
             }
             return true;
         }
-        // The pages the range touches: cachestat counts whole pages, from the one holding the first byte to
-        // the one holding the last. Pages past the end of a file that shrank count as missing; the warming
-        // read then ends early, and sendfile reports the truncation as it always does.
-        long pages = (offset + count - 1) / s_pageSize - offset / s_pageSize + 1;
         return cached.Count >= pages && IsReadable(file, offset) && (pages == 1 || IsReadable(file, offset + count - 1));
     }
 

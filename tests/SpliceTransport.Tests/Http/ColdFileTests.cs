@@ -116,6 +116,35 @@ public class ColdFileTests(FileFixture files) : IClassFixture<FileFixture>
         host.Logs.AssertNoErrors();
     }
 
+    /// <summary>
+    /// A file of one page is probed with the one-byte RWF_NOWAIT read alone: it answers all that cachestat would,
+    /// with one system call instead of two on every small response (perf/results/profile.md counts them).
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task AOnePageFileIsProbedWithOneCall(bool pageStillBeingRead)
+    {
+        string path = files.Get("cold/one-page.bin", 4000);
+        var syscalls = new FaultInjectingSyscalls
+        {
+            ReadFileIfCachedFault = _ => pageStillBeingRead ? SyscallResult.Failure(Errno.EAGAIN) : null,
+        };
+        await using SpliceTestHost host = await SpliceTestHost.StartAsync(
+            app => app.MapGet("/file", (HttpContext context) => context.Response.SendFileAsync(path, 0, null, context.RequestAborted)),
+            options => options.Syscalls = syscalls);
+        System.IO.File.ReadAllBytes(path);
+
+        using HttpClient client = host.CreateClient();
+        byte[] body = await client.GetByteArrayAsync("/file");
+
+        Assert.Equal(TestFiles.Sha256(System.IO.File.ReadAllBytes(path)), TestFiles.Sha256(body));
+        Assert.Equal(0, syscalls.CachedPagesCalls);
+        Assert.Equal(1, syscalls.ReadFileIfCachedCalls);
+        await host.Metrics.AssertEventuallyAsync(pageStillBeingRead ? 1 : 0, m => m.Prefetches);
+        await host.Metrics.AssertEventuallyAsync(1, m => m.ZeroCopyResponses);
+    }
+
     [Fact]
     public async Task WithoutCachestatTheFileIsSentAsBeforeAndThatIsLoggedOnce()
     {
