@@ -34,6 +34,8 @@ internal static class Errno
     public const int ENOTCONN = 107;
     public const int ETIMEDOUT = 110;
     public const int EHOSTUNREACH = 113;
+    /// <summary>Disk quota exceeded: as ENOSPC, but for one user.</summary>
+    public const int EDQUOT = 122;
 
     /// <summary>The symbolic name of an errno value, for messages; "errno N" when it has none here.</summary>
     public static string Name(int errno) => errno switch
@@ -66,6 +68,7 @@ internal static class Errno
         ENOTCONN => "ENOTCONN",
         ETIMEDOUT => "ETIMEDOUT",
         EHOSTUNREACH => "EHOSTUNREACH",
+        EDQUOT => "EDQUOT",
         _ => $"errno {errno}",
     };
 
