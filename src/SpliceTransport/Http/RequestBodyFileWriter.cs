@@ -43,10 +43,17 @@ internal static class RequestBodyFileWriter
             throw new ArgumentException("The file handle is closed or invalid.", nameof(file));
         }
         string reason = ChooseFallback(request.HttpContext);
-        PipeReader body = request.BodyReader;
-        ReadResult first = await body.ReadAsync(cancellationToken).ConfigureAwait(false);
-        long written = await CopyAsync(body, first, file, target: null, cancellationToken).ConfigureAwait(false);
-        return new UploadResult(written, reason);
+        try
+        {
+            PipeReader body = request.BodyReader;
+            ReadResult first = await body.ReadAsync(cancellationToken).ConfigureAwait(false);
+            long written = await CopyAsync(body, first, file, target: null, cancellationToken).ConfigureAwait(false);
+            return new UploadResult(written, reason);
+        }
+        catch (OperationCanceledException ex) when (request.HttpContext.RequestAborted.IsCancellationRequested)
+        {
+            throw Aborted(ex);
+        }
     }
 
     public static async Task<UploadResult> SaveAsync(HttpRequest request, string path, bool flushToDisk, CancellationToken cancellationToken)
@@ -62,7 +69,15 @@ internal static class RequestBodyFileWriter
         }
         string reason = ChooseFallback(request.HttpContext);
         PipeReader body = request.BodyReader;
-        ReadResult first = await body.ReadAsync(cancellationToken).ConfigureAwait(false);
+        ReadResult first;
+        try
+        {
+            first = await body.ReadAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException ex) when (request.HttpContext.RequestAborted.IsCancellationRequested)
+        {
+            throw Aborted(ex);
+        }
 
         string temporary = Path.Combine(folder, $".{name[..Math.Min(name.Length, TemporaryNameStemLength)]}.{Guid.NewGuid():N}{TemporaryNameSuffix}");
         try
@@ -73,7 +88,7 @@ internal static class RequestBodyFileWriter
                 written = await CopyAsync(body, first, file, target, cancellationToken).ConfigureAwait(false);
                 if (flushToDisk)
                 {
-                    RandomAccess.FlushToDisk(file);
+                    FlushToDisk(file, target);
                 }
             }
             File.Move(temporary, target, overwrite: true);
@@ -84,12 +99,24 @@ internal static class RequestBodyFileWriter
             }
             return new UploadResult(written, reason);
         }
+        catch (OperationCanceledException ex) when (request.HttpContext.RequestAborted.IsCancellationRequested)
+        {
+            DeleteQuietly(temporary);
+            throw Aborted(ex);
+        }
         catch
         {
-            File.Delete(temporary);
+            DeleteQuietly(temporary);
             throw;
         }
     }
+
+    /// <summary>
+    /// A client that went away mid-body is an I/O error to the app, as when Kestrel's own read fails on the
+    /// reset, even when the wait it interrupted was one on RequestAborted (the token apps usually pass).
+    /// </summary>
+    private static IOException Aborted(OperationCanceledException canceled) =>
+        new("The request was aborted (the client disconnected, or the connection was aborted) before its whole body was saved.", canceled);
 
     /// <summary>
     /// Writes the body from <paramref name="result"/> (its first read) to the end into <paramref name="file"/>
@@ -114,10 +141,9 @@ internal static class RequestBodyFileWriter
                 {
                     await RandomAccess.WriteAsync(file, segments, offset, cancellationToken).ConfigureAwait(false);
                 }
-                catch (IOException ex) when (ex.HResult is Errno.ENOSPC or Errno.EDQUOT)
+                catch (IOException ex) when (IsDiskFull(ex))
                 {
-                    // The runtime's message says "No space left on device" but not which errno; name both.
-                    throw new SyscallException("pwritev", ex.HResult, target ?? NameOf(file));
+                    throw DiskFull("pwritev", ex, target ?? NameOf(file));
                 }
                 offset += buffer.Length;
             }
@@ -152,6 +178,40 @@ internal static class RequestBodyFileWriter
             Log.UploadFallback(loggers.CreateLogger("SpliceTransport.Http"), context.Connection.Id, reason);
         }
         return reason;
+    }
+
+    /// <summary>fsync(2) on the file: a file system that allocates late (ext4, XFS) may say ENOSPC only now.</summary>
+    private static void FlushToDisk(SafeFileHandle file, string target)
+    {
+        try
+        {
+            RandomAccess.FlushToDisk(file);
+        }
+        catch (IOException ex) when (IsDiskFull(ex))
+        {
+            throw DiskFull("fsync", ex, target);
+        }
+    }
+
+    /// <summary>The runtime's Unix I/O errors carry the errno in HResult.</summary>
+    private static bool IsDiskFull(IOException ex) => ex.HResult is Errno.ENOSPC or Errno.EDQUOT;
+
+    /// <summary>The runtime's message says "No space left on device" but not which errno; this names both, and the file.</summary>
+    private static SyscallException DiskFull(string syscall, IOException ex, string file) => new(syscall, ex.HResult, file);
+
+    /// <summary>
+    /// Deletes the temporary file after a failure. Its own failure (the folder is gone, or no longer writable)
+    /// must not replace the error the caller needs to see, and leaves nothing worse than a hidden file.
+    /// </summary>
+    private static void DeleteQuietly(string temporary)
+    {
+        try
+        {
+            File.Delete(temporary);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+        }
     }
 
     /// <summary>fsync(2) on a folder, so that a rename in it survives a crash.</summary>

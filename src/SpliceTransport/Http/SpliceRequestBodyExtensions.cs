@@ -19,8 +19,9 @@ public static class SpliceRequestBodyExtensions
     /// <param name="file">A file opened for writing; the caller keeps it, and closes it.</param>
     /// <param name="cancellationToken">Cancels the wait for the body (pass <see cref="HttpContext.RequestAborted"/> when nothing else applies).</param>
     /// <returns>How many bytes were written, and whether they were spliced.</returns>
-    /// <exception cref="IOException">The client disconnected mid-body, or the disk is full (the message names
-    /// ENOSPC or EDQUOT and the file).</exception>
+    /// <exception cref="IOException">The client disconnected mid-body or the request was aborted (also when
+    /// <paramref name="cancellationToken"/> is RequestAborted), or the disk is full (the message names ENOSPC or
+    /// EDQUOT and the file).</exception>
     /// <exception cref="BadHttpRequestException">Kestrel refused the body: over MaxRequestBodySize (413),
     /// incomplete, or slower than MinRequestBodyDataRate.</exception>
     public static Task<UploadResult> SaveBodyToFileAsync(this HttpRequest request, SafeFileHandle file, CancellationToken cancellationToken) =>
@@ -50,8 +51,9 @@ public static class SpliceRequestBodyExtensions
     /// <param name="cancellationToken">Cancels the wait for the body (pass <see cref="HttpContext.RequestAborted"/> when nothing else applies).</param>
     /// <returns>How many bytes were written, and whether they were spliced.</returns>
     /// <exception cref="ArgumentException"><paramref name="path"/> is empty or names a folder.</exception>
-    /// <exception cref="IOException">The client disconnected mid-body, or the disk is full (the message names
-    /// ENOSPC or EDQUOT and the path).</exception>
+    /// <exception cref="IOException">The client disconnected mid-body or the request was aborted (also when
+    /// <paramref name="cancellationToken"/> is RequestAborted), or the disk is full (the message names ENOSPC or
+    /// EDQUOT and the path).</exception>
     /// <exception cref="BadHttpRequestException">Kestrel refused the body: over MaxRequestBodySize (413),
     /// incomplete, or slower than MinRequestBodyDataRate.</exception>
     public static Task<UploadResult> SaveBodyToFileAsync(this HttpRequest request, string path, bool flushToDisk, CancellationToken cancellationToken) =>

@@ -27,7 +27,8 @@ internal static class UploadFallbackReasons
 
     /// <summary>
     /// The connection and the framing would allow a spliced body, but this version of SpliceTransport does not
-    /// splice request bodies yet (issue #11): the body was streamed through the body reader.
+    /// splice request bodies yet (issue #11): the body was streamed through the body reader. A replaced
+    /// <c>Request.Body</c> (a decompression wrapper) is not told apart from this yet; the splice path will need to.
     /// </summary>
     public const string ReceiveSpliceUnavailable = "receive_splice_unavailable";
 }

@@ -94,6 +94,27 @@ public class SaveBodyToFileTests
         Assert.Equal(1, uploads.Fallbacks("tls"));
     }
 
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task ReplacedRequestBodyIsWhatIsSaved(bool useSplice)
+    {
+        await using var uploads = await UploadHost.StartAsync(useSplice);
+        using HttpClient client = uploads.Host.CreateClient();
+        byte[] body = UploadBodies.Random(500_000);
+        using var compressed = new MemoryStream();
+        using (var gzip = new System.IO.Compression.GZipStream(compressed, System.IO.Compression.CompressionLevel.Fastest, leaveOpen: true))
+        {
+            gzip.Write(body);
+        }
+
+        using HttpResponseMessage response = await client.PutAsync("/gunzip/plain.bin", new ByteArrayContent(compressed.ToArray())).WaitAsync(Waits.Response);
+
+        Assert.Equal(HttpStatusCode.Created, response.StatusCode);
+        Assert.StartsWith($"{body.Length} False ", await response.Content.ReadAsStringAsync());
+        Assert.Equal(TestFiles.Sha256(body), TestFiles.Sha256(uploads.PathOf("plain.bin")));
+    }
+
     [Fact]
     public async Task ExistingFileIsReplaced()
     {

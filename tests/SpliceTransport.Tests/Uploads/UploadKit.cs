@@ -8,8 +8,8 @@ namespace SpliceTransport.Tests.Uploads;
 
 /// <summary>
 /// A real Kestrel whose app saves request bodies with SaveBodyToFileAsync: <c>PUT /upload/{name}</c> into the
-/// host's folder (the path form, with its temporary file and rename), and <c>PUT /device?path=…</c> into a file
-/// the app opens itself (the handle form). Each answers "length zeroCopy reason"; a failure is kept in
+/// host's folder (the path form, with its temporary file and rename), <c>PUT /gunzip/{name}</c> the same through a
+/// decompressing Request.Body, and <c>PUT /device?path=…</c> into a file the app opens itself (the handle form). Each answers "length zeroCopy reason"; a failure is kept in
 /// <see cref="Failures"/> and rethrown, so that Kestrel answers it as it would for any app.
 /// </summary>
 internal sealed class UploadHost : IAsyncDisposable
@@ -50,6 +50,12 @@ internal sealed class UploadHost : IAsyncDisposable
                         using var file = File.OpenHandle(path, FileMode.Open, FileAccess.Write);
                         return await context.Request.SaveBodyToFileAsync(file, context.RequestAborted);
                     }));
+                    app.MapPut("/gunzip/{name}", (HttpContext context, string name) =>
+                    {
+                        // A body wrapper, as request decompression installs one: what is saved is what it reads.
+                        context.Request.Body = new System.IO.Compression.GZipStream(context.Request.Body, System.IO.Compression.CompressionMode.Decompress);
+                        return self!.SaveAsync(context, () => context.Request.SaveBodyToFileAsync(Path.Combine(folder.Root, name), flushToDisk: false, context.RequestAborted));
+                    });
                     app.MapGet("/after", () => "after");
                 },
                 configureBuilder: builder =>
