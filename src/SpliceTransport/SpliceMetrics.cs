@@ -19,6 +19,7 @@ internal sealed class SpliceMetrics
 
     public const string ActiveConnectionsName = "splice.connection.active";
     public const string AcceptedConnectionsName = "splice.connection.accepted";
+    public const string ConnectedConnectionsName = "splice.connection.connected";
     public const string ZeroCopyResponsesName = "splice.sendfile.responses";
     public const string ZeroCopyBytesName = "splice.sendfile.sent";
     public const string FallbacksName = "splice.sendfile.fallbacks";
@@ -58,6 +59,7 @@ internal sealed class SpliceMetrics
 
     private readonly UpDownCounter<long> _activeConnections;
     private readonly Counter<long> _acceptedConnections;
+    private readonly Counter<long> _connectedConnections;
     private readonly Counter<long> _zeroCopyResponses;
     private readonly Counter<long> _zeroCopyBytes;
     private readonly Counter<long> _fallbackResponses;
@@ -83,6 +85,8 @@ internal sealed class SpliceMetrics
             "Number of connections open on SpliceTransport.");
         _acceptedConnections = meter.CreateCounter<long>(AcceptedConnectionsName, "{connection}",
             "Number of connections SpliceTransport accepted.");
+        _connectedConnections = meter.CreateCounter<long>(ConnectedConnectionsName, "{connection}",
+            "Number of outbound connections SpliceConnectionFactory opened.");
         _zeroCopyResponses = meter.CreateCounter<long>(ZeroCopyResponsesName, "{response}",
             "Number of file sends that went zero-copy (sendfile).");
         _zeroCopyBytes = meter.CreateCounter<long>(ZeroCopyBytesName, "By",
@@ -90,9 +94,9 @@ internal sealed class SpliceMetrics
         _fallbackResponses = meter.CreateCounter<long>(FallbacksName, "{response}",
             "Number of file sends that went through Kestrel's normal (copying) path, by reason.");
         _prefetches = meter.CreateCounter<long>(PrefetchesName, "{chunk}",
-            "Number of file chunks that were not in the page cache and were read into it on the thread pool before sendfile, so that no event loop waited for the disk.");
+            "Number of file chunks that were not in the page cache and were read into it off the event loops (on threads kept for that) before sendfile, so that no event loop waited for the disk.");
         _prefetched = meter.CreateCounter<long>(PrefetchedName, "By",
-            "File bytes read into the page cache on the thread pool before sendfile (see splice.sendfile.prefetches).");
+            "File bytes read into the page cache off the event loops before sendfile (see splice.sendfile.prefetches).");
         _uploadFallbacks = meter.CreateCounter<long>(UploadFallbacksName, "{request}",
             "Number of request bodies saved to a file through Kestrel's body reader (copied) rather than spliced, by reason.");
         _pipes = meter.CreateUpDownCounter<long>(PipeCountName, "{pipe}",
@@ -106,6 +110,18 @@ internal sealed class SpliceMetrics
     {
         ReadOnlySpan<KeyValuePair<string, object?>> tags = ConnectionTags(listenEndPoint);
         _acceptedConnections.Add(1, tags);
+        _activeConnections.Add(1, tags);
+    }
+
+    /// <summary>
+    /// An outbound connection to <paramref name="remoteEndPoint"/> was opened. Its attributes are those of the
+    /// server it reached, as OpenTelemetry's client metrics name them (server.address and server.port are the
+    /// peer's), and it counts among the active connections until it closes.
+    /// </summary>
+    internal void ConnectionConnected(EndPoint remoteEndPoint)
+    {
+        ReadOnlySpan<KeyValuePair<string, object?>> tags = ConnectionTags(remoteEndPoint);
+        _connectedConnections.Add(1, tags);
         _activeConnections.Add(1, tags);
     }
 

@@ -47,6 +47,12 @@ public sealed class SpliceTransportOptions
     internal const long MaxSendFileChunkSizeLimit = 0x7ffff000;
 
     /// <summary>Kestrel's default listen backlog.</summary>
+    /// <summary>
+    /// 30 s: longer than any handshake a reachable server needs (a few round trips, with SYN retransmits at 1 s
+    /// and 3 s), much shorter than the kernel's own give-up (about 127 s).
+    /// </summary>
+    internal static readonly TimeSpan DefaultConnectTimeout = TimeSpan.FromSeconds(30);
+
     internal const int DefaultBacklog = 512;
 
     /// <summary>
@@ -111,8 +117,8 @@ public sealed class SpliceTransportOptions
     /// <summary>
     /// Before each sendfile chunk, asks the kernel (cachestat(2), Linux 6.5 and later) whether the chunk is in
     /// the page cache, and preadv2(RWF_NOWAIT) whether its first and last pages are already read (readahead
-    /// inserts pages before their disk read ends); if not, reads the chunk into the cache on the thread pool
-    /// first: sendfile on a cold file would otherwise make the event loop, and every connection on it, wait for
+    /// inserts pages before their disk read ends); if not, reads the chunk into the cache first, on threads kept
+    /// for that (at most 16, started on demand), not on the thread pool, whose workers serve requests: sendfile on a cold file would otherwise make the event loop, and every connection on it, wait for
     /// the disk. Costs up to three system calls per chunk (<see cref="MaxSendFileChunkSize"/>). Default: true.
     /// </summary>
     public bool PrefetchUncachedFiles { get; set; } = true;
@@ -123,6 +129,15 @@ public sealed class SpliceTransportOptions
     /// normal path and the rest zero-copy. Default: false (StaticFiles sets Content-Type itself).
     /// </summary>
     public bool SniffContentType { get; set; }
+
+    /// <summary>
+    /// How long <c>SpliceConnectionFactory.ConnectAsync</c> waits for a TCP handshake before it gives up with a
+    /// <see cref="System.Net.Sockets.SocketException"/> (TimedOut), or <see cref="Timeout.InfiniteTimeSpan"/> to
+    /// wait as long as the kernel tries (about two minutes with the default tcp_syn_retries). A proxy whose
+    /// upstream has vanished should tell its client sooner than that. From 1 ms to <see cref="int.MaxValue"/> ms.
+    /// Default: 30 seconds.
+    /// </summary>
+    public TimeSpan ConnectTimeout { get; set; } = DefaultConnectTimeout;
 
     /// <summary>
     /// The system calls of the data path. Tests replace them with a subclass that injects faults (EAGAIN
@@ -138,6 +153,11 @@ public sealed class SpliceTransportOptions
         ThrowIfOutOfRange(nameof(MaxWriteBufferSize), MaxWriteBufferSize, MinBufferSize);
         ThrowIfOutOfRange(nameof(MaxSendFileChunkSize), MaxSendFileChunkSize, min: 1, MaxSendFileChunkSizeLimit);
         ThrowIfOutOfRange(nameof(Backlog), Backlog, min: 1, MaxBacklog);
+        if (ConnectTimeout != Timeout.InfiniteTimeSpan && (ConnectTimeout < TimeSpan.FromMilliseconds(1) || ConnectTimeout > TimeSpan.FromMilliseconds(int.MaxValue)))
+        {
+            throw new ArgumentOutOfRangeException(nameof(ConnectTimeout), ConnectTimeout,
+                $"{nameof(SpliceTransportOptions)}.{nameof(ConnectTimeout)} is {ConnectTimeout}; it must be from 1 ms to {int.MaxValue} ms, or Timeout.InfiniteTimeSpan.");
+        }
         if (!Enum.IsDefined(ApplicationSchedulingMode))
         {
             throw new ArgumentOutOfRangeException(nameof(ApplicationSchedulingMode), ApplicationSchedulingMode,

@@ -56,6 +56,9 @@ public static class SpliceWebHostBuilderExtensions
             // Added, not tried: Kestrel asks the last registered factory first, so this one wins over the
             // socket transport that UseKestrel registered, which stays as the fallback for what we cannot bind.
             services.AddSingleton<IConnectionListenerFactory>(static provider => provider.GetRequiredService<SpliceConnectionListenerFactory>());
+            // Outbound connections on the same loops. Tried: an IConnectionFactory the app registered stays.
+            services.TryAddSingleton(static provider => new SpliceConnectionFactory(provider.GetRequiredService<SpliceConnectionListenerFactory>()));
+            services.TryAddSingleton<IConnectionFactory>(static provider => provider.GetRequiredService<SpliceConnectionFactory>());
             // First, so that it is the outermost startup filter: middleware that wraps the response body
             // (compression, caching) then wraps our body feature, not the other way round.
             services.Insert(0, ServiceDescriptor.Transient<IStartupFilter, SpliceStartupFilter>());

@@ -33,7 +33,10 @@ internal static class Errno
     public const int ENOBUFS = 105;
     public const int ENOTCONN = 107;
     public const int ETIMEDOUT = 110;
+    public const int ECONNREFUSED = 111;
     public const int EHOSTUNREACH = 113;
+    public const int EALREADY = 114;
+    public const int EINPROGRESS = 115;
     /// <summary>Disk quota exceeded: as ENOSPC, but for one user.</summary>
     public const int EDQUOT = 122;
 
@@ -67,7 +70,10 @@ internal static class Errno
         ENOBUFS => "ENOBUFS",
         ENOTCONN => "ENOTCONN",
         ETIMEDOUT => "ETIMEDOUT",
+        ECONNREFUSED => "ECONNREFUSED",
         EHOSTUNREACH => "EHOSTUNREACH",
+        EALREADY => "EALREADY",
+        EINPROGRESS => "EINPROGRESS",
         EDQUOT => "EDQUOT",
         _ => $"errno {errno}",
     };

@@ -74,6 +74,9 @@ internal static unsafe partial class LibC
     public static partial int bind(SafeHandle fd, byte* address, int addressLength);
 
     [LibraryImport(Library, SetLastError = true)]
+    public static partial int connect(SafeHandle fd, byte* address, int addressLength);
+
+    [LibraryImport(Library, SetLastError = true)]
     public static partial int listen(SafeHandle fd, int backlog);
 
     [LibraryImport(Library, SetLastError = true)]

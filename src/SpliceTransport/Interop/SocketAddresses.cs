@@ -54,8 +54,9 @@ internal static unsafe class SocketAddresses
         address.Size = length;
         if (template is UnixDomainSocketEndPoint && length <= sizeof(ushort))
         {
-            // An unnamed Unix socket (the client side of most connections) has only a family.
-            return new UnixDomainSocketEndPoint(string.Empty);
+            // An unnamed Unix socket (the client side of most connections) has only a family, and no end point
+            // (.NET cannot make one with an empty path; Kestrel's transport reports none either).
+            return null;
         }
         return template.Create(address);
     }

@@ -1,3 +1,4 @@
+using System.Net;
 using System.Runtime.InteropServices;
 
 namespace SpliceTransport.Interop;
@@ -155,6 +156,22 @@ internal unsafe class Syscalls
     }
 
     /// <summary>
+    /// connect on a non-blocking socket: 0 when connected at once (a Unix socket, often), EINPROGRESS while the
+    /// handshake goes on (wait for writability, then read <see cref="PendingError"/>). EINTR is retried like
+    /// every call's, and the retry then says EALREADY, which means the same as EINPROGRESS.
+    /// </summary>
+    public virtual SyscallResult Connect(SafeHandle socket, SocketAddress address)
+    {
+        fixed (byte* bytes = address.Buffer.Span)
+        {
+            return Run(new ConnectCall(socket, bytes, address.Size));
+        }
+    }
+
+    /// <summary>getsockopt(SO_ERROR): the socket's pending error, cleared by reading it (0: none), as the count.</summary>
+    public virtual SyscallResult PendingError(SafeHandle socket) => Run(new PendingErrorCall(socket));
+
+    /// <summary>
     /// Makes the call, again while it says EINTR (a signal arrived before it did anything: nothing happened,
     /// so the same call with the same arguments is correct). The one place that knows about EINTR.
     /// The call is a struct, so the JIT specializes this loop for each one: no delegate, no allocation.
@@ -228,6 +245,22 @@ internal unsafe class Syscalls
             LibC.CacheStat stat = default;
             nint result = LibC.syscall_cachestat(LibC.SYS_cachestat, fd, &range, &stat, 0);
             return result < 0 ? result : (nint)stat.Cached;
+        }
+    }
+
+    private readonly struct ConnectCall(SafeHandle fd, byte* address, int length) : ICall
+    {
+        public nint Invoke() => LibC.connect(fd, address, length);
+    }
+
+    private readonly struct PendingErrorCall(SafeHandle fd) : ICall
+    {
+        public nint Invoke()
+        {
+            int error = 0;
+            int length = sizeof(int);
+            int result = LibC.getsockopt(fd, LibC.SOL_SOCKET, LibC.SO_ERROR, &error, &length);
+            return result < 0 ? result : error;
         }
     }
 

@@ -11,8 +11,9 @@ namespace SpliceTransport.Transport;
 /// (nginx has <c>aio threads</c> for this, Go a thread per blocked goroutine). So before each sendfile chunk
 /// the send pump asks cachestat(2) whether the chunk's pages are all cached: one system call per chunk (at
 /// most <see cref="SpliceTransportOptions.MaxSendFileChunkSize"/>), not per sendfile call. If not, the chunk
-/// is read into the page cache on the thread pool first (<see cref="Warm"/>), where a disk wait blocks no
-/// loop, and the send goes on from the cache.
+/// is read into the page cache first (<see cref="WarmAsync"/>), on threads kept for that
+/// (<see cref="ColdReadThreads"/>), where a disk wait blocks no loop and no thread-pool worker, and the send goes
+/// on from the cache.
 ///
 /// Why pread into a buffer, and not readahead(2) or posix_fadvise(WILLNEED): both only start the reads and
 /// return (and can still block on the file's metadata), so the pump would have to poll cachestat to know
@@ -34,7 +35,7 @@ namespace SpliceTransport.Transport;
 /// missing page only where it reads, and reading a whole chunk would copy every chunk, cached or not, which
 /// would undo the zero copy.
 /// </summary>
-internal sealed class FileResidency
+internal sealed class FileResidency : IDisposable
 {
     /// <summary>
     /// The buffer the warming reads go through: large enough that a chunk takes few calls (a 2 MiB chunk is
@@ -47,6 +48,7 @@ internal sealed class FileResidency
     private readonly Syscalls _syscalls;
     private readonly SpliceMetrics _metrics;
     private readonly ILogger _logger;
+    private readonly ColdReadThreads _readThreads = new();
     private volatile bool _probeUnavailable;
     private volatile bool _readinessProbeUnavailable;
 
@@ -112,11 +114,25 @@ internal sealed class FileResidency
     }
 
     /// <summary>
-    /// Reads <paramref name="count"/> bytes from <paramref name="offset"/> into the page cache, blocking until
-    /// they are there. Never on a loop thread: this is the disk wait the loops must not make. Stops early at
-    /// the end of the file (sendfile then finds the truncation); a read error is returned, with its errno.
+    /// Reads <paramref name="count"/> bytes from <paramref name="offset"/> into the page cache on one of the
+    /// <see cref="ColdReadThreads"/>, and completes, on the thread pool, when they are there. Stops early at the
+    /// end of the file (sendfile then finds the truncation); a read error is returned, with its errno. The caller
+    /// keeps <paramref name="file"/> open until the task completes.
     /// </summary>
-    public SyscallResult Warm(SafeHandle file, long offset, long count)
+    public Task<SyscallResult> WarmAsync(SafeHandle file, long offset, long count) =>
+        _readThreads.RunAsync(() => Warm(file, offset, count));
+
+    /// <summary>Threads started for cold reads so far (for tests).</summary>
+    internal int ColdReadThreadCount => _readThreads.ThreadCount;
+
+    /// <summary>Lets the cold-read threads end once the reads already queued are done.</summary>
+    public void Dispose() => _readThreads.Dispose();
+
+    /// <summary>
+    /// The warming read itself, blocking until the pages are there: never on a loop thread, since this is the
+    /// disk wait the loops must not make.
+    /// </summary>
+    private SyscallResult Warm(SafeHandle file, long offset, long count)
     {
         byte[] buffer = ArrayPool<byte>.Shared.Rent((int)Math.Min(WarmBufferSize, count));
         try

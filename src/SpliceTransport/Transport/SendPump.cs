@@ -362,13 +362,13 @@ internal sealed class SendPump
     }
 
     /// <summary>
-    /// Reads a cold chunk into the page cache on the thread pool (see <see cref="FileResidency"/>); the pump goes
-    /// on there, and sendfile then finds the pages cached. A read error is the file's, reported as sendfile's
+    /// Reads a cold chunk into the page cache off the loop (see <see cref="FileResidency"/>); the pump goes on on
+    /// the thread pool, and sendfile then finds the pages cached. A read error is the file's, reported as sendfile's
     /// would be. The connection may shut down meanwhile: the loop's next step sees it.
     /// </summary>
     private async ValueTask PrefetchAsync(FileSegment file, long count)
     {
-        SyscallResult read = await Task.Run(() => _connection.Residency.Warm(file.File, file.Offset, count)).ConfigureAwait(false);
+        SyscallResult read = await _connection.Residency.WarmAsync(file.File, file.Offset, count).ConfigureAwait(false);
         if (!read.IsSuccess)
         {
             throw new FileReadException(file, read.ToException("pread", file.Path));

@@ -64,6 +64,9 @@ internal sealed class SpliceConnectionListenerFactory : IConnectionListenerFacto
         _ => false,
     };
 
+    /// <summary>The loops and everything connections share, started on first use (a bind or an outbound connect).</summary>
+    internal SpliceTransportContext Context => EnsureStarted();
+
     private SpliceTransportContext EnsureStarted()
     {
         lock (_startLock)
@@ -85,6 +88,7 @@ internal sealed class SpliceConnectionListenerFactory : IConnectionListenerFacto
         {
             _disposed = true;
             _context?.Loops.Dispose();
+            _context?.Residency.Dispose();
             _context?.MemoryPool.Dispose();
         }
     }

@@ -29,7 +29,7 @@ public class FallbackTests(FileFixture files) : IClassFixture<FileFixture>
     private static async Task AssertFellBackAsync(SpliceTestHost host, string reason)
     {
         await Bytes.EventuallyAsync(() => host.Metrics.Fallbacks(reason) == 1, $"one fallback for '{reason}'");
-        Assert.Equal(1, host.Metrics.AllFallbacks);
+        await host.Metrics.AssertEventuallyAsync(1, m => m.AllFallbacks);
         Assert.Equal(0, host.Metrics.ZeroCopyResponses);
         Assert.Equal(0, host.Metrics.ZeroCopyBytes);
         host.Logs.AssertNoErrors();

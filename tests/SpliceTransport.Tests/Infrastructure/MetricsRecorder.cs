@@ -1,5 +1,7 @@
 using System.Collections.Concurrent;
+using System.Diagnostics;
 using System.Diagnostics.Metrics;
+using System.Runtime.CompilerServices;
 using Microsoft.Extensions.DependencyInjection;
 
 namespace SpliceTransport.Tests.Infrastructure;
@@ -67,6 +69,26 @@ public sealed class MetricsRecorder : IDisposable
     public long AcceptedConnections => Total("splice.connection.accepted");
 
     public long ActiveConnections => Total("splice.connection.active");
+
+    /// <summary>How long <see cref="AssertEventuallyAsync"/> waits for a count to reach its expected value.</summary>
+    private static readonly TimeSpan SettleTimeout = TimeSpan.FromSeconds(10);
+
+    /// <summary>
+    /// Asserts that a count reaches <paramref name="expected"/>, waiting for it up to <see cref="SettleTimeout"/>.
+    /// A file send is counted when the app's SendFileAsync completes, which may be just after the client has read
+    /// the last byte: reading the count at once races the server, and lost that race on a loaded CI machine.
+    /// Counters only grow, so a count past the expected value fails as soon as the wait ends.
+    /// </summary>
+    public async Task AssertEventuallyAsync(long expected, Func<MetricsRecorder, long> read, [CallerArgumentExpression(nameof(read))] string? what = null)
+    {
+        var waited = Stopwatch.StartNew();
+        while (read(this) != expected && waited.Elapsed < SettleTimeout)
+        {
+            await Task.Delay(10);
+        }
+        long actual = read(this);
+        Assert.True(actual == expected, $"{what}: expected {expected}, was {actual} after {waited.Elapsed.TotalSeconds:F1} s.");
+    }
 
     public void Dispose() => _listener.Dispose();
 }
