@@ -12,8 +12,9 @@ namespace Microsoft.AspNetCore.Http;
 public static class SpliceRequestBodyExtensions
 {
     /// <summary>
-    /// Writes the whole request body into <paramref name="file"/>, from offset 0 (the file is not truncated; a
-    /// file opened with <see cref="FileMode.Append"/> is appended to). Completes when the last byte is written.
+    /// Writes the whole request body into <paramref name="file"/> at offset 0, whatever the handle's mode or
+    /// position (positional writes: <see cref="FileMode.Append"/> does not make them append), and does not truncate
+    /// the file. Completes when the last byte is written.
     /// </summary>
     /// <param name="request">The request whose body is saved.</param>
     /// <param name="file">A file opened for writing; the caller keeps it, and closes it.</param>

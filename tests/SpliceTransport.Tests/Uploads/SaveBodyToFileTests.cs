@@ -248,6 +248,22 @@ public class SaveBodyToFileTests
     }
 
     [Fact]
+    public async Task HandleFormWritesFromOffsetZeroWithoutTruncating()
+    {
+        const string mode = "Open";
+        const string expected = "new body" + "ent, longer than the body";
+        await using var uploads = await UploadHost.StartAsync();
+        string path = uploads.PathOf("handle.txt");
+        File.WriteAllText(path, "old content, longer than the body");
+        using HttpClient client = uploads.Host.CreateClient();
+
+        using HttpResponseMessage response = await client.PutAsync($"/device?path={Uri.EscapeDataString(path)}&mode={mode}", new StringContent("new body")).WaitAsync(Waits.Response);
+
+        Assert.Equal(HttpStatusCode.Created, response.StatusCode);
+        Assert.Equal(expected, File.ReadAllText(path));
+    }
+
+    [Fact]
     public async Task FiftyParallelUploadsAreEachSavedWhole()
     {
         const int uploadCount = 50;

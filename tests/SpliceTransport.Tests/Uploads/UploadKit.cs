@@ -9,7 +9,7 @@ namespace SpliceTransport.Tests.Uploads;
 /// <summary>
 /// A real Kestrel whose app saves request bodies with SaveBodyToFileAsync: <c>PUT /upload/{name}</c> into the
 /// host's folder (the path form, with its temporary file and rename), <c>PUT /gunzip/{name}</c> the same through a
-/// decompressing Request.Body, and <c>PUT /device?path=…</c> into a file the app opens itself (the handle form). Each answers "length zeroCopy reason"; a failure is kept in
+/// decompressing Request.Body, and <c>PUT /device?path=…[&amp;mode=Append]</c> into a file the app opens itself (the handle form). Each answers "length zeroCopy reason"; a failure is kept in
 /// <see cref="Failures"/> and rethrown, so that Kestrel answers it as it would for any app.
 /// </summary>
 internal sealed class UploadHost : IAsyncDisposable
@@ -45,9 +45,9 @@ internal sealed class UploadHost : IAsyncDisposable
                 {
                     app.MapPut("/upload/{name}", (HttpContext context, string name) =>
                         self!.SaveAsync(context, () => context.Request.SaveBodyToFileAsync(Path.Combine(folder.Root, name), flushToDisk: true, context.RequestAborted)));
-                    app.MapPut("/device", (HttpContext context, string path) => self!.SaveAsync(context, async () =>
+                    app.MapPut("/device", (HttpContext context, string path, FileMode? mode) => self!.SaveAsync(context, async () =>
                     {
-                        using var file = File.OpenHandle(path, FileMode.Open, FileAccess.Write);
+                        using var file = File.OpenHandle(path, mode ?? FileMode.Open, FileAccess.Write);
                         return await context.Request.SaveBodyToFileAsync(file, context.RequestAborted);
                     }));
                     app.MapPut("/gunzip/{name}", (HttpContext context, string name) =>
