@@ -8,6 +8,10 @@ using Microsoft.Extensions.FileProviders;
 //   --root <dir>                 folder to serve (default: the wwwroot shipped with the sample); "/" serves its index.html
 //   --urls <urls>                Kestrel's usual list, e.g. "http://127.0.0.1:5000;https://[::1]:5001;http://unix:/tmp/s.sock"
 //   --transport splice|sockets   splice (default) or Kestrel's own socket transport, for side-by-side comparison
+//   --uploads <dir>              enables PUT /upload/{name}: the body is saved as <dir>/{name} (replacing a file
+//                                atomically), answered 201 {"name","length","zeroCopy"}; off by default
+//   --max-upload-bytes <n>       the largest upload body, 413 above it (default 10 GiB)
+//   --upload-fsync true|false    fsync each upload (and its folder) before answering 201 (default true)
 // Kestrel's configuration keys work too, e.g. --Kestrel:EndpointDefaults:Protocols=Http2 for h2c, and so do
 // SpliceTransportOptions, e.g. --SpliceTransport:ApplicationSchedulingMode=Inline.
 // An https URL with no certificate configured gets a self-signed one made at start-up.
@@ -41,6 +45,21 @@ if (!Directory.Exists(root))
     return 2;
 }
 
+string? uploads = builder.Configuration["uploads"];
+if (uploads is not null && !Directory.Exists(uploads))
+{
+    Console.Error.WriteLine($"--uploads '{uploads}' is not a directory.");
+    return 2;
+}
+long maxUploadBytes = Uploads.DefaultMaxBytes;
+if (builder.Configuration["max-upload-bytes"] is { } maxText
+    && (!long.TryParse(maxText, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out maxUploadBytes) || maxUploadBytes <= 0))
+{
+    Console.Error.WriteLine($"--max-upload-bytes must be a positive number of bytes, not '{maxText}'.");
+    return 2;
+}
+bool uploadFsync = builder.Configuration.GetValue("upload-fsync", defaultValue: true);
+
 builder.WebHost.ConfigureKestrel(kestrel =>
 {
     kestrel.ConfigureHttpsDefaults(https => https.ServerCertificate ??= SelfSignedCertificate.Create());
@@ -54,6 +73,11 @@ if (builder.Configuration.GetValue<bool>("perf-endpoints"))
     app.MapGet("/perf/gc", PerfEndpoints.CollectAndMeasure);
     app.MapGet("/perf/jit", PerfEndpoints.JitProgress);
     app.MapGet("/perf/threadpool", PerfEndpoints.ThreadPoolProgress);
+}
+if (uploads is not null)
+{
+    var upload = new Uploads(Path.GetFullPath(uploads), maxUploadBytes, uploadFsync);
+    app.MapPut("/upload/{name}", upload.SaveAsync);
 }
 var files = new PhysicalFileProvider(root);
 // A request for a folder ("/" first of all) gets its index.html, so a new user's first request finds a page.
@@ -71,6 +95,66 @@ app.Lifetime.ApplicationStarted.Register(() =>
 
 app.Run();
 return 0;
+
+/// <summary>
+/// PUT /upload/{name}, mapped with --uploads DIR: the body is saved as DIR/{name} with SaveBodyToFileAsync, which
+/// splices it from the socket into the file where it can, and otherwise streams it through the body reader. The file
+/// is written under a temporary name and renamed into place only once the whole body has arrived, so an existing
+/// file is replaced atomically or not at all.
+/// </summary>
+internal sealed class Uploads(string folder, long maxBytes, bool flushToDisk)
+{
+    /// <summary>10 GiB: large enough for any file the sample is likely to be sent, small enough to bound a mistake.</summary>
+    public const long DefaultMaxBytes = 10L * 1024 * 1024 * 1024;
+
+    /// <summary>NAME_MAX on Linux file systems: a longer name could never be created.</summary>
+    private const int MaxNameLength = 255;
+
+    public async Task<IResult> SaveAsync(HttpContext context, string name)
+    {
+        if (NameProblem(name) is { } problem)
+        {
+            return Results.Text(problem, statusCode: StatusCodes.Status400BadRequest);
+        }
+        // This endpoint's limit replaces Kestrel's (30 MB by default); Kestrel answers 413 from a Content-Length
+        // above it before the body is read, and stops a chunked body when it passes it.
+        if (context.Features.Get<Microsoft.AspNetCore.Http.Features.IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } limit)
+        {
+            limit.MaxRequestBodySize = maxBytes;
+        }
+        try
+        {
+            SpliceTransport.UploadResult saved = await context.Request.SaveBodyToFileAsync(Path.Combine(folder, name), flushToDisk, context.RequestAborted);
+            return Results.Json(new { name, length = saved.BytesWritten, zeroCopy = saved.ZeroCopy }, statusCode: StatusCodes.Status201Created);
+        }
+        catch (BadHttpRequestException ex)
+        {
+            // Too large (413), incomplete or too slow: Kestrel's own status and words; nothing was saved.
+            return Results.Text(ex.Message, statusCode: ex.StatusCode);
+        }
+    }
+
+    /// <summary>Why <paramref name="name"/> is not an upload name (one path segment of [A-Za-z0-9._-], not starting with a dot), or null.</summary>
+    private static string? NameProblem(string name)
+    {
+        if (name.Length is 0 or > MaxNameLength)
+        {
+            return $"The upload name must be 1 to {MaxNameLength} characters long; '{name}' has {name.Length}.";
+        }
+        if (name[0] == '.')
+        {
+            return $"The upload name '{name}' starts with a dot; hidden names (and '.', '..') are refused.";
+        }
+        foreach (char c in name)
+        {
+            if (!char.IsAsciiLetterOrDigit(c) && c is not ('.' or '_' or '-'))
+            {
+                return $"The upload name '{name}' contains '{c}'; only A-Z, a-z, 0-9, '.', '_' and '-' are allowed.";
+            }
+        }
+        return null;
+    }
+}
 
 /// <summary>
 /// GET /perf/gc and GET /perf/jit, mapped only with --perf-endpoints true (perf/run.sh). /perf/gc: perf/run.sh

@@ -53,6 +53,9 @@ internal static partial class Log
     [LoggerMessage(203, LogLevel.Information, "cachestat(2) is not available (Linux before 6.5): file chunks are sent without checking that they are in the page cache, so a cold file can make an event loop wait for the disk.", EventName = "CacheProbeUnavailable")]
     public static partial void CacheProbeUnavailable(ILogger logger);
 
+    [LoggerMessage(204, LogLevel.Debug, "Connection id \"{ConnectionId}\": the request body is saved to a file through Kestrel's body reader because {Reason}.", EventName = "UploadFallback")]
+    public static partial void UploadFallback(ILogger logger, string connectionId, string reason);
+
     [LoggerMessage(300, LogLevel.Warning, "UseSpliceTransport() was called, but SpliceTransport runs only on 64-bit Linux; Kestrel's own socket transport stays in place.", EventName = "UnsupportedPlatform")]
     public static partial void UnsupportedPlatform(ILogger logger);
 }

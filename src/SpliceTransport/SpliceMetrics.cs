@@ -26,11 +26,16 @@ internal sealed class SpliceMetrics
     public const string PrefetchesName = "splice.sendfile.prefetches";
     public const string PrefetchedName = "splice.sendfile.prefetched";
 
+    public const string UploadFallbacksName = "splice.upload.fallbacks";
+
     public const string PipeCountName = "splice.pipe.count";
     public const string PipeRefusedName = "splice.pipe.refused";
 
     /// <summary>The attribute of <see cref="FallbacksName"/>: one of the <see cref="Http.FallbackReasons"/>.</summary>
     public const string FallbackReasonTag = "splice.sendfile.fallback.reason";
+
+    /// <summary>The attribute of <see cref="UploadFallbacksName"/>: one of the <see cref="Http.UploadFallbackReasons"/>.</summary>
+    public const string UploadFallbackReasonTag = "splice.upload.fallback.reason";
 
     /// <summary>
     /// The attribute of <see cref="PipeCountName"/>: <see cref="PipeStateUsed"/> (rented by a transfer) or
@@ -60,6 +65,7 @@ internal sealed class SpliceMetrics
     private readonly Counter<long> _fallbackResponses;
     private readonly Counter<long> _prefetches;
     private readonly Counter<long> _prefetched;
+    private readonly Counter<long> _uploadFallbacks;
     private readonly UpDownCounter<long> _pipes;
     private readonly Counter<long> _refusedPipes;
 
@@ -91,6 +97,8 @@ internal sealed class SpliceMetrics
             "Number of file chunks that were not in the page cache and were read into it off the event loops (on threads kept for that) before sendfile, so that no event loop waited for the disk.");
         _prefetched = meter.CreateCounter<long>(PrefetchedName, "By",
             "File bytes read into the page cache off the event loops before sendfile (see splice.sendfile.prefetches).");
+        _uploadFallbacks = meter.CreateCounter<long>(UploadFallbacksName, "{request}",
+            "Number of request bodies saved to a file through Kestrel's body reader (copied) rather than spliced, by reason.");
         _pipes = meter.CreateUpDownCounter<long>(PipeCountName, "{pipe}",
             "Number of kernel pipes the splice pipe pool holds, used (rented by a transfer) or idle (pooled).");
         _refusedPipes = meter.CreateCounter<long>(PipeRefusedName, "{pipe}",
@@ -159,6 +167,8 @@ internal sealed class SpliceMetrics
     internal void PipeRefused(string reason) => _refusedPipes.Add(1, new KeyValuePair<string, object?>(PipeRefusedReasonTag, reason));
 
     internal void FellBack(string reason) => _fallbackResponses.Add(1, new KeyValuePair<string, object?>(FallbackReasonTag, reason));
+
+    internal void UploadFellBack(string reason) => _uploadFallbacks.Add(1, new KeyValuePair<string, object?>(UploadFallbackReasonTag, reason));
 
     private KeyValuePair<string, object?>[] ConnectionTags(EndPoint listenEndPoint) =>
         _connectionTags.TryGetValue(listenEndPoint, out KeyValuePair<string, object?>[]? tags)

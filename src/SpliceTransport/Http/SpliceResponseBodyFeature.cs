@@ -1,6 +1,5 @@
 using System.IO.Pipelines;
 using Microsoft.AspNetCore.Connections;
-using Microsoft.AspNetCore.Connections.Features;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.Logging;
@@ -282,19 +281,7 @@ internal sealed class SpliceResponseBodyFeature : IHttpResponseBodyFeature
     }
 
     /// <summary>Why this connection cannot take raw file bytes, or null when it can.</summary>
-    private string? ConnectionFallbackReason()
-    {
-        string protocol = _context.Request.Protocol;
-        if (!HttpProtocol.IsHttp11(protocol) && !HttpProtocol.IsHttp10(protocol))
-        {
-            return FallbackReasons.Protocol;
-        }
-        if (!_connection.IsTransportPipeOwned)
-        {
-            return _context.Features.Get<ITlsHandshakeFeature>() is not null ? FallbackReasons.Tls : FallbackReasons.TransportWrapped;
-        }
-        return null;
-    }
+    private string? ConnectionFallbackReason() => ZeroCopyEligibility.ConnectionFallbackReason(_context, _connection.IsTransportPipeOwned);
 
     /// <summary>Why the response's framing cannot take raw file bytes, or null when it can.</summary>
     private static string? FramingFallbackReason(HttpResponse response)

@@ -37,6 +37,8 @@ internal static class Errno
     public const int EHOSTUNREACH = 113;
     public const int EALREADY = 114;
     public const int EINPROGRESS = 115;
+    /// <summary>Disk quota exceeded: as ENOSPC, but for one user.</summary>
+    public const int EDQUOT = 122;
 
     /// <summary>The symbolic name of an errno value, for messages; "errno N" when it has none here.</summary>
     public static string Name(int errno) => errno switch
@@ -72,6 +74,7 @@ internal static class Errno
         EHOSTUNREACH => "EHOSTUNREACH",
         EALREADY => "EALREADY",
         EINPROGRESS => "EINPROGRESS",
+        EDQUOT => "EDQUOT",
         _ => $"errno {errno}",
     };
 

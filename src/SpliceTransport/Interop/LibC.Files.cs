@@ -11,6 +11,8 @@ internal static unsafe partial class LibC
     /// <summary>Opening a FIFO for reading must not wait for a writer; on a regular file it changes nothing.</summary>
     public const int O_NONBLOCK = 0x800;
     public const int O_CLOEXEC = 0x80000;
+    /// <summary>Fails with ENOTDIR unless the path is a folder: a folder is opened only to fsync its entries.</summary>
+    public const int O_DIRECTORY = 0x10000;
 
     public const int F_GETFL = 3;
     public const int F_SETFL = 4;
@@ -40,6 +42,10 @@ internal static unsafe partial class LibC
 
     [LibraryImport(Library, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int open(string path, int flags);
+
+    /// <summary>Waits until the file's data and metadata (for a folder: its entries) are on the storage device.</summary>
+    [LibraryImport(Library, SetLastError = true)]
+    public static partial int fsync(SafeHandle fd);
 
     [LibraryImport(Library, SetLastError = true)]
     public static partial nint pread(SafeHandle fd, byte* buffer, nuint count, long offset);

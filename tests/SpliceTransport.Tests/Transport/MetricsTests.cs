@@ -28,7 +28,7 @@ public class MetricsTests(FileFixture files) : IClassFixture<FileFixture>
         await using var host = await SpliceTestHost.StartAsync(app => app.MapGet("/", () => "ok"));
 
         Assert.Equal(
-            ["splice.connection.accepted", "splice.connection.active", "splice.connection.connected", "splice.pipe.count", "splice.pipe.refused", "splice.sendfile.fallbacks", "splice.sendfile.prefetched", "splice.sendfile.prefetches", "splice.sendfile.responses", "splice.sendfile.sent"],
+            ["splice.connection.accepted", "splice.connection.active", "splice.connection.connected", "splice.pipe.count", "splice.pipe.refused", "splice.sendfile.fallbacks", "splice.sendfile.prefetched", "splice.sendfile.prefetches", "splice.sendfile.responses", "splice.sendfile.sent", "splice.upload.fallbacks"],
             host.Metrics.Instruments.Keys.Order(StringComparer.Ordinal));
         AssertInstrument<UpDownCounter<long>>(host, "splice.connection.active", "{connection}");
         AssertInstrument<Counter<long>>(host, "splice.connection.accepted", "{connection}");
@@ -40,6 +40,7 @@ public class MetricsTests(FileFixture files) : IClassFixture<FileFixture>
         AssertInstrument<Counter<long>>(host, "splice.sendfile.prefetched", "By");
         AssertInstrument<UpDownCounter<long>>(host, "splice.pipe.count", "{pipe}");
         AssertInstrument<Counter<long>>(host, "splice.pipe.refused", "{pipe}");
+        AssertInstrument<Counter<long>>(host, "splice.upload.fallbacks", "{request}");
     }
 
     [Theory]

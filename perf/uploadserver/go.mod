@@ -1,0 +1,3 @@
+module splicetransport/perf/uploadserver
+
+go 1.19

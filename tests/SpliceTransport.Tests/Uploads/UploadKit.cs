@@ -1,0 +1,130 @@
+using System.Collections.Concurrent;
+using System.Globalization;
+using System.Security.Cryptography;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using SpliceTransport.Tests.Infrastructure;
+
+namespace SpliceTransport.Tests.Uploads;
+
+/// <summary>
+/// A real Kestrel whose app saves request bodies with SaveBodyToFileAsync: <c>PUT /upload/{name}</c> into the
+/// host's folder (the path form, with its temporary file and rename), <c>PUT /gunzip/{name}</c> the same through a
+/// decompressing Request.Body, and <c>PUT /device?path=…[&amp;mode=Append]</c> into a file the app opens itself (the handle form). Each answers "length zeroCopy reason"; a failure is kept in
+/// <see cref="Failures"/> and rethrown, so that Kestrel answers it as it would for any app.
+/// </summary>
+internal sealed class UploadHost : IAsyncDisposable
+{
+    private UploadHost(SpliceTestHost host, TestFiles folder)
+    {
+        Host = host;
+        Folder = folder;
+    }
+
+    public SpliceTestHost Host { get; }
+
+    public TestFiles Folder { get; }
+
+    public ConcurrentQueue<Exception> Failures { get; } = new();
+
+    /// <summary>Completes with the first failure the app saw.</summary>
+    public TaskCompletionSource<Exception> FirstFailure { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    /// <summary>Completes when an upload request reaches the app, before it reads the body.</summary>
+    public TaskCompletionSource Started { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    public static async Task<UploadHost> StartAsync(bool useSplice = true, Action<KestrelServerLimits>? limits = null, string[]? urls = null,
+        Action<WebApplicationBuilder>? configureBuilder = null)
+    {
+        var folder = new TestFiles();
+        UploadHost? self = null;
+        SpliceTestHost host;
+        try
+        {
+            host = await SpliceTestHost.StartAsync(
+                app =>
+                {
+                    app.MapPut("/upload/{name}", (HttpContext context, string name) =>
+                        self!.SaveAsync(context, () => context.Request.SaveBodyToFileAsync(Path.Combine(folder.Root, name), flushToDisk: true, context.RequestAborted)));
+                    app.MapPut("/device", (HttpContext context, string path, FileMode? mode) => self!.SaveAsync(context, async () =>
+                    {
+                        using var file = File.OpenHandle(path, mode ?? FileMode.Open, FileAccess.Write);
+                        return await context.Request.SaveBodyToFileAsync(file, context.RequestAborted);
+                    }));
+                    app.MapPut("/gunzip/{name}", (HttpContext context, string name) =>
+                    {
+                        // A body wrapper, as request decompression installs one: what is saved is what it reads.
+                        context.Request.Body = new System.IO.Compression.GZipStream(context.Request.Body, System.IO.Compression.CompressionMode.Decompress);
+                        return self!.SaveAsync(context, () => context.Request.SaveBodyToFileAsync(Path.Combine(folder.Root, name), flushToDisk: false, context.RequestAborted));
+                    });
+                    app.MapGet("/after", () => "after");
+                },
+                configureBuilder: builder =>
+                {
+                    builder.WebHost.ConfigureKestrel(kestrel => limits?.Invoke(kestrel.Limits));
+                    configureBuilder?.Invoke(builder);
+                },
+                urls: urls,
+                useSplice: useSplice);
+        }
+        catch
+        {
+            folder.Dispose();
+            throw;
+        }
+        self = new UploadHost(host, folder);
+        return self;
+    }
+
+    private async Task SaveAsync(HttpContext context, Func<Task<UploadResult>> save)
+    {
+        Started.TrySetResult();
+        UploadResult result;
+        try
+        {
+            result = await save();
+        }
+        catch (Exception ex)
+        {
+            Failures.Enqueue(ex);
+            FirstFailure.TrySetResult(ex);
+            throw;
+        }
+        context.Response.StatusCode = StatusCodes.Status201Created;
+        await context.Response.WriteAsync(string.Create(CultureInfo.InvariantCulture, $"{result.BytesWritten} {result.ZeroCopy} {result.FallbackReason}"));
+    }
+
+    public string PathOf(string name) => Path.Combine(Folder.Root, name);
+
+    /// <summary>Every entry of the folder (the temporary files are hidden dot files: they are listed too).</summary>
+    public string[] Entries() => Directory.GetFileSystemEntries(Folder.Root).Select(Path.GetFileName).ToArray()!;
+
+    /// <summary>Descriptors of this process open on something in the upload folder.</summary>
+    public string[] OpenDescriptorsInFolder() =>
+        Directory.GetFiles("/proc/self/fd")
+            .Select(fd => { try { return new FileInfo(fd).LinkTarget; } catch (IOException) { return null; } })
+            .Where(target => target is not null && target.StartsWith(Folder.Root, StringComparison.Ordinal))
+            .ToArray()!;
+
+    public long Fallbacks(string reason) => Host.Metrics.Total("splice.upload.fallbacks", "splice.upload.fallback.reason", reason);
+
+    public async ValueTask DisposeAsync()
+    {
+        await Host.DisposeAsync();
+        Folder.Dispose();
+    }
+}
+
+internal static class UploadBodies
+{
+    /// <summary><paramref name="size"/> random bytes.</summary>
+    public static byte[] Random(int size)
+    {
+        byte[] bytes = new byte[size];
+        RandomNumberGenerator.Fill(bytes);
+        return bytes;
+    }
+
+    /// <summary>The head of a PUT with a Content-Length and <paramref name="extraHeaders"/> (full lines).</summary>
+    public static string PutHead(string path, long contentLength, string? extraHeaders = null) =>
+        $"PUT {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {contentLength}\r\n{extraHeaders}\r\n";
+}
