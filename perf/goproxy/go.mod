@@ -1,0 +1,3 @@
+module splicetransport/perf/goproxy
+
+go 1.19
