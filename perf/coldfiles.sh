@@ -56,8 +56,6 @@ while (($#)); do
   esac
 done
 
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { printf 'perf/coldfiles.sh: ERROR: %s\n' "$*" >&2; exit 1; }
 
 TMP_DIR=$(mktemp -d /tmp/splice-cold.XXXXXX)
 declare -A SERVER_PID=()

@@ -1,5 +1,9 @@
-# perf/lib.sh — shell helpers shared by perf/run.sh, perf/profile.sh and perf/soak.sh (sourced, not run).
+# perf/lib.sh — shell helpers shared by the perf scripts (sourced, not run).
 # The sourcing script sets STOP_TIMEOUT_S before calling stop_pid.
+
+# A timestamped progress line, and a fatal error naming the script, on stderr (what every perf script prints).
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { printf '\nperf/%s: ERROR: %s\n' "${0##*/}" "$*" >&2; exit 1; }
 
 # TERM, then KILL after STOP_TIMEOUT_S; only ever a PID the calling script started. A process that has
 # already exited is reaped, so no zombie is left behind either way.

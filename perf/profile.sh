@@ -108,8 +108,6 @@ while (($#)); do
   esac
 done
 
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { printf '\nperf/profile.sh: ERROR: %s\n' "$*" >&2; exit 1; }
 
 TMP_DIR=""
 declare -A SERVER_PID=()

@@ -47,8 +47,6 @@ while (($#)); do
   esac
 done
 
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { printf 'perf/proxy.sh: ERROR: %s\n' "$*" >&2; exit 1; }
 
 TMP_DIR=$(mktemp -d /tmp/splice-proxy.XXXXXX)
 declare -A PID=()

@@ -90,8 +90,6 @@ CLIENT_PID=""
 RAW_CSV=""
 COMMANDS_FILE=""
 
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { printf '\nperf/run.sh: ERROR: %s\n' "$*" >&2; exit 1; }
 
 usage() {
   sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'

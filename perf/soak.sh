@@ -100,7 +100,7 @@ LOAD_PIDS=()
 declare -a ROWS=()                    # one table row per sample
 FAIL_REASONS=()
 
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+# Its own die: a failed soak also prints the one-line verdict.
 die() { printf '\nperf/soak.sh: ERROR: %s\n' "$*" >&2; echo "soak: FAIL ($*)"; SUMMARY_PRINTED=1; exit 1; }
 
 usage() { sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }

@@ -53,8 +53,6 @@ while (($#)); do
   esac
 done
 
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { printf 'perf/uploads.sh: ERROR: %s\n' "$*" >&2; exit 1; }
 
 install_missing() {
   local need=()

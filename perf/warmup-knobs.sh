@@ -42,8 +42,6 @@ SERVER_PID=""
 CLIENT_PID=""
 REPORT_ONLY=0
 
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { printf '\nperf/warmup-knobs.sh: ERROR: %s\n' "$*" >&2; exit 1; }
 
 while (($#)); do
   case "$1" in
