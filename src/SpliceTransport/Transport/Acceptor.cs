@@ -109,15 +109,7 @@ internal sealed unsafe class Acceptor : IEpollHandler
             var socket = new FileDescriptorHandle((int)accepted.Count);
             try
             {
-                if (_template is IPEndPoint && _context.Options.NoDelay)
-                {
-                    // Only ever set, never cleared: with NoDelay false the socket keeps the kernel's default (Nagle on).
-                    SyscallResult set = _context.Syscalls.SetOption(socket, LibC.IPPROTO_TCP, LibC.TCP_NODELAY, 1);
-                    if (!set.IsSuccess)
-                    {
-                        throw set.ToException("setsockopt", "TCP_NODELAY");
-                    }
-                }
+                _context.ApplyConnectionOptions(socket, _template);
                 EndPoint? remote = ParseRemote(address, addressLength);
                 EventLoop loop = _distribute ? _context.Loops.Next() : _loop;
                 var connection = new SpliceConnection(socket, loop, _context, LocalEndPointOf(socket), remote, _template);

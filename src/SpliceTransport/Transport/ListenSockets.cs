@@ -15,9 +15,7 @@ internal static class ListenSockets
     /// </summary>
     public static FileDescriptorHandle Create(EndPoint endPoint, int backlog, bool reusePort, bool listen = true)
     {
-        int family = SocketAddresses.NativeFamily(endPoint.AddressFamily);
-        var socket = new FileDescriptorHandle(LibC.ThrowIfFailed(
-            LibC.socket(family, LibC.SOCK_STREAM | LibC.SOCK_NONBLOCK | LibC.SOCK_CLOEXEC, 0), "socket"));
+        FileDescriptorHandle socket = SocketAddresses.OpenStreamSocket(endPoint);
         try
         {
             if (endPoint is IPEndPoint ip)

@@ -112,20 +112,11 @@ public sealed class SpliceConnectionFactory : IConnectionFactory
     /// <summary>One address: a socket, the handshake on the loop, then the connection, started.</summary>
     private static async Task<ConnectionContext> ConnectToAsync(SpliceTransportContext context, EventLoop loop, EndPoint endpoint, CancellationToken cancellationToken)
     {
-        var socket = new FileDescriptorHandle(LibC.ThrowIfFailed(
-            LibC.socket(SocketAddresses.NativeFamily(endpoint.AddressFamily), LibC.SOCK_STREAM | LibC.SOCK_NONBLOCK | LibC.SOCK_CLOEXEC, 0), "socket"));
+        FileDescriptorHandle socket = SocketAddresses.OpenStreamSocket(endpoint);
         PendingConnect connect;
         try
         {
-            if (endpoint is IPEndPoint && context.Options.NoDelay)
-            {
-                // As on accepted connections, and for the same reason: a small write leaves at once.
-                SyscallResult set = context.Syscalls.SetOption(socket, LibC.IPPROTO_TCP, LibC.TCP_NODELAY, 1);
-                if (!set.IsSuccess)
-                {
-                    throw set.ToException("setsockopt", "TCP_NODELAY");
-                }
-            }
+            context.ApplyConnectionOptions(socket, endpoint);
             connect = PendingConnect.Start(loop, socket, context.Syscalls, endpoint.Serialize());
         }
         catch

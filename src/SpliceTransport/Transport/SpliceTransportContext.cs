@@ -1,7 +1,9 @@
 using System.Buffers;
 using System.IO.Pipelines;
+using System.Net;
 using Microsoft.Extensions.Logging;
 using SpliceTransport.Engine;
+using SpliceTransport.Interop;
 
 namespace SpliceTransport.Transport;
 
@@ -36,6 +38,23 @@ internal sealed class SpliceTransportContext
             // (see SendScheduler); it moves to the loop thread only when it must wait for the socket to drain.
             _outputOptions[loop.Index] = new PipeOptions(memoryPool, readerScheduler: loop.SendScheduler, writerScheduler: ApplicationScheduler,
                 pauseWriterThreshold: maxWrite, resumeWriterThreshold: maxWrite / 2, minimumSegmentSize: minimumSegmentSize, useSynchronizationContext: false);
+        }
+    }
+
+    /// <summary>
+    /// The socket options every connection gets, accepted or connected: TCP_NODELAY on TCP sockets when
+    /// <see cref="SpliceTransportOptions.NoDelay"/> (a small write leaves at once, as in Kestrel). Only ever set,
+    /// never cleared: with NoDelay false the socket keeps the kernel's default (Nagle on).
+    /// </summary>
+    public void ApplyConnectionOptions(FileDescriptorHandle socket, EndPoint endPoint)
+    {
+        if (endPoint is IPEndPoint && Options.NoDelay)
+        {
+            SyscallResult set = Syscalls.SetOption(socket, LibC.IPPROTO_TCP, LibC.TCP_NODELAY, 1);
+            if (!set.IsSuccess)
+            {
+                throw set.ToException("setsockopt", "TCP_NODELAY");
+            }
         }
     }
 
