@@ -184,9 +184,7 @@ hot_run() {
   local port=$1 out=$TMP_DIR/wrk.out
   taskset -c $CLIENT_CORE wrk -t1 -c$HOT_CONNECTIONS -d${DURATION_S}s --latency -s "$PERF_DIR/report.lua" \
     "http://127.0.0.1:$port/hot.bin" >"$out" 2>&1 || { cat "$out" >&2; die "wrk failed"; }
-  local line; line=$(grep '^WRK_RESULT ' "$out") || { cat "$out" >&2; die "no WRK_RESULT"; }
-  declare -A r=(); local pair
-  for pair in ${line#WRK_RESULT }; do r[${pair%%=*}]=${pair#*=}; done
+  declare -A r=(); read_wrk_result "$out" r "wrk on port $port"
   echo "${r[p50_us]} ${r[p99_us]} ${r[max_us]} $((r[requests] * 1000000 / r[duration_us])) $((r[connect] + r[read] + r[write] + r[status] + r[timeout]))"
 }
 

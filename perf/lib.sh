@@ -161,6 +161,16 @@ server_cpu_ticks() {
   echo "$total"
 }
 
+# Reads the WRK_RESULT line perf/report.lua prints (requests, bytes, duration_us, p50_us, p99_us, max_us and wrk's
+# error counts) from wrk's output file into the associative array named <array>; dies naming <what> without it.
+#   declare -A r=(); read_wrk_result <out> r "<what>"
+read_wrk_result() {
+  local out=$1 what=$3 line pair
+  local -n into=$2
+  line=$(grep '^WRK_RESULT ' "$out") || { cat "$out" >&2; die "no WRK_RESULT from $what"; }
+  for pair in ${line#WRK_RESULT }; do into[${pair%%=*}]=${pair#*=}; done
+}
+
 # Runs a client command in the background on CLIENT_CORE (so cleanup can stop it) and waits for it.
 run_client() {
   local out=$1; shift

@@ -197,9 +197,7 @@ run_wrk() {
   require_alive "$name" "before $scenario ($pass)"
   run_client "$out" "${args[@]}" || { cat "$out" >&2; die "wrk failed against '$name' in $scenario ($pass)"; }
   require_alive "$name" "after $scenario ($pass)"
-  local result pair; result=$(grep '^WRK_RESULT ' "$out") || { cat "$out" >&2; die "no WRK_RESULT from '$name' in $scenario"; }
-  declare -A r=()
-  for pair in ${result#WRK_RESULT }; do r[${pair%%=*}]=${pair#*=}; done
+  declare -A r=(); read_wrk_result "$out" r "'$name' in $scenario"
   ((r[requests] > 0)) || { cat "$out" >&2; die "'$name' completed no response in $scenario ($pass)"; }
   ((r[status] == 0)) || die "'$name' answered ${r[status]} requests with a non-2xx status in $scenario ($pass)"
   local errors=$((r[connect] + r[read] + r[write] + r[timeout]))

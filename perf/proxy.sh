@@ -36,6 +36,10 @@ readonly LARGE_CONNECTIONS=4
 readonly SMALL_CONNECTIONS=64
 readonly DOTNET_WARMUP_S=30
 readonly CLOCK_TICKS=$(getconf CLK_TCK)
+# For lib.sh's write_nginx_config: the upstream serves 64 small and 4 large connections, one per proxied one.
+readonly UPSTREAM_WORKER_CONNECTIONS=4096
+readonly FD_LIMIT=65536
+readonly PLAINTEXT_BODY="Hello, World!"
 
 ROUNDS=2
 DURATION_S=8
@@ -49,10 +53,10 @@ done
 
 
 TMP_DIR=$(mktemp -d /tmp/splice-proxy.XXXXXX)
-declare -A PID=()
+declare -A SERVER_PID=()
 cleanup() {
   local name
-  for name in "${!PID[@]}"; do stop_pid "${PID[$name]}"; done
+  for name in "${!SERVER_PID[@]}"; do stop_pid "${SERVER_PID[$name]}"; done
   rm -rf "$TMP_DIR"
 }
 trap cleanup EXIT
@@ -85,20 +89,7 @@ start() {
   local name=$1 cmd log_file=$TMP_DIR/$1.log
   case "$name" in
     upstream)
-      mkdir -p "$TMP_DIR/nginx"
-      cat >"$TMP_DIR/nginx/nginx.conf" <<EOF
-worker_processes 1;
-pid $TMP_DIR/nginx/nginx.pid;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 1000000000;
-    default_type application/octet-stream;
-    server { listen 127.0.0.1:$UPSTREAM_PORT; root $FILES_DIR; }
-}
-EOF
+      write_nginx_config "$TMP_DIR/nginx" "$UPSTREAM_PORT" "$UPSTREAM_WORKER_CONNECTIONS"
       cmd="taskset -c $CLIENT_CORE nginx -p $TMP_DIR/nginx -c $TMP_DIR/nginx/nginx.conf -e $TMP_DIR/nginx/error.log -g 'daemon off;'" ;;
     tcpproxy-splice|tcpproxy-sockets)
       cmd="env DOTNET_gcServer=0 taskset -c $PROXY_CORE $SAMPLE_COPY_DIR/TcpProxy --listen 127.0.0.1:${PORT[$name]} --upstream 127.0.0.1:$UPSTREAM_PORT --transport ${name#tcpproxy-} --Logging:LogLevel:TcpProxy=Warning" ;;
@@ -126,16 +117,13 @@ EOF
   esac
   echo "$name: $cmd" >>"$TMP_DIR/commands.txt"
   eval "exec $cmd" >"$log_file" 2>&1 &
-  PID[$name]=$!
+  SERVER_PID[$name]=$!
   local port=${PORT[$name]:-$UPSTREAM_PORT} deadline=$((SECONDS + 30))
   until curl -sf -o /dev/null "http://127.0.0.1:$port/small.bin"; do
-    ((SECONDS < deadline)) && kill -0 "${PID[$name]}" 2>/dev/null || { cat "$log_file" >&2; die "$name did not start"; }
+    ((SECONDS < deadline)) && kill -0 "${SERVER_PID[$name]}" 2>/dev/null || { cat "$log_file" >&2; die "$name did not start"; }
     sleep 0.2
   done
 }
-
-# The proxy's CPU time so far, in clock ticks (utime + stime of every thread).
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 # One wrk run through a proxy; echoes "requests bytes duration_us p99_us errors".
 wrk_run() {
@@ -143,17 +131,15 @@ wrk_run() {
   # --timeout: a 256 MiB response through a slow proxy takes seconds; wrk counts one over 2 s as an error.
   taskset -c $CLIENT_CORE wrk -t1 -c"$connections" -d"${DURATION_S}s" --timeout 30s --latency -s "$PERF_DIR/report.lua" \
     "http://127.0.0.1:$port/$file" >"$out" 2>&1 || { cat "$out" >&2; die "wrk failed"; }
-  local line; line=$(grep '^WRK_RESULT ' "$out") || { cat "$out" >&2; die "no WRK_RESULT"; }
-  declare -A r=(); local pair
-  for pair in ${line#WRK_RESULT }; do r[${pair%%=*}]=${pair#*=}; done
+  declare -A r=(); read_wrk_result "$out" r "wrk on port $port"
   echo "${r[requests]} ${r[bytes]} ${r[duration_us]} ${r[p99_us]} $((r[connect] + r[read] + r[write] + r[status] + r[timeout]))"
 }
 
 measure() {
   local name=$1 round=$2 port=${PORT[$1]} before after requests bytes duration p99 errors
-  before=$(cpu_ticks "${PID[$name]}")
+  before=$(server_cpu_ticks "$name")
   read -r requests bytes duration p99 errors < <(wrk_run "$port" $LARGE_CONNECTIONS large.bin)
-  after=$(cpu_ticks "${PID[$name]}")
+  after=$(server_cpu_ticks "$name")
   local cpu_per_gb
   cpu_per_gb=$(awk -v t=$((after - before)) -v hz="$CLOCK_TICKS" -v b="$bytes" 'BEGIN {printf "%.3f", (t / hz) / (b / 1e9)}')
   local gbps; gbps=$(awk -v b="$bytes" -v d="$duration" 'BEGIN {printf "%.2f", b / d / 1e3}')

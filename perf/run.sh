@@ -256,11 +256,7 @@ measure_wrk() {
   ticks_after=$(server_cpu_ticks "$name")
   require_alive "$name" "after $scenario (it died under load)"
 
-  local result
-  result=$(grep '^WRK_RESULT ' "$out") || { cat "$out" >&2; die "no WRK_RESULT from wrk against '$name' in $scenario"; }
-  declare -A r=()
-  local pair
-  for pair in ${result#WRK_RESULT }; do r[${pair%%=*}]=${pair#*=}; done
+  declare -A r=(); read_wrk_result "$out" r "wrk against '$name' in $scenario"
   ((r[requests] > 0 || r[bytes] > 0)) || { cat "$out" >&2; die "server '$name' served nothing in $scenario"; }
   ((r[status] == 0)) || { cat "$out" >&2; die "server '$name' answered ${r[status]} requests with a non-2xx status in $scenario"; }
 
