@@ -1,5 +1,3 @@
-using System.Buffers;
-using System.IO.Pipelines;
 using System.Net;
 using System.Net.Sockets;
 using System.Security.Cryptography;
@@ -48,7 +46,7 @@ public class ConnectionFactoryTests
         byte[] up = RandomNumberGenerator.GetBytes(TransferSize);
         byte[] down = RandomNumberGenerator.GetBytes(TransferSize);
         // Both directions at once: each side writes all before it reads, which needs both pumps and back-pressure right.
-        Task<byte[]> peerReads = ReadToEndAsync(peer);
+        Task<byte[]> peerReads = LoopbackSockets.ReadToEndAsync(peer);
         Task peerWrites = Task.Run(async () =>
         {
             await peer.SendAsync(down);
@@ -59,7 +57,7 @@ public class ConnectionFactoryTests
             await connection.Transport.Output.WriteAsync(up);
             await connection.Transport.Output.CompleteAsync(); // A FIN to the peer; our input stays open.
         });
-        byte[] weRead = await ReadToEndAsync(connection.Transport.Input).WaitAsync(Wait);
+        byte[] weRead = await LoopbackSockets.ReadToEndAsync(connection.Transport.Input).WaitAsync(Wait);
         await Task.WhenAll(peerWrites, weWrite).WaitAsync(Wait);
 
         Assert.Equal(SHA256.HashData(down), SHA256.HashData(weRead));
@@ -83,14 +81,14 @@ public class ConnectionFactoryTests
             using Socket peer = await accepting.WaitAsync(Wait);
 
             byte[] up = RandomNumberGenerator.GetBytes(TransferSize);
-            Task<byte[]> peerReads = ReadToEndAsync(peer);
+            Task<byte[]> peerReads = LoopbackSockets.ReadToEndAsync(peer);
             await connection.Transport.Output.WriteAsync(up);
             await connection.Transport.Output.CompleteAsync();
             Assert.Equal(SHA256.HashData(up), SHA256.HashData(await peerReads.WaitAsync(Wait)));
 
             await peer.SendAsync("bye"u8.ToArray());
             peer.Shutdown(SocketShutdown.Send);
-            Assert.Equal("bye"u8.ToArray(), await ReadToEndAsync(connection.Transport.Input).WaitAsync(Wait));
+            Assert.Equal("bye"u8.ToArray(), await LoopbackSockets.ReadToEndAsync(connection.Transport.Input).WaitAsync(Wait));
         }
         finally
         {
@@ -102,7 +100,7 @@ public class ConnectionFactoryTests
     public async Task ARefusedConnectThrowsASocketExceptionNamingTheEndPoint()
     {
         await using SpliceTestHost host = await StartAsync();
-        IPEndPoint closed = ClosedPort();
+        IPEndPoint closed = LoopbackSockets.ClosedPort();
 
         var error = await Assert.ThrowsAsync<SocketException>(() => FactoryOf(host).ConnectAsync(closed).AsTask().WaitAsync(Wait));
 
@@ -150,7 +148,7 @@ public class ConnectionFactoryTests
 
         await peer.SendAsync("hello"u8.ToArray());
         peer.Shutdown(SocketShutdown.Send);
-        Assert.Equal("hello"u8.ToArray(), await ReadToEndAsync(connection.Transport.Input).WaitAsync(Wait));
+        Assert.Equal("hello"u8.ToArray(), await LoopbackSockets.ReadToEndAsync(connection.Transport.Input).WaitAsync(Wait));
     }
 
     [Fact]
@@ -197,88 +195,10 @@ public class ConnectionFactoryTests
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => FactoryOf(host).ConnectAsync(silent.EndPoint, cancel.Token).AsTask().WaitAsync(Wait));
     }
 
-    /// <summary>A port that was just free: nothing listens there, so a connect is refused at once.</summary>
-    private static IPEndPoint ClosedPort()
-    {
-        using var probe = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        probe.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        return (IPEndPoint)probe.LocalEndPoint!;
-    }
-
-    internal static async Task<byte[]> ReadToEndAsync(Socket socket)
-    {
-        using var received = new MemoryStream();
-        byte[] buffer = new byte[64 * 1024];
-        int n;
-        while ((n = await socket.ReceiveAsync(buffer)) > 0)
-        {
-            received.Write(buffer, 0, n);
-        }
-        return received.ToArray();
-    }
-
-    internal static async Task<byte[]> ReadToEndAsync(PipeReader reader)
-    {
-        using var received = new MemoryStream();
-        while (true)
-        {
-            ReadResult result = await reader.ReadAsync();
-            foreach (ReadOnlyMemory<byte> segment in result.Buffer)
-            {
-                received.Write(segment.Span);
-            }
-            reader.AdvanceTo(result.Buffer.End);
-            if (result.IsCompleted)
-            {
-                return received.ToArray();
-            }
-        }
-    }
-
     private sealed class OnLoop(int index) : ISpliceConnectionFeature
     {
         public int EventLoopIndex => index;
 
         public bool IsTransportPipeOwned => true;
-    }
-}
-
-/// <summary>
-/// A listener whose accept queue is full and never drained: Linux drops further SYNs, so a connect to it neither
-/// succeeds nor fails until the client gives up (its first SYN retransmit is a second away).
-/// </summary>
-internal sealed class SilentListener : IDisposable
-{
-    private readonly Socket _listener;
-    private readonly List<Socket> _queued = [];
-
-    private SilentListener()
-    {
-        _listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        _listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        _listener.Listen(0); // Room for one connection in the accept queue.
-        EndPoint = (IPEndPoint)_listener.LocalEndPoint!;
-    }
-
-    public IPEndPoint EndPoint { get; }
-
-    public static SilentListener Start()
-    {
-        var silent = new SilentListener();
-        // Fill the queue: this connection completes and waits to be accepted, and the kernel drops the SYNs of
-        // the next ones (the queue is full when it holds more than the backlog).
-        var filler = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        silent._queued.Add(filler);
-        filler.Connect(silent.EndPoint);
-        return silent;
-    }
-
-    public void Dispose()
-    {
-        foreach (Socket socket in _queued)
-        {
-            socket.Dispose();
-        }
-        _listener.Dispose();
     }
 }

@@ -94,9 +94,9 @@ public class ForwardingTests
         // Both sides send everything while reading: only a forwarder that moves both directions at once, with
         // back-pressure that stops neither, gets through. The server closes once it has read the whole upload,
         // so the test needs no half-close (Kestrel's socket transport has none).
-        Task<byte[]> serverReads = ReadExactlyAsync(server, TransferSize);
+        Task<byte[]> serverReads = LoopbackSockets.ReadExactlyAsync(server, TransferSize);
         Task serverWrites = server.SendAsync(down);
-        Task<byte[]> clientReads = ConnectionFactoryTests.ReadToEndAsync(client);
+        Task<byte[]> clientReads = LoopbackSockets.ReadToEndAsync(client);
         await client.SendAsync(up).WaitAsync(Wait);
 
         Assert.Equal(SHA256.HashData(up), SHA256.HashData(await serverReads.WaitAsync(Wait)));
@@ -128,11 +128,11 @@ public class ForwardingTests
         client.Shutdown(SocketShutdown.Send);
 
         // The server sees the request end (the FIN came through), and only then answers.
-        Assert.Equal("the whole request"u8.ToArray(), await ConnectionFactoryTests.ReadToEndAsync(server).WaitAsync(Wait));
+        Assert.Equal("the whole request"u8.ToArray(), await LoopbackSockets.ReadToEndAsync(server).WaitAsync(Wait));
         await server.SendAsync(answer);
         server.Shutdown(SocketShutdown.Send);
 
-        Assert.Equal(SHA256.HashData(answer), SHA256.HashData(await ConnectionFactoryTests.ReadToEndAsync(client).WaitAsync(Wait)));
+        Assert.Equal(SHA256.HashData(answer), SHA256.HashData(await LoopbackSockets.ReadToEndAsync(client).WaitAsync(Wait)));
         ForwardResult result = await proxy.Result.WaitAsync(Wait);
         Assert.Equal(ForwardEnd.Fin, result.Outbound.End);
         Assert.Equal(ForwardEnd.Fin, result.Inbound.End);
@@ -152,11 +152,11 @@ public class ForwardingTests
         await client.ConnectAsync(proxy.EndPoint);
         using Socket server = await upstream.AcceptSocketAsync().WaitAsync(Wait);
         await client.SendAsync("hello"u8.ToArray());
-        Assert.Equal("hello"u8.ToArray(), await ReadExactlyAsync(server, 5).WaitAsync(Wait));
+        Assert.Equal("hello"u8.ToArray(), await LoopbackSockets.ReadExactlyAsync(server, 5).WaitAsync(Wait));
         server.LingerState = new LingerOption(true, 0);
         server.Close(); // RST
 
-        var error = await Assert.ThrowsAsync<SocketException>(() => ConnectionFactoryTests.ReadToEndAsync(client).WaitAsync(Wait));
+        var error = await Assert.ThrowsAsync<SocketException>(() => LoopbackSockets.ReadToEndAsync(client).WaitAsync(Wait));
         Assert.Equal(SocketError.ConnectionReset, error.SocketErrorCode);
         ForwardResult result = await proxy.Result.WaitAsync(Wait);
         Assert.Equal(ForwardEnd.Reset, result.Inbound.End);
@@ -178,7 +178,7 @@ public class ForwardingTests
         await client.SendAsync(late);
         client.Shutdown(SocketShutdown.Send);
 
-        byte[] received = await ConnectionFactoryTests.ReadToEndAsync(server).WaitAsync(Wait);
+        byte[] received = await LoopbackSockets.ReadToEndAsync(server).WaitAsync(Wait);
         Assert.Equal(SHA256.HashData([.. early, .. late]), SHA256.HashData(received));
     }
 
@@ -201,7 +201,7 @@ public class ForwardingTests
         await client.ConnectAsync(proxy.EndPoint);
         using Socket server = await upstream.AcceptSocketAsync().WaitAsync(Wait);
 
-        Assert.Equal("cancelled"u8.ToArray(), await ConnectionFactoryTests.ReadToEndAsync(client).WaitAsync(Wait));
+        Assert.Equal("cancelled"u8.ToArray(), await LoopbackSockets.ReadToEndAsync(client).WaitAsync(Wait));
         await proxy.Result.WaitAsync(Wait);
     }
 
@@ -211,21 +211,5 @@ public class ForwardingTests
         var connection = new DefaultConnectionContext("self");
         var error = await Assert.ThrowsAsync<ArgumentException>(() => connection.ForwardAsync(connection));
         Assert.Contains("self", error.Message);
-    }
-
-    private static async Task<byte[]> ReadExactlyAsync(Socket socket, int count)
-    {
-        byte[] buffer = new byte[count];
-        int read = 0;
-        while (read < count)
-        {
-            int n = await socket.ReceiveAsync(buffer.AsMemory(read));
-            if (n == 0)
-            {
-                throw new EndOfStreamException($"The peer closed after {read} of {count} bytes.");
-            }
-            read += n;
-        }
-        return buffer;
     }
 }

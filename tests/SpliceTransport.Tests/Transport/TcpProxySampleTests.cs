@@ -60,7 +60,7 @@ public class TcpProxySampleTests
             }
             server.Shutdown(SocketShutdown.Both);
         });
-        Task<byte[]> received = ConnectionFactoryTests.ReadToEndAsync(client);
+        Task<byte[]> received = LoopbackSockets.ReadToEndAsync(client);
         await client.SendAsync(payload);
 
         Assert.Equal(SHA256.HashData(payload), SHA256.HashData(await received.WaitAsync(Wait)));
@@ -77,12 +77,7 @@ public class TcpProxySampleTests
     [InlineData("sockets")]
     public async Task AnUpstreamThatIsDownClosesTheClientAtOnce(string transport)
     {
-        IPEndPoint down;
-        using (var probe = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp))
-        {
-            probe.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-            down = (IPEndPoint)probe.LocalEndPoint!;
-        }
+        IPEndPoint down = LoopbackSockets.ClosedPort();
         var (app, logs, endPoint) = await StartAsync(down.ToString(), transport);
         await using var _ = app;
 
@@ -90,7 +85,7 @@ public class TcpProxySampleTests
         await client.ConnectAsync(endPoint);
 
         // Closed, not left hanging: the read ends (0 bytes) well within the wait.
-        byte[] rest = await ConnectionFactoryTests.ReadToEndAsync(client).WaitAsync(Wait);
+        byte[] rest = await LoopbackSockets.ReadToEndAsync(client).WaitAsync(Wait);
         Assert.Empty(rest);
         await Bytes.EventuallyAsync(() => logs.Entries.Any(e => e.EventId.Id == 2), "the upstream-unavailable warning");
         Assert.Contains(down.ToString(), logs.Entries.Single(e => e.EventId.Id == 2).Message);
