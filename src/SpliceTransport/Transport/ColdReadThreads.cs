@@ -37,7 +37,7 @@ internal sealed class ColdReadThreads : IDisposable
     /// <summary>Threads started so far (for tests).</summary>
     public int ThreadCount => Volatile.Read(ref _threads);
 
-    /// <summary>Threads waiting for a read (for tests).</summary>
+    /// <summary>Threads waiting for a read, less the reads waiting for a thread (for tests).</summary>
     public int IdleThreadCount => Volatile.Read(ref _idle);
 
     /// <summary>
@@ -56,20 +56,19 @@ internal sealed class ColdReadThreads : IDisposable
         {
             throw new ObjectDisposedException(nameof(ColdReadThreads));
         }
-        StartThreadIfNoneIdle();
+        // _idle is the threads waiting for a read less the reads waiting for a thread. Every read takes one off,
+        // every thread going back to wait puts one back; below zero, this read has no thread of its own, and one
+        // is started (up to the cap; past it, the read waits for the next thread to finish). Counting reads, not
+        // only threads, is what keeps a read from counting on an idle thread that another read has just taken.
+        if (Interlocked.Decrement(ref _idle) < 0)
+        {
+            StartThread();
+        }
         return job.Task;
     }
 
-    private void StartThreadIfNoneIdle()
+    private void StartThread()
     {
-        // A thread that is idle will take the read. The count is read without the lock, and both races are
-        // benign: a read that comes as a thread finishes, before it counts itself idle, starts one more thread
-        // (the cap still holds); one that comes as an idle thread takes an earlier read starts none, and waits
-        // for the next thread to finish.
-        if (Volatile.Read(ref _idle) > 0)
-        {
-            return;
-        }
         lock (_startLock)
         {
             if (_threads >= MaxThreads || _queue.IsAddingCompleted)
@@ -87,13 +86,11 @@ internal sealed class ColdReadThreads : IDisposable
         while (true)
         {
             Interlocked.Increment(ref _idle);
-            bool taken = _queue.TryTake(out ColdRead? job, Timeout.Infinite);
-            Interlocked.Decrement(ref _idle);
-            if (!taken)
+            if (!_queue.TryTake(out ColdRead? job, Timeout.Infinite))
             {
                 return; // Completed and empty: the transport is stopping.
             }
-            job!.Execute();
+            job.Execute();
         }
     }
 
