@@ -56,6 +56,12 @@ internal static partial class Log
     [LoggerMessage(204, LogLevel.Debug, "Connection id \"{ConnectionId}\": the request body is saved to a file through Kestrel's body reader because {Reason}.", EventName = "UploadFallback")]
     public static partial void UploadFallback(ILogger logger, string connectionId, string reason);
 
+    [LoggerMessage(400, LogLevel.Warning, "Connection id \"{ConnectionId}\": no pipe for the capture to {Path} ({Refusal}); the direction is forwarded but not captured.", EventName = "CaptureUnavailable")]
+    public static partial void CaptureUnavailable(ILogger logger, string connectionId, string path, string refusal);
+
+    [LoggerMessage(401, LogLevel.Warning, "Writing the capture {Path} failed; the capture stops there, the forward goes on.", EventName = "CaptureFailed")]
+    public static partial void CaptureFailed(ILogger logger, string path, Exception exception);
+
     [LoggerMessage(300, LogLevel.Warning, "UseSpliceTransport() was called, but SpliceTransport runs only on 64-bit Linux; Kestrel's own socket transport stays in place.", EventName = "UnsupportedPlatform")]
     public static partial void UnsupportedPlatform(ILogger logger);
 }

@@ -28,6 +28,24 @@ internal sealed class SpliceMetrics
 
     public const string UploadFallbacksName = "splice.upload.fallbacks";
 
+    public const string ForwardedBytesName = "splice.forward.bytes";
+    public const string ForwardFallbacksName = "splice.forward.fallbacks";
+    public const string CaptureDroppedName = "splice.forward.capture.dropped";
+
+    /// <summary>
+    /// The attribute of <see cref="ForwardedBytesName"/>: <see cref="ForwardModeSplice"/> (spliced, never in user
+    /// space) or <see cref="ForwardModeCopy"/> (through a buffer or the connections' pipes).
+    /// </summary>
+    public const string ForwardModeTag = "splice.forward.mode";
+    public const string ForwardModeSplice = "splice";
+    public const string ForwardModeCopy = "copy";
+
+    /// <summary>The attribute of <see cref="ForwardFallbacksName"/>: one of the <see cref="Splice.ForwardFallbackReasons"/> or <see cref="Splice.PipeRefusalReasons"/>.</summary>
+    public const string ForwardFallbackReasonTag = "splice.forward.fallback.reason";
+
+    private static readonly KeyValuePair<string, object?> SplicedBytes = new(ForwardModeTag, ForwardModeSplice);
+    private static readonly KeyValuePair<string, object?> CopiedBytes = new(ForwardModeTag, ForwardModeCopy);
+
     public const string PipeCountName = "splice.pipe.count";
     public const string PipeRefusedName = "splice.pipe.refused";
 
@@ -66,6 +84,9 @@ internal sealed class SpliceMetrics
     private readonly Counter<long> _prefetches;
     private readonly Counter<long> _prefetched;
     private readonly Counter<long> _uploadFallbacks;
+    private readonly Counter<long> _forwardedBytes;
+    private readonly Counter<long> _forwardFallbacks;
+    private readonly Counter<long> _captureDropped;
     private readonly UpDownCounter<long> _pipes;
     private readonly Counter<long> _refusedPipes;
 
@@ -99,6 +120,12 @@ internal sealed class SpliceMetrics
             "File bytes read into the page cache off the event loops before sendfile (see splice.sendfile.prefetches).");
         _uploadFallbacks = meter.CreateCounter<long>(UploadFallbacksName, "{request}",
             "Number of request bodies saved to a file through Kestrel's body reader (copied) rather than spliced, by reason.");
+        _forwardedBytes = meter.CreateCounter<long>(ForwardedBytesName, "By",
+            "Bytes ForwardAsync delivered from one connection to another, by mode: spliced (never in user space) or copied.");
+        _forwardFallbacks = meter.CreateCounter<long>(ForwardFallbacksName, "{direction}",
+            "Number of forwarded directions that copied bytes they could have spliced, by the first reason.");
+        _captureDropped = meter.CreateCounter<long>(CaptureDroppedName, "By",
+            "Forwarded bytes a capture dropped because it could not keep up (the forward itself never waits for a capture).");
         _pipes = meter.CreateUpDownCounter<long>(PipeCountName, "{pipe}",
             "Number of kernel pipes the splice pipe pool holds, used (rented by a transfer) or idle (pooled).");
         _refusedPipes = meter.CreateCounter<long>(PipeRefusedName, "{pipe}",
@@ -165,6 +192,19 @@ internal sealed class SpliceMetrics
     internal void IdlePipeClosed() => _pipes.Add(-1, IdlePipes);
 
     internal void PipeRefused(string reason) => _refusedPipes.Add(1, new KeyValuePair<string, object?>(PipeRefusedReasonTag, reason));
+
+    /// <summary><paramref name="bytes"/> more were forwarded, <paramref name="spliced"/> or copied.</summary>
+    internal void Forwarded(long bytes, bool spliced)
+    {
+        if (bytes > 0)
+        {
+            _forwardedBytes.Add(bytes, spliced ? SplicedBytes : CopiedBytes);
+        }
+    }
+
+    internal void ForwardFellBack(string reason) => _forwardFallbacks.Add(1, new KeyValuePair<string, object?>(ForwardFallbackReasonTag, reason));
+
+    internal void CaptureDropped(long bytes) => _captureDropped.Add(bytes);
 
     internal void FellBack(string reason) => _fallbackResponses.Add(1, new KeyValuePair<string, object?>(FallbackReasonTag, reason));
 

@@ -62,6 +62,12 @@ public sealed class SpliceTransportOptions
     /// </summary>
     internal const int MaxBacklog = int.MaxValue;
 
+    /// <summary>One page: the smallest pipe the kernel makes.</summary>
+    internal const int MinSplicePipeSize = 4096;
+
+    /// <summary>1 GiB: far above any pipe-max-size a system sets, and still an int.</summary>
+    internal const int MaxSplicePipeSize = 1024 * 1024 * 1024;
+
     /// <summary>
     /// The number of event-loop threads (<c>splice-loop-0</c> … <c>splice-loop-N-1</c>), from 1 to 1024.
     /// Default: the processor count, at most 16.
@@ -140,6 +146,21 @@ public sealed class SpliceTransportOptions
     public TimeSpan ConnectTimeout { get; set; } = DefaultConnectTimeout;
 
     /// <summary>
+    /// The capacity asked of each kernel pipe that splice(2) moves bytes through (forwarding, capture), in bytes:
+    /// one pipe load is what one splice call moves, and the most a forwarded direction holds in flight. Lowered at
+    /// run time to /proc/sys/fs/pipe-max-size (1 MiB by default), which an unprivileged process may not pass.
+    /// From 4,096 (one page) to 1 GiB. Default: 1 MiB, as Go's runtime asks.
+    /// </summary>
+    public int SplicePipeSize { get; set; } = Splice.PipePool.DefaultPipeSize;
+
+    /// <summary>
+    /// The most empty pipes kept for the next splice rather than closed. Every pipe counts against the user's
+    /// pipe pages (/proc/sys/fs/pipe-user-pages-soft, 64 MiB by default) whether it is used or not, so keep this
+    /// small; a transfer that finds none makes one (pipe2 and fcntl). From 0 (none kept) to 4,096. Default: 16.
+    /// </summary>
+    public int MaxIdlePipes { get; set; } = Splice.PipePool.DefaultMaxPooled;
+
+    /// <summary>
     /// The system calls of the data path. Tests replace them with a subclass that injects faults (EAGAIN
     /// storms, short writes, resets); everything else uses the real ones.
     /// </summary>
@@ -153,6 +174,8 @@ public sealed class SpliceTransportOptions
         ThrowIfOutOfRange(nameof(MaxWriteBufferSize), MaxWriteBufferSize, MinBufferSize);
         ThrowIfOutOfRange(nameof(MaxSendFileChunkSize), MaxSendFileChunkSize, min: 1, MaxSendFileChunkSizeLimit);
         ThrowIfOutOfRange(nameof(Backlog), Backlog, min: 1, MaxBacklog);
+        ThrowIfOutOfRange(nameof(SplicePipeSize), SplicePipeSize, MinSplicePipeSize, MaxSplicePipeSize);
+        ThrowIfOutOfRange(nameof(MaxIdlePipes), MaxIdlePipes, min: 0, Splice.PipePool.MaxPooledLimit);
         if (ConnectTimeout != Timeout.InfiniteTimeSpan && (ConnectTimeout < TimeSpan.FromMilliseconds(1) || ConnectTimeout > TimeSpan.FromMilliseconds(int.MaxValue)))
         {
             throw new ArgumentOutOfRangeException(nameof(ConnectTimeout), ConnectTimeout,

@@ -20,15 +20,24 @@ public readonly struct ForwardDirectionResult
     /// <param name="bytes">Bytes delivered to the destination, spliced or copied.</param>
     /// <param name="splicedBytes">Of those, the bytes moved with splice(2), never through user space.</param>
     /// <param name="end">How the direction ended.</param>
-    /// <exception cref="ArgumentOutOfRangeException">A negative count, or more spliced bytes than bytes.</exception>
-    public ForwardDirectionResult(long bytes, long splicedBytes, ForwardEnd end)
+    /// <param name="fallbackReason">Why the direction copied what it could have spliced, if it did; null otherwise.</param>
+    /// <param name="capturedBytes">Bytes written to the direction's capture file.</param>
+    /// <param name="captureDroppedBytes">Bytes the capture dropped (it could not keep up, or had no pipe or file).</param>
+    /// <exception cref="ArgumentOutOfRangeException">A negative count, more spliced bytes than bytes, or more captured and dropped bytes than bytes.</exception>
+    public ForwardDirectionResult(long bytes, long splicedBytes, ForwardEnd end, string? fallbackReason = null, long capturedBytes = 0, long captureDroppedBytes = 0)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(bytes);
         ArgumentOutOfRangeException.ThrowIfNegative(splicedBytes);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(splicedBytes, bytes);
+        ArgumentOutOfRangeException.ThrowIfNegative(capturedBytes);
+        ArgumentOutOfRangeException.ThrowIfNegative(captureDroppedBytes);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(capturedBytes + captureDroppedBytes, bytes, nameof(captureDroppedBytes));
         Bytes = bytes;
         SplicedBytes = splicedBytes;
         End = end;
+        FallbackReason = fallbackReason;
+        CapturedBytes = capturedBytes;
+        CaptureDroppedBytes = captureDroppedBytes;
     }
 
     /// <summary>Bytes delivered to the destination, spliced or copied.</summary>
@@ -37,17 +46,42 @@ public readonly struct ForwardDirectionResult
     /// <summary>Of <see cref="Bytes"/>, those moved with splice(2), never through user space.</summary>
     public long SplicedBytes { get; }
 
-    /// <summary>Of <see cref="Bytes"/>, those copied through the connections' pipes.</summary>
+    /// <summary>
+    /// Of <see cref="Bytes"/>, those copied: the bytes buffered before forwarding began, small exchanges (splice-auto
+    /// copies them), and everything when the direction could not splice (<see cref="FallbackReason"/>).
+    /// </summary>
     public long CopiedBytes => Bytes - SplicedBytes;
 
     /// <summary>How the direction ended.</summary>
     public ForwardEnd End { get; }
 
+    /// <summary>
+    /// Why the direction copied bytes it could have spliced, lower_snake_case as on the
+    /// <c>splice.forward.fallbacks</c> metric: <c>other_transport</c>, <c>tls</c>, <c>transport_wrapped</c>,
+    /// <c>different_loops</c>, <c>receive_ended</c>, <c>splice_unsupported</c>, or the reason the pipe pool refused a
+    /// pipe (<c>descriptor_limit</c>, <c>pipe_size_limit</c>, …). Null when nothing stood in the way (small exchanges
+    /// copied by splice-auto's choice are not a fallback).
+    /// </summary>
+    public string? FallbackReason { get; }
+
+    /// <summary>Bytes of this direction written to its capture file; 0 without a capture.</summary>
+    public long CapturedBytes { get; }
+
+    /// <summary>
+    /// Bytes of this direction the capture dropped; with a capture, <see cref="CapturedBytes"/> plus these is
+    /// <see cref="Bytes"/>. The missing ranges are listed in the capture's <c>.gaps</c> file.
+    /// </summary>
+    public long CaptureDroppedBytes { get; }
+
+    /// <summary>This result with the counts of the capture that recorded the direction.</summary>
+    internal ForwardDirectionResult WithCapture(long captured, long dropped) => new(Bytes, SplicedBytes, End, FallbackReason, captured, dropped);
+
     /// <inheritdoc />
-    public override string ToString() => $"{Bytes} bytes ({SplicedBytes} spliced), {End}";
+    public override string ToString() =>
+        $"{Bytes} bytes ({SplicedBytes} spliced{(FallbackReason is null ? "" : $", copied because {FallbackReason}")}), {End}";
 }
 
-/// <summary>What <see cref="ConnectionForwardingExtensions.ForwardAsync"/> moved, each way.</summary>
+/// <summary>What <c>ForwardAsync</c> (<see cref="ConnectionForwardingExtensions"/>) moved, each way.</summary>
 public sealed class ForwardResult
 {
     /// <summary>Creates a result.</summary>

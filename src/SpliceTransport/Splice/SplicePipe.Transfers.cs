@@ -37,9 +37,9 @@ internal sealed partial class SplicePipe
     /// </summary>
     public TransferResult FillFrom(SafeHandle source, long? offset, int max)
     {
-        if (_buffered != 0)
+        if (!IsEmpty)
         {
-            throw new InvalidOperationException($"The pipe still holds {_buffered} bytes: drain it before reading the source again.");
+            throw new InvalidOperationException($"The pipe still holds {Buffered} bytes: drain it before reading the source again.");
         }
         SyscallResult result = SpliceFrom(source, offset, Math.Min(max, Capacity));
         if (!result.IsSuccess)
@@ -65,7 +65,7 @@ internal sealed partial class SplicePipe
     /// </summary>
     public TransferResult DrainTo(SafeHandle destination, long? offset, int max = int.MaxValue)
     {
-        int target = Math.Min(max, _buffered);
+        int target = Math.Min(max, Buffered);
         int moved = 0;
         while (moved < target)
         {
@@ -78,7 +78,7 @@ internal sealed partial class SplicePipe
             {
                 // splice returns 0 only for an empty pipe with no writer; this one holds bytes and we hold its
                 // write end, so the count is wrong, and looping would spin.
-                throw new InvalidOperationException($"splice moved nothing out of a pipe said to hold {_buffered} bytes.");
+                throw new InvalidOperationException($"splice moved nothing out of a pipe said to hold {Buffered} bytes.");
             }
             moved += (int)result.Count;
         }
@@ -100,22 +100,15 @@ internal sealed partial class SplicePipe
     {
         ArgumentOutOfRangeException.ThrowIfZero(buffer.Length, nameof(buffer));
         int moved = 0;
-        while (_buffered > 0)
+        while (!IsEmpty)
         {
-            // The pipe holds at least this much, so the non-blocking read neither blocks nor says EAGAIN.
-            Span<byte> chunk = buffer[..Math.Min(buffer.Length, _buffered)];
-            SyscallResult read = _syscalls.Read(ReadEnd, chunk);
+            SyscallResult read = ReadInto(buffer);
             if (!read.IsSuccess)
             {
                 return new TransferResult(moved, TransferStatus.Failed, read.Errno);
             }
-            if (read.Count == 0)
-            {
-                throw new InvalidOperationException($"read found nothing in a pipe said to hold {_buffered} bytes.");
-            }
-            _buffered -= (int)read.Count;
 
-            ReadOnlySpan<byte> pending = chunk[..(int)read.Count];
+            ReadOnlySpan<byte> pending = buffer[..(int)read.Count];
             while (!pending.IsEmpty)
             {
                 SyscallResult written = _syscalls.WriteFile(file, pending, offset + moved);
@@ -133,5 +126,28 @@ internal sealed partial class SplicePipe
             }
         }
         return new TransferResult(moved, TransferStatus.Completed);
+    }
+
+    /// <summary>
+    /// read(2) of up to <paramref name="buffer"/>'s length of the pipe's bytes into it: how bytes taken off a socket
+    /// reach user space when a transfer stops with its pipe not empty (they go on to the destination's managed
+    /// pipe, so that none is lost). Invariant: the pipe holds at least what is asked, so the non-blocking read
+    /// neither blocks nor says EAGAIN, and <see cref="Buffered"/> falls by exactly the count.
+    /// </summary>
+    public SyscallResult ReadInto(Span<byte> buffer)
+    {
+        ArgumentOutOfRangeException.ThrowIfZero(buffer.Length, nameof(buffer));
+        int buffered = Buffered;
+        if (buffered == 0)
+        {
+            return SyscallResult.Success(0);
+        }
+        SyscallResult read = _syscalls.Read(ReadEnd, buffer[..Math.Min(buffer.Length, buffered)]);
+        if (read.IsSuccess && read.Count == 0)
+        {
+            throw new InvalidOperationException($"read found nothing in a pipe said to hold {buffered} bytes.");
+        }
+        Interlocked.Add(ref _buffered, -(int)read.Count);
+        return read;
     }
 }

@@ -14,8 +14,11 @@ namespace SpliceTransport.Splice;
 /// and is exact as long as every byte moves through this class, so the ends are never used for I/O elsewhere.
 /// The pool relies on it: a pipe that still holds bytes is closed, never handed to another transfer.
 ///
-/// Not thread-safe: a rented pipe belongs to one transfer, which is one logical thread (a pump), until it is
-/// returned to its <see cref="PipePool"/>.
+/// Threads: a rented pipe belongs to one transfer until it is returned to its <see cref="PipePool"/>. A transfer
+/// is one logical thread (a pump), with one exception: a capture pipe has one producer (the forwarding loop, which
+/// tees and writes into it) and one consumer (a disk thread, which drains it to the capture file) at once. So the
+/// count moves by Interlocked adds, and each side reads a snapshot that only the other side can make larger
+/// (producer) or smaller (consumer), never under what it needs.
 /// </summary>
 internal sealed partial class SplicePipe : IDisposable
 {
@@ -56,9 +59,9 @@ internal sealed partial class SplicePipe : IDisposable
     public int Capacity { get; }
 
     /// <summary>The bytes in the pipe: spliced or teed in, minus spliced or copied out.</summary>
-    public int Buffered => _buffered;
+    public int Buffered => Volatile.Read(ref _buffered);
 
-    public bool IsEmpty => _buffered == 0;
+    public bool IsEmpty => Buffered == 0;
 
     /// <summary>True once the pipe is disposed (closed by its user, by the pool, or because it held bytes when returned).</summary>
     public bool IsClosed => ReadEnd.IsClosed;
@@ -77,7 +80,7 @@ internal sealed partial class SplicePipe : IDisposable
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(max, 1);
         SyscallResult result = _syscalls.Splice(source, offset, WriteEnd, null, (nuint)max, Flags);
-        _buffered += (int)result.Count;
+        Interlocked.Add(ref _buffered, (int)result.Count);
         return result;
     }
 
@@ -91,13 +94,14 @@ internal sealed partial class SplicePipe : IDisposable
     public SyscallResult SpliceTo(SafeHandle destination, long? offset, int max, bool more = false)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(max, 1);
-        if (_buffered == 0)
+        int buffered = Buffered;
+        if (buffered == 0)
         {
             return SyscallResult.Success(0);
         }
         uint flags = more ? Flags | LibC.SPLICE_F_MORE : Flags;
-        SyscallResult result = _syscalls.Splice(ReadEnd, null, destination, offset, (nuint)Math.Min(max, _buffered), flags);
-        _buffered -= (int)result.Count;
+        SyscallResult result = _syscalls.Splice(ReadEnd, null, destination, offset, (nuint)Math.Min(max, buffered), flags);
+        Interlocked.Add(ref _buffered, -(int)result.Count);
         return result;
     }
 
@@ -116,12 +120,29 @@ internal sealed partial class SplicePipe : IDisposable
         {
             throw new ArgumentException("A pipe cannot tee into itself.", nameof(other));
         }
-        if (_buffered == 0)
+        int buffered = Buffered;
+        if (buffered == 0)
         {
             return SyscallResult.Success(0);
         }
-        SyscallResult result = _syscalls.Tee(ReadEnd, other.WriteEnd, (nuint)Math.Min(max, _buffered), Flags);
-        other._buffered += (int)result.Count;
+        SyscallResult result = _syscalls.Tee(ReadEnd, other.WriteEnd, (nuint)Math.Min(max, buffered), Flags);
+        Interlocked.Add(ref other._buffered, (int)result.Count);
+        return result;
+    }
+
+    /// <summary>
+    /// write(2) of <paramref name="bytes"/> into the pipe, for bytes that reached user space (a capture of copied
+    /// bytes). Non-blocking: the count may be short, and EAGAIN means the pipe is full. Invariant:
+    /// <see cref="Buffered"/> grows by exactly the count.
+    /// </summary>
+    public SyscallResult WriteFrom(ReadOnlySpan<byte> bytes)
+    {
+        if (bytes.IsEmpty)
+        {
+            return SyscallResult.Success(0);
+        }
+        SyscallResult result = _syscalls.WriteFile(WriteEnd, bytes, null);
+        Interlocked.Add(ref _buffered, (int)result.Count);
         return result;
     }
 

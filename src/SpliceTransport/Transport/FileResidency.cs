@@ -12,7 +12,7 @@ namespace SpliceTransport.Transport;
 /// the send pump asks cachestat(2) whether the chunk's pages are all cached: one system call per chunk (at
 /// most <see cref="SpliceTransportOptions.MaxSendFileChunkSize"/>), not per sendfile call. If not, the chunk
 /// is read into the page cache first (<see cref="WarmAsync"/>), on threads kept for that
-/// (<see cref="ColdReadThreads"/>), where a disk wait blocks no loop and no thread-pool worker, and the send goes
+/// (<see cref="DiskThreads"/>), where a disk wait blocks no loop and no thread-pool worker, and the send goes
 /// on from the cache.
 ///
 /// Why pread into a buffer, and not readahead(2) or posix_fadvise(WILLNEED): both only start the reads and
@@ -35,7 +35,7 @@ namespace SpliceTransport.Transport;
 /// missing page only where it reads, and reading a whole chunk would copy every chunk, cached or not, which
 /// would undo the zero copy.
 /// </summary>
-internal sealed class FileResidency : IDisposable
+internal sealed class FileResidency
 {
     /// <summary>
     /// The buffer the warming reads go through: large enough that a chunk takes few calls (a 2 MiB chunk is
@@ -48,12 +48,13 @@ internal sealed class FileResidency : IDisposable
     private readonly Syscalls _syscalls;
     private readonly SpliceMetrics _metrics;
     private readonly ILogger _logger;
-    private readonly ColdReadThreads _readThreads = new();
+    private readonly DiskThreads _readThreads;
     private volatile bool _probeUnavailable;
     private volatile bool _readinessProbeUnavailable;
 
-    public FileResidency(bool enabled, Syscalls syscalls, SpliceMetrics metrics, ILogger logger)
+    public FileResidency(bool enabled, Syscalls syscalls, DiskThreads diskThreads, SpliceMetrics metrics, ILogger logger)
     {
+        _readThreads = diskThreads;
         _probeUnavailable = !enabled;
         _syscalls = syscalls;
         _metrics = metrics;
@@ -121,7 +122,7 @@ internal sealed class FileResidency : IDisposable
 
     /// <summary>
     /// Reads <paramref name="count"/> bytes from <paramref name="offset"/> into the page cache on one of the
-    /// <see cref="ColdReadThreads"/>, and completes, on the thread pool, when they are there. Stops early at the
+    /// <see cref="DiskThreads"/>, and completes, on the thread pool, when they are there. Stops early at the
     /// end of the file (sendfile then finds the truncation); a read error is returned, with its errno. The caller
     /// keeps <paramref name="file"/> open until the task completes.
     /// </summary>
@@ -130,9 +131,6 @@ internal sealed class FileResidency : IDisposable
 
     /// <summary>Threads started for cold reads so far (for tests).</summary>
     internal int ColdReadThreadCount => _readThreads.ThreadCount;
-
-    /// <summary>Lets the cold-read threads end once the reads already queued are done.</summary>
-    public void Dispose() => _readThreads.Dispose();
 
     /// <summary>
     /// The warming read itself, blocking until the pages are there: never on a loop thread, since this is the

@@ -1,5 +1,6 @@
 using SpliceTransport.Engine;
 using SpliceTransport.Interop;
+using SpliceTransport.Splice;
 
 namespace SpliceTransport.Transport;
 
@@ -56,8 +57,11 @@ internal interface ISocketHandoffFeature
     /// <summary>
     /// Lets the receive pump read again. Its first step is a recv(2) without waiting for an edge: the caller may
     /// have taken the edge that announced the bytes (or the FIN) now waiting, and no new one would come.
+    /// With a <paramref name="failure"/> the caller met on the socket (a splice that said ECONNRESET), the pump
+    /// ends instead, as if its own recv had said it: the input completes with the error, a reset logged as one. A
+    /// socket reports a reset once, so the pump could not learn it by reading.
     /// </summary>
-    void ResumeReceiving();
+    void ResumeReceiving(SocketFailure? failure = null);
 
     /// <summary>
     /// Completes once everything written to the transport output before the call has left for the kernel, with
@@ -66,6 +70,24 @@ internal interface ISocketHandoffFeature
     /// </summary>
     Task<bool> PauseSendingAsync(CancellationToken cancellationToken);
 
-    /// <summary>Lets the send pump send again.</summary>
-    void ResumeSending();
+    /// <summary>
+    /// Lets the send pump send again; with a <paramref name="failure"/> the caller met sending on the socket
+    /// (EPIPE, ECONNRESET), the pump ends with it instead and the connection is reset, as when its own send fails.
+    /// </summary>
+    void ResumeSending(SocketFailure? failure = null);
+
+    /// <summary>Why the connection was shut down with a reset, once it was; null for a graceful end or none yet.</summary>
+    Exception? ShutdownReason { get; }
+
+    /// <summary>The transport's pool of kernel pipes, for splice(2) between this socket and another descriptor.</summary>
+    PipePool Pipes { get; }
+
+    /// <summary>The transport's threads for work that waits on a disk (a capture's file writes).</summary>
+    DiskThreads DiskThreads { get; }
+
+    /// <summary>The transport's metrics.</summary>
+    SpliceMetrics Metrics { get; }
+
+    /// <summary>The transport's logger.</summary>
+    Microsoft.Extensions.Logging.ILogger Logger { get; }
 }

@@ -17,8 +17,11 @@ internal sealed class PumpGate
     /// <summary>Completes true when the pump has stopped for the holder, false when it ended instead.</summary>
     private TaskCompletionSource<bool>? _stopped;
 
-    /// <summary>Completes when the holder gives the socket back. Continuations run inline: on the resuming thread.</summary>
-    private TaskCompletionSource? _resumed;
+    /// <summary>
+    /// Completes when the holder gives the socket back, with the failure it met on the socket, if any.
+    /// Continuations run inline: on the resuming thread.
+    /// </summary>
+    private TaskCompletionSource<SocketFailure?>? _resumed;
 
     private volatile bool _requested;
     private bool _ended;
@@ -43,7 +46,7 @@ internal sealed class PumpGate
                 throw new InvalidOperationException("The socket is already handed off in this direction: resume it before pausing again.");
             }
             _stopped = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
-            _resumed = new TaskCompletionSource();
+            _resumed = new TaskCompletionSource<SocketFailure?>();
             _requested = true;
             return _stopped.Task;
         }
@@ -63,28 +66,36 @@ internal sealed class PumpGate
         stopped?.TrySetResult(true);
     }
 
-    /// <summary>The pump, at its safe point with a pause asked for: reports it stopped and waits for the resume.</summary>
-    public Task ParkAsync()
+    /// <summary>
+    /// The pump, at its safe point with a pause asked for: reports it stopped and waits for the resume. The task's
+    /// result is the failure the holder handed back (<see cref="Resume"/>): the pump then ends as if its own
+    /// system call had said it; null means go on.
+    /// </summary>
+    public Task<SocketFailure?> ParkAsync()
     {
         TaskCompletionSource<bool>? stopped;
-        Task resumed;
+        Task<SocketFailure?> resumed;
         lock (_lock)
         {
             stopped = _stopped;
-            resumed = _resumed?.Task ?? Task.CompletedTask; // Resumed between the check and here: go on.
+            resumed = _resumed?.Task ?? s_notPaused; // Resumed between the check and here: go on.
         }
         stopped?.TrySetResult(true);
         return resumed;
     }
 
+    private static readonly Task<SocketFailure?> s_notPaused = Task.FromResult<SocketFailure?>(null);
+
     /// <summary>
     /// Gives the socket back (or withdraws a pause not yet granted): the parked pump continues on this thread.
-    /// No-op when nothing is paused.
+    /// With a <paramref name="failure"/> (the holder's splice met a reset, say) the pump ends with it, as if its own
+    /// call had failed: a socket reports a reset once, so the pump could not learn it by itself. No-op when
+    /// nothing is paused.
     /// </summary>
-    public void Resume()
+    public void Resume(SocketFailure? failure = null)
     {
         TaskCompletionSource<bool>? stopped;
-        TaskCompletionSource? resumed;
+        TaskCompletionSource<SocketFailure?>? resumed;
         lock (_lock)
         {
             stopped = _stopped;
@@ -95,7 +106,7 @@ internal sealed class PumpGate
         }
         // A pause withdrawn before the pump stopped: its waiter learns it was not granted.
         stopped?.TrySetResult(false);
-        resumed?.TrySetResult();
+        resumed?.TrySetResult(failure);
     }
 
     /// <summary>The pump has ended: a pending pause completes false, and later ones at once.</summary>

@@ -77,27 +77,33 @@ internal sealed class ReceivePump
             bool mayHaveMore = false;
             while (true)
             {
-                if (!mayHaveMore)
-                {
-                    _waiting = Waiting.ForEdge;
-                    await readable.WaitAsync(seen);
-                    _waiting = Waiting.None;
-                }
                 if (_connection.IsShuttingDown)
                 {
                     break;
                 }
+                // The gate before the edge, every turn: a pause granted while the pump waited for a flush
+                // (PauseOnLoop) leaves the edge to the holder, who is then likely waiting on it. An edge has one
+                // waiter, so a pump that went on to wait for it too would take the holder's wake-up (or lose its
+                // own), and one of the two would hang.
                 if (Gate.IsPauseRequested)
                 {
-                    await Gate.ParkAsync();
-                    if (_connection.IsShuttingDown)
+                    if (await Gate.ParkAsync() is { } failure)
                     {
+                        error = ReceiveError(failure.Result, failure.Syscall);
                         break;
                     }
                     // The holder may have taken the edge that announced what waits now (bytes, or the FIN),
                     // and no new one would come: read at once.
                     mayHaveMore = true;
                     continue;
+                }
+                if (!mayHaveMore)
+                {
+                    _waiting = Waiting.ForEdge;
+                    await readable.WaitAsync(seen);
+                    _waiting = Waiting.None;
+                    mayHaveMore = true;
+                    continue; // A shutdown or a pause may have come with the edge.
                 }
 
                 seen = readable.Observe();
@@ -110,7 +116,7 @@ internal sealed class ReceivePump
                 }
                 if (!received.IsSuccess)
                 {
-                    error = ReceiveError(received);
+                    error = ReceiveError(received, "recv");
                     break;
                 }
                 if (received.Count == 0)
@@ -147,9 +153,13 @@ internal sealed class ReceivePump
         }
     }
 
-    private Exception ReceiveError(SyscallResult result)
+    /// <summary>
+    /// The exception the input completes with when <paramref name="syscall"/> failed on the socket: the pump's own
+    /// recv, or a holder's splice handed back with the socket. A reset is logged as one (event 106).
+    /// </summary>
+    private Exception ReceiveError(SyscallResult result, string syscall)
     {
-        SyscallException error = result.ToException("recv");
+        SyscallException error = result.ToException(syscall);
         if (result.IsConnectionReset)
         {
             Log.ConnectionReset(_connection.Logger, _connection.ConnectionId);

@@ -91,7 +91,10 @@ internal sealed class SendPump
                     // ReadAsync: the pipe may hold bytes written before the pause, which must leave first.
                     if (!_output.TryRead(out result))
                     {
-                        await Gate.ParkAsync();
+                        if (await Gate.ParkAsync() is { } failure)
+                        {
+                            throw SendFailed(failure.Result, failure.Syscall);
+                        }
                         if (_connection.IsShuttingDown)
                         {
                             error = _connection.ShutdownReason;
@@ -164,7 +167,8 @@ internal sealed class SendPump
     }
 
     /// <summary>
-    /// A send to the socket failed with <paramref name="result"/>: a reset (the peer left) is logged as one (event
+    /// A send to the socket failed with <paramref name="result"/> (the pump's own, or a holder's handed back with
+    /// the socket): a reset (the peer left) is logged as one (event
     /// 106), anything else as a connection error (event 107, Debug: Kestrel reports the aborted request itself),
     /// and the pump ends through <see cref="SendFailedException"/> with the connection's abort reason.
     /// </summary>

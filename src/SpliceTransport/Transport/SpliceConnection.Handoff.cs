@@ -1,3 +1,5 @@
+using SpliceTransport.Splice;
+
 namespace SpliceTransport.Transport;
 
 /// <summary>
@@ -27,11 +29,12 @@ internal sealed partial class SpliceConnection : ISocketHandoffFeature
             }
         }, requested);
         Task<bool> stopped = await requested.Task.ConfigureAwait(false);
-        return await AwaitPauseAsync(stopped, ResumeReceiving, cancellationToken).ConfigureAwait(false);
+        return await AwaitPauseAsync(stopped, () => ResumeReceiving(), cancellationToken).ConfigureAwait(false);
     }
 
-    /// <summary>The pump continues on the loop, reading at once (see <see cref="ReceivePump"/>).</summary>
-    public void ResumeReceiving() => RunOnLoop(static connection => connection._receivePump.Gate.Resume());
+    /// <summary>The pump continues on the loop, reading at once, or ends with the failure (see <see cref="ReceivePump"/>).</summary>
+    public void ResumeReceiving(SocketFailure? failure = null) =>
+        RunOnLoop(static (connection, failure) => connection._receivePump.Gate.Resume(failure), failure);
 
     public Task<bool> PauseSendingAsync(CancellationToken cancellationToken)
     {
@@ -39,11 +42,18 @@ internal sealed partial class SpliceConnection : ISocketHandoffFeature
         {
             return Task.FromResult(false);
         }
-        return AwaitPauseAsync(_sendPump.Pause(), ResumeSending, cancellationToken);
+        return AwaitPauseAsync(_sendPump.Pause(), () => ResumeSending(), cancellationToken);
     }
 
-    /// <summary>The pump continues on the loop.</summary>
-    public void ResumeSending() => RunOnLoop(static connection => connection._sendPump.Gate.Resume());
+    /// <summary>The pump continues on the loop, or ends with the failure, which resets the connection.</summary>
+    public void ResumeSending(SocketFailure? failure = null) =>
+        RunOnLoop(static (connection, failure) => connection._sendPump.Gate.Resume(failure), failure);
+
+    /// <summary>The transport's pipe pool, shared by every connection of the transport.</summary>
+    public PipePool Pipes => _context.Pipes;
+
+    /// <summary>The transport's disk threads.</summary>
+    public DiskThreads DiskThreads => _context.DiskThreads;
 
     /// <summary>Waits for a pump to stop; a canceled wait withdraws the pause before it throws.</summary>
     private static async Task<bool> AwaitPauseAsync(Task<bool> stopped, Action withdraw, CancellationToken cancellationToken)

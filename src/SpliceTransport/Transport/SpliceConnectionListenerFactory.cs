@@ -87,9 +87,7 @@ internal sealed class SpliceConnectionListenerFactory : IConnectionListenerFacto
         lock (_startLock)
         {
             _disposed = true;
-            _context?.Loops.Dispose();
-            _context?.Residency.Dispose();
-            _context?.MemoryPool.Dispose();
+            _context?.Dispose();
         }
     }
 }

@@ -4,11 +4,12 @@ using System.Net;
 using Microsoft.Extensions.Logging;
 using SpliceTransport.Engine;
 using SpliceTransport.Interop;
+using SpliceTransport.Splice;
 
 namespace SpliceTransport.Transport;
 
 /// <summary>What every connection of one factory shares: options, loops, pool, scheduler, logger, metrics.</summary>
-internal sealed class SpliceTransportContext
+internal sealed class SpliceTransportContext : IDisposable
 {
     public SpliceTransportContext(SpliceTransportOptions options, EventLoopGroup loops, MemoryPool<byte> memoryPool, ILogger logger, SpliceMetrics metrics)
     {
@@ -18,7 +19,9 @@ internal sealed class SpliceTransportContext
         Logger = logger;
         Metrics = metrics;
         Syscalls = options.Syscalls;
-        Residency = new FileResidency(options.PrefetchUncachedFiles, options.Syscalls, metrics, logger);
+        DiskThreads = new DiskThreads();
+        Residency = new FileResidency(options.PrefetchUncachedFiles, options.Syscalls, DiskThreads, metrics, logger);
+        Pipes = new PipePool(metrics, options.Syscalls, options.SplicePipeSize, options.MaxIdlePipes);
         ApplicationScheduler = options.ApplicationSchedulingMode == ApplicationSchedulingMode.Inline
             ? PipeScheduler.Inline
             : PipeScheduler.ThreadPool;
@@ -85,6 +88,24 @@ internal sealed class SpliceTransportContext
 
     /// <summary>The page-cache probe and the off-loop reads of cold file chunks.</summary>
     public FileResidency Residency { get; }
+
+    /// <summary>The threads that wait on disks, so that no loop and no pool worker does.</summary>
+    public DiskThreads DiskThreads { get; }
+
+    /// <summary>The kernel pipes every splice of the transport borrows (forwarding, capture).</summary>
+    public PipePool Pipes { get; }
+
+    /// <summary>
+    /// Stops what the transport owns, in order: the loops (Kestrel has closed every connection by then), the
+    /// disk threads once their queued work is done, the idle pipes, the memory pool.
+    /// </summary>
+    public void Dispose()
+    {
+        Loops.Dispose();
+        DiskThreads.Dispose();
+        Pipes.Dispose();
+        MemoryPool.Dispose();
+    }
 
     /// <summary>Where application code continues: Kestrel's reads of the input and its flush resumptions.</summary>
     public PipeScheduler ApplicationScheduler { get; }

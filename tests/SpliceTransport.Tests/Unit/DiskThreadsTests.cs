@@ -6,14 +6,14 @@ namespace SpliceTransport.Tests.Unit;
 /// The threads cold file chunks are read on: never the thread pool's (whose workers serve requests), never more
 /// than their cap, and a read's continuation never on the reader thread.
 /// </summary>
-public class ColdReadThreadsTests
+public class DiskThreadsTests
 {
     private static readonly TimeSpan Wait = TimeSpan.FromSeconds(30);
 
     [Fact]
     public async Task AReadRunsOnAThreadOfItsOwnAndContinuesOnThePool()
     {
-        using var threads = new ColdReadThreads();
+        using var threads = new DiskThreads();
 
         // The read waits until its continuation is attached: one attached to a finished task would run here.
         using var attached = new ManualResetEventSlim(false);
@@ -28,7 +28,7 @@ public class ColdReadThreadsTests
         attached.Set();
         var (reader, continuation) = await done.WaitAsync(Wait);
 
-        Assert.StartsWith("splice-cold-read-", reader.Name);
+        Assert.StartsWith("splice-disk-", reader.Name);
         Assert.False(reader.IsPoolThread);
         Assert.True(continuation.IsPoolThread, "The continuation should run on the thread pool.");
         Assert.NotEqual(reader.Id, continuation.Id);
@@ -37,10 +37,10 @@ public class ColdReadThreadsTests
     [Fact]
     public async Task BlockedReadsStartAtMostTheCapOfThreadsAndTheRestWaitTheirTurn()
     {
-        using var threads = new ColdReadThreads();
+        using var threads = new DiskThreads();
         using var disk = new ManualResetEventSlim(false);
         int running = 0, mostAtOnce = 0;
-        int reads = ColdReadThreads.MaxThreads + 8;
+        int reads = DiskThreads.MaxThreads + 8;
 
         Task<int>[] tasks = Enumerable.Range(0, reads).Select(i => threads.RunAsync(() =>
         {
@@ -51,21 +51,21 @@ public class ColdReadThreadsTests
             return i;
         })).ToArray();
 
-        Assert.True(SpinWait.SpinUntil(() => Volatile.Read(ref running) == ColdReadThreads.MaxThreads, Wait),
-            $"{Volatile.Read(ref running)} reads running, expected {ColdReadThreads.MaxThreads}.");
+        Assert.True(SpinWait.SpinUntil(() => Volatile.Read(ref running) == DiskThreads.MaxThreads, Wait),
+            $"{Volatile.Read(ref running)} reads running, expected {DiskThreads.MaxThreads}.");
         Assert.All(tasks, task => Assert.False(task.IsCompleted));
         disk.Set();
 
         int[] results = await Task.WhenAll(tasks).WaitAsync(Wait);
         Assert.Equal(Enumerable.Range(0, reads), results);
-        Assert.Equal(ColdReadThreads.MaxThreads, threads.ThreadCount);
-        Assert.Equal(ColdReadThreads.MaxThreads, Volatile.Read(ref mostAtOnce));
+        Assert.Equal(DiskThreads.MaxThreads, threads.ThreadCount);
+        Assert.Equal(DiskThreads.MaxThreads, Volatile.Read(ref mostAtOnce));
     }
 
     [Fact]
     public async Task AnIdleThreadTakesTheNextReadInsteadOfANewThread()
     {
-        using var threads = new ColdReadThreads();
+        using var threads = new DiskThreads();
         for (int i = 0; i < 20; i++)
         {
             await threads.RunAsync(() => 0).WaitAsync(Wait);
@@ -77,7 +77,7 @@ public class ColdReadThreadsTests
     [Fact]
     public async Task AReadThatThrowsFaultsItsTaskAndTheThreadServesTheNext()
     {
-        using var threads = new ColdReadThreads();
+        using var threads = new DiskThreads();
 
         var error = await Assert.ThrowsAsync<IOException>(() => threads.RunAsync<int>(() => throw new IOException("EIO")).WaitAsync(Wait));
         Assert.Equal("EIO", error.Message);
@@ -87,7 +87,7 @@ public class ColdReadThreadsTests
     [Fact]
     public async Task AfterDisposeQueuedReadsFinishAndNewOnesAreRefused()
     {
-        var threads = new ColdReadThreads();
+        var threads = new DiskThreads();
         using var disk = new ManualResetEventSlim(false);
         Task<int> queued = threads.RunAsync(() => disk.Wait(Wait) ? 1 : 0);
 

@@ -3,8 +3,9 @@ using System.Collections.Concurrent;
 namespace SpliceTransport.Transport;
 
 /// <summary>
-/// The threads on which cold file chunks are read into the page cache (<see cref="FileResidency"/>): threads of
-/// their own, as nginx's <c>aio threads</c> has its own pool, so that a read waiting for the disk blocks neither
+/// The transport's threads for work that waits on a disk: cold file chunks read into the page cache
+/// (<see cref="FileResidency"/>) and forwarded bytes written to capture files (<c>Splice/CaptureWriter</c>). Threads
+/// of their own, as nginx's <c>aio threads</c> has its own pool, so that a read waiting for the disk blocks neither
 /// an event loop nor a thread-pool worker.
 ///
 /// Why not the thread pool: a read of a cold 2 MiB chunk from a slow disk holds its thread for tens of
@@ -18,7 +19,7 @@ namespace SpliceTransport.Transport;
 /// queued while all are busy waits its turn: the disk is then the bottleneck, and more threads would only
 /// lengthen its queue. The continuation of each read (the rest of the send) runs on the thread pool, never here.
 /// </summary>
-internal sealed class ColdReadThreads : IDisposable
+internal sealed class DiskThreads : IDisposable
 {
     /// <summary>
     /// The most reads in flight at once: 16. A disk serves many requests at once (an SSD's queue is deep), so a
@@ -27,7 +28,7 @@ internal sealed class ColdReadThreads : IDisposable
     /// </summary>
     public const int MaxThreads = 16;
 
-    private const string ThreadNamePrefix = "splice-cold-read-";
+    private const string ThreadNamePrefix = "splice-disk-";
 
     private readonly BlockingCollection<ColdRead> _queue = new();
     private readonly Lock _startLock = new();
@@ -54,7 +55,7 @@ internal sealed class ColdReadThreads : IDisposable
         }
         catch (InvalidOperationException)
         {
-            throw new ObjectDisposedException(nameof(ColdReadThreads));
+            throw new ObjectDisposedException(nameof(DiskThreads));
         }
         // _idle is the threads waiting for a read less the reads waiting for a thread. Every read takes one off,
         // every thread going back to wait puts one back; below zero, this read has no thread of its own, and one
