@@ -15,7 +15,9 @@ namespace SpliceTransport.Tests.Infrastructure;
 /// What it can fake, and what it must not: short writes (<see cref="MaxSendMessageBytes"/>,
 /// <see cref="MaxSendFileBytes"/>) and errors returned instead of the call (<see cref="AcceptFault"/>,
 /// <see cref="SendFileFault"/>, <see cref="SendMessageFault"/>, <see cref="ReceiveFault"/>, <see cref="SetOptionFault"/>,
-/// <see cref="ReadFileFault"/>). Not short reads and not EAGAIN: the pumps take
+/// <see cref="ReadFileFault"/>, <see cref="SpliceFault"/>, <see cref="TeeFault"/>, <see cref="CreatePipeErrno"/>,
+/// <see cref="SetPipeSizeErrno"/>), short splices (<see cref="MaxSpliceBytes"/>, legal at any time). Splices are
+/// counted per socket, in and out, so a test can prove bytes were spliced. Not short reads and not EAGAIN: the pumps take
 /// both to mean "wait for the next epoll edge", which a socket that is not really empty or full never raises.
 /// Real EAGAIN is counted instead (<see cref="SendFileWouldBlock"/>, <see cref="SendMessageWouldBlock"/>).
 /// </summary>
@@ -32,6 +34,28 @@ internal sealed unsafe class FaultInjectingSyscalls : Syscalls
         private int _shutdownWriteCalls;
         private int _resetOnCloseCalls;
         private int _injectedFaults;
+        private int _spliceInCalls;
+        private long _splicedInBytes;
+        private int _spliceOutCalls;
+        private long _splicedOutBytes;
+
+        /// <summary>splice calls with this socket as the source (socket → pipe), EAGAIN and errors included.</summary>
+        public int SpliceInCalls => Volatile.Read(ref _spliceInCalls);
+
+        /// <summary>Bytes splice really moved from this socket into a pipe.</summary>
+        public long SplicedInBytes => Interlocked.Read(ref _splicedInBytes);
+
+        /// <summary>splice calls with this socket as the destination (pipe → socket), EAGAIN and errors included.</summary>
+        public int SpliceOutCalls => Volatile.Read(ref _spliceOutCalls);
+
+        /// <summary>Bytes splice really moved from a pipe to this socket.</summary>
+        public long SplicedOutBytes => Interlocked.Read(ref _splicedOutBytes);
+
+        internal void CountSplice(bool socketIsSource, SyscallResult result)
+        {
+            Interlocked.Increment(ref socketIsSource ? ref _spliceInCalls : ref _spliceOutCalls);
+            Interlocked.Add(ref socketIsSource ? ref _splicedInBytes : ref _splicedOutBytes, result.Count);
+        }
 
         /// <summary>recv calls on this socket, this one included while a fault callback runs.</summary>
         public int ReceiveCalls => Volatile.Read(ref _receiveCalls);
@@ -97,6 +121,14 @@ internal sealed unsafe class FaultInjectingSyscalls : Syscalls
     /// </summary>
     public delegate SyscallResult? SocketFaultHandler(SocketLog socket);
 
+    /// <summary>
+    /// Before a splice: a result to return instead, or null for the real call. <paramref name="socket"/> is the
+    /// connection socket on one side (null for pipe ↔ file), <paramref name="socketIsSource"/> which side it is.
+    /// Errors only where a socket is the source: a short count or EAGAIN from a socket source would wait for an
+    /// edge that never comes (use <see cref="MaxSpliceBytes"/> for short counts, which are real calls).
+    /// </summary>
+    public delegate SyscallResult? SpliceFaultHandler(SocketLog? socket, bool socketIsSource);
+
     /// <summary>Before a pread (the copy path and content sniffing): a result to return instead, or null for the real call.</summary>
     public delegate SyscallResult? ReadFileFaultHandler(long offset, int length);
 
@@ -111,6 +143,9 @@ internal sealed unsafe class FaultInjectingSyscalls : Syscalls
     private long _shortenedSendMessages;
     private long _shortenedSendFiles;
     private long _injectedFaults;
+    private long _teedBytes;
+    private int _teeCalls;
+    private int _pipesCreated;
 
     /// <summary>
     /// When set, caps every sendmsg to a prefix of its first vector of 1 to this many bytes, chosen at random:
@@ -135,6 +170,71 @@ internal sealed unsafe class FaultInjectingSyscalls : Syscalls
     public SocketFaultHandler? SetOptionFault { get; init; }
 
     public ReadFileFaultHandler? ReadFileFault { get; init; }
+
+    /// <summary>Consulted before every splice (see <see cref="SpliceFaultHandler"/>).</summary>
+    public SpliceFaultHandler? SpliceFault { get; init; }
+
+    /// <summary>
+    /// When set, caps every splice to 1 to this many bytes, chosen at random: a short count on most calls, which
+    /// splice may return at any time (a pipe slot per packet fragment), so the transfers must not take it for "empty".
+    /// </summary>
+    public int MaxSpliceBytes { get; init; }
+
+    /// <summary>Before a tee of <c>length</c> bytes (call number, 1-based): a result to return instead (EAGAIN: the capture pipe is full), or null.</summary>
+    public Func<int, SyscallResult?>? TeeFault { get; init; }
+
+    /// <summary>When set, pipe2 fails with this errno (EMFILE, ENFILE) instead of being called.</summary>
+    public int? CreatePipeErrno { get; set; }
+
+    /// <summary>When set, F_SETPIPE_SZ fails with this errno (EPERM past pipe-user-pages-soft) instead of being called.</summary>
+    public int? SetPipeSizeErrno { get; set; }
+
+    /// <summary>Bytes tee(2) really copied.</summary>
+    public long TeedBytes => Interlocked.Read(ref _teedBytes);
+
+    /// <summary>tee calls made through the seam, injected ones included.</summary>
+    public int TeeCalls => Volatile.Read(ref _teeCalls);
+
+    /// <summary>Pipes pipe2 really made.</summary>
+    public int PipesCreated => Volatile.Read(ref _pipesCreated);
+
+    /// <summary>splice calls the seam cut short (<see cref="MaxSpliceBytes"/>).</summary>
+    public long ShortenedSplices => Interlocked.Read(ref _shortenedSplices);
+
+    private long _shortenedSplices;
+    private readonly ConcurrentDictionary<string, bool> _pipeInodes = new();
+
+    /// <summary>
+    /// The pipes made through this seam that still have an end open in this process (each kernel pipe once,
+    /// whatever else the process opens meanwhile): pooled idle pipes, and any a transfer leaked.
+    /// </summary>
+    public int OpenPipes()
+    {
+        var open = new HashSet<string>();
+        foreach (string fd in Directory.GetFiles("/proc/self/fd"))
+        {
+            string? target = ReadLink(fd);
+            if (target is not null && _pipeInodes.ContainsKey(target))
+            {
+                open.Add(target);
+            }
+        }
+        return open.Count;
+    }
+
+    private static string? PipeInode(int fd) => ReadLink($"/proc/self/fd/{fd}");
+
+    private static string? ReadLink(string path)
+    {
+        try
+        {
+            return new FileInfo(path).LinkTarget;
+        }
+        catch (IOException)
+        {
+            return null; // Closed meanwhile.
+        }
+    }
 
     /// <summary>Replaces what cachestat says for a file range (offset, length): e.g. 0 pages, or ENOSYS.</summary>
     public Func<long, long, SyscallResult?>? CachedPagesFault { get; init; }
@@ -303,6 +403,72 @@ internal sealed unsafe class FaultInjectingSyscalls : Syscalls
         return base.ReadFile(file, buffer, offset);
     }
 
+    public override SyscallResult Splice(SafeHandle input, long? inputOffset, SafeHandle output, long? outputOffset, nuint length, uint flags)
+    {
+        // A known socket is one the seam has seen (every connection sets TCP_NODELAY or is received through it).
+        SocketLog? source = _sockets.TryGetValue(input, out SocketLog? inLog) ? inLog : null;
+        SocketLog? destination = _sockets.TryGetValue(output, out SocketLog? outLog) ? outLog : null;
+        SocketLog? socket = source ?? destination;
+        if (SpliceFault is { } fault && fault(socket, source is not null) is { } injected)
+        {
+            if (source is not null)
+            {
+                Assert.False(injected.IsSuccess || injected.WouldBlock, "Only errors may be injected into a splice from a socket.");
+            }
+            source?.CountSplice(true, injected);
+            destination?.CountSplice(false, injected);
+            return socket is null ? InjectedGlobal(injected) : Injected(socket, injected);
+        }
+        if (MaxSpliceBytes > 0)
+        {
+            nuint cap = (nuint)Random.Shared.Next(1, MaxSpliceBytes + 1);
+            if (length > cap)
+            {
+                length = cap;
+                Interlocked.Increment(ref _shortenedSplices);
+            }
+        }
+        SyscallResult result = base.Splice(input, inputOffset, output, outputOffset, length, flags);
+        source?.CountSplice(true, result);
+        destination?.CountSplice(false, result);
+        return result;
+    }
+
+    public override SyscallResult Tee(SafeHandle input, SafeHandle output, nuint length, uint flags)
+    {
+        int call = Interlocked.Increment(ref _teeCalls);
+        if (TeeFault?.Invoke(call) is { } injected)
+        {
+            return InjectedGlobal(injected);
+        }
+        SyscallResult result = base.Tee(input, output, length, flags);
+        Interlocked.Add(ref _teedBytes, result.Count);
+        return result;
+    }
+
+    public override SyscallResult CreatePipe(out FileDescriptorHandle? readEnd, out FileDescriptorHandle? writeEnd)
+    {
+        if (CreatePipeErrno is int errno)
+        {
+            readEnd = null;
+            writeEnd = null;
+            return InjectedGlobal(SyscallResult.Failure(errno));
+        }
+        SyscallResult result = base.CreatePipe(out readEnd, out writeEnd);
+        if (result.IsSuccess)
+        {
+            Interlocked.Increment(ref _pipesCreated);
+            if (PipeInode(readEnd!.Fd) is { } inode)
+            {
+                _pipeInodes.TryAdd(inode, true);
+            }
+        }
+        return result;
+    }
+
+    public override SyscallResult SetPipeSize(SafeHandle pipe, int size) =>
+        SetPipeSizeErrno is int errno ? InjectedGlobal(SyscallResult.Failure(errno)) : base.SetPipeSize(pipe, size);
+
     public override SyscallResult Shutdown(SafeHandle socket, int how)
     {
         For(socket).CountShutdown(how);
@@ -323,6 +489,12 @@ internal sealed unsafe class FaultInjectingSyscalls : Syscalls
     {
         For(socket).CountResetOnClose();
         return base.SetResetOnClose(socket);
+    }
+
+    private SyscallResult InjectedGlobal(SyscallResult result)
+    {
+        Interlocked.Increment(ref _injectedFaults);
+        return result;
     }
 
     private SyscallResult Injected(SocketLog socket, SyscallResult result)

@@ -2,8 +2,6 @@ using System.Net;
 using System.Net.Sockets;
 using System.Security.Cryptography;
 using Microsoft.AspNetCore.Connections;
-using Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets;
-using Microsoft.Extensions.Logging.Abstractions;
 using SpliceTransport.Tests.Infrastructure;
 
 namespace SpliceTransport.Tests.Transport;
@@ -19,64 +17,6 @@ public class ForwardingTests
     private const int TransferSize = 8 * 1024 * 1024;
     private static readonly TimeSpan Wait = TimeSpan.FromSeconds(30);
 
-    /// <summary>A proxy: Kestrel listening on loopback, each connection forwarded to <paramref name="upstream"/>.</summary>
-    private sealed class Proxy : IAsyncDisposable
-    {
-        private readonly SpliceTestHost _host;
-
-        private Proxy(SpliceTestHost host, TaskCompletionSource<ForwardResult> result)
-        {
-            _host = host;
-            Result = result.Task;
-        }
-
-        /// <summary>The first forwarded connection's result, or its exception.</summary>
-        public Task<ForwardResult> Result { get; }
-
-        public IPEndPoint EndPoint => new(IPAddress.Loopback, _host.Port);
-
-        public static async Task<Proxy> StartAsync(bool useSplice, IPEndPoint upstream, Func<ConnectionContext, ConnectionContext, Task<ForwardResult>>? forward = null, TimeSpan? delayBeforeConnect = null)
-        {
-            var result = new TaskCompletionSource<ForwardResult>(TaskCreationOptions.RunContinuationsAsynchronously);
-            forward ??= static (client, server) => client.ForwardAsync(server);
-            SpliceTestHost host = await SpliceTestHost.StartAsync(
-                _ => { },
-                useSplice: useSplice,
-                configureBuilder: builder => builder.WebHost.ConfigureKestrel(kestrel => kestrel.Listen(IPAddress.Loopback, 0, listen => listen.Run(async client =>
-                {
-                    try
-                    {
-                        if (delayBeforeConnect is { } delay)
-                        {
-                            await Task.Delay(delay);
-                        }
-                        await using ConnectionContext server = await ConnectAsync(kestrel.ApplicationServices, upstream, client);
-                        result.TrySetResult(await forward(client, server));
-                    }
-                    catch (Exception ex)
-                    {
-                        result.TrySetException(ex);
-                    }
-                }))));
-            return new Proxy(host, result);
-        }
-
-        private static async Task<ConnectionContext> ConnectAsync(IServiceProvider services, IPEndPoint upstream, ConnectionContext client)
-        {
-            if (services.GetService<SpliceConnectionFactory>() is { } splice)
-            {
-                ConnectionContext server = await splice.ConnectPairedAsync(upstream, client);
-                Assert.Equal(client.Features.Get<ISpliceConnectionFeature>()!.EventLoopIndex, server.Features.Get<ISpliceConnectionFeature>()!.EventLoopIndex);
-                return server;
-            }
-            var socket = new Socket(upstream.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
-            await socket.ConnectAsync(upstream);
-            return new SocketConnectionContextFactory(new SocketConnectionFactoryOptions(), NullLogger.Instance).Create(socket);
-        }
-
-        public ValueTask DisposeAsync() => _host.DisposeAsync();
-    }
-
     [Theory]
     [InlineData(true)]
     [InlineData(false)]
@@ -84,7 +24,7 @@ public class ForwardingTests
     {
         using var upstream = new TcpListener(IPAddress.Loopback, 0);
         upstream.Start();
-        await using Proxy proxy = await Proxy.StartAsync(useSplice, (IPEndPoint)upstream.LocalEndpoint);
+        await using ForwardingProxy proxy = await ForwardingProxy.StartAsync(useSplice, (IPEndPoint)upstream.LocalEndpoint);
         byte[] up = RandomNumberGenerator.GetBytes(TransferSize);
         byte[] down = RandomNumberGenerator.GetBytes(TransferSize);
 
@@ -129,7 +69,7 @@ public class ForwardingTests
     {
         using var upstream = new TcpListener(IPAddress.Loopback, 0);
         upstream.Start();
-        await using Proxy proxy = await Proxy.StartAsync(useSplice: true, (IPEndPoint)upstream.LocalEndpoint);
+        await using ForwardingProxy proxy = await ForwardingProxy.StartAsync(useSplice: true, (IPEndPoint)upstream.LocalEndpoint);
         byte[] answer = RandomNumberGenerator.GetBytes(1024 * 1024);
 
         using var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
@@ -157,7 +97,7 @@ public class ForwardingTests
     {
         using var upstream = new TcpListener(IPAddress.Loopback, 0);
         upstream.Start();
-        await using Proxy proxy = await Proxy.StartAsync(useSplice, (IPEndPoint)upstream.LocalEndpoint);
+        await using ForwardingProxy proxy = await ForwardingProxy.StartAsync(useSplice, (IPEndPoint)upstream.LocalEndpoint);
 
         using var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         await client.ConnectAsync(proxy.EndPoint);
@@ -178,7 +118,7 @@ public class ForwardingTests
     {
         using var upstream = new TcpListener(IPAddress.Loopback, 0);
         upstream.Start();
-        await using Proxy proxy = await Proxy.StartAsync(useSplice: true, (IPEndPoint)upstream.LocalEndpoint, delayBeforeConnect: TimeSpan.FromMilliseconds(200));
+        await using ForwardingProxy proxy = await ForwardingProxy.StartAsync(useSplice: true, (IPEndPoint)upstream.LocalEndpoint, delayBeforeConnect: TimeSpan.FromMilliseconds(200));
         byte[] early = RandomNumberGenerator.GetBytes(256 * 1024);
         byte[] late = RandomNumberGenerator.GetBytes(256 * 1024);
 
@@ -198,7 +138,7 @@ public class ForwardingTests
     {
         using var upstream = new TcpListener(IPAddress.Loopback, 0);
         upstream.Start();
-        await using Proxy proxy = await Proxy.StartAsync(useSplice: true, (IPEndPoint)upstream.LocalEndpoint, forward: static async (client, server) =>
+        await using ForwardingProxy proxy = await ForwardingProxy.StartAsync(useSplice: true, (IPEndPoint)upstream.LocalEndpoint, forward: static async (client, server) =>
         {
             using var cancel = new CancellationTokenSource(TimeSpan.FromMilliseconds(200));
             await Assert.ThrowsAnyAsync<OperationCanceledException>(() => client.ForwardAsync(server, cancel.Token));
