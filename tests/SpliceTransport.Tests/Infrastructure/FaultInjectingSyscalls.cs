@@ -78,7 +78,14 @@ internal sealed unsafe class FaultInjectingSyscalls : Syscalls
         /// <summary>Faults a test's callback injected on this socket.</summary>
         public int InjectedFaults => Volatile.Read(ref _injectedFaults);
 
+        /// <summary>Bytes recv really returned on this socket.</summary>
+        public long ReceivedBytes => Interlocked.Read(ref _receivedBytes);
+
+        private long _receivedBytes;
+
         internal void CountReceive() => Interlocked.Increment(ref _receiveCalls);
+
+        internal void CountReceived(SyscallResult result) => Interlocked.Add(ref _receivedBytes, result.Count);
 
         internal int CountSendMessage(bool responseHead)
         {
@@ -377,7 +384,9 @@ internal sealed unsafe class FaultInjectingSyscalls : Syscalls
             Assert.False(injected.IsSuccess || injected.WouldBlock, "Only errors may be injected into recv.");
             return Injected(log, injected);
         }
-        return base.Receive(socket, buffer);
+        SyscallResult received = base.Receive(socket, buffer);
+        log.CountReceived(received);
+        return received;
     }
 
     public override SyscallResult CachedPages(SafeHandle file, long offset, long length)

@@ -281,9 +281,76 @@ public sealed class SocketHandoffTests
         }
     }
 
-    private static Task<SpliceTestHost> StartAsync(Func<ConnectionContext, Task> handler) =>
+    [Fact]
+    public async Task A_pause_granted_while_the_pump_waits_for_the_app_to_read_leaves_the_readable_edge_to_the_holder()
+    {
+        // The pump stops reading once the input holds MaxReadBufferSize (its flush waits for the app). A pause then
+        // is granted at once, and the holder's first move, draining the input, completes that flush: the pump must
+        // park, not go on to wait for the next readable edge, which has one waiter: the holder's.
+        const int maxRead = 64 * 1024;
+        const int chunk = 1000; // Under the 2 KiB the pump reads at least, so its last read before the limit is short.
+        // Just past the limit, and then nothing until the holder asks: no edge comes after the pump's last read,
+        // so a pump that went back to the edge would wait on it, beside the holder.
+        byte[] backlog = RandomNumberGenerator.GetBytes((maxRead / chunk + 1) * chunk);
+        byte[] direct = RandomNumberGenerator.GetBytes(1024 * 1024);
+        var outcome = new TaskCompletionSource<byte[]>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var seam = new FaultInjectingSyscalls();
+
+        await using var host = await StartAsync(async connection =>
+        {
+            var handoff = connection.Features.Get<ISocketHandoffFeature>()!;
+            PipeReader input = connection.Transport.Input;
+            // The app reads nothing until the pump has received the whole backlog: its flush past the limit waits.
+            FaultInjectingSyscalls.SocketLog log = seam.For(handoff.Socket);
+            while (log.ReceivedBytes < backlog.Length)
+            {
+                await Task.Delay(10);
+            }
+            ReadResult read;
+            Assert.True(await handoff.PauseReceivingAsync(CancellationToken.None).WaitAsync(Timeout));
+            byte[] received;
+            try
+            {
+                Assert.True(input.TryRead(out read));
+                byte[] buffered = read.Buffer.ToArray();
+                input.AdvanceTo(read.Buffer.End); // Completes the pump's flush.
+                await WriteAsync(connection.Transport.Output, "R");
+                byte[] rest = await ReceiveExactlyAsync(handoff, backlog.Length + direct.Length - buffered.Length).WaitAsync(Timeout);
+                received = [.. buffered, .. rest];
+            }
+            finally
+            {
+                handoff.ResumeReceiving();
+            }
+            await WriteAsync(connection.Transport.Output, "P");
+            Assert.Equal("TAIL\n", await ReadLineAsync(input).WaitAsync(Timeout)); // The resumed pump reads on.
+            outcome.TrySetResult(received);
+            await WriteAsync(connection.Transport.Output, "DONE");
+        }, o =>
+        {
+            o.MaxReadBufferSize = maxRead;
+            o.Syscalls = seam;
+        });
+
+        using Socket client = await ConnectAsync(host.Port);
+        for (int sent = 0; sent < backlog.Length; sent += chunk)
+        {
+            await client.SendAsync(backlog.AsMemory(sent, Math.Min(chunk, backlog.Length - sent)));
+            await Task.Delay(1);
+        }
+        Assert.Equal("R", await ReceiveTextAsync(client, 1).WaitAsync(Timeout));
+        await client.SendAsync(direct);
+        Assert.Equal("P", await ReceiveTextAsync(client, 1).WaitAsync(Timeout));
+        await client.SendAsync(Encoding.ASCII.GetBytes("TAIL\n"));
+        Assert.Equal(SHA256.HashData([.. backlog, .. direct]), SHA256.HashData(await outcome.Task.WaitAsync(Timeout)));
+        Assert.Equal("DONE", await ReceiveTextAsync(client, 4).WaitAsync(Timeout));
+        Assert.Empty(await ReceiveToEndAsync(client).WaitAsync(Timeout)); // The connection closes.
+    }
+
+    private static Task<SpliceTestHost> StartAsync(Func<ConnectionContext, Task> handler, Action<SpliceTransportOptions>? configureTransport = null) =>
         SpliceTestHost.StartAsync(
             _ => { },
+            configureTransport: configureTransport,
             configureBuilder: builder => builder.WebHost.ConfigureKestrel(kestrel =>
                 kestrel.Listen(IPAddress.Loopback, 0, listen => listen.Run(handler))));
 
