@@ -23,7 +23,9 @@ namespace SpliceTransport.Splice;
 /// (a disk thread) at a time. The producer owns the stream offset and the captured ranges, the consumer the file
 /// offset; the pipe's count is shared through Interlocked adds, and the "drain scheduled" flag is handed over with
 /// full fences on both sides, so no wake-up is lost: the consumer clears the flag and looks at the pipe again; the
-/// producer adds its bytes and then looks at the flag. Either sees the other's write.
+/// producer adds its bytes and then looks at the flag. Either sees the other's write. Drains are chained, each
+/// after the one before, so that two never run at once and the end waits for all of them by waiting for the last;
+/// each is one pass over the pipe, so a busy capture takes its turn on the disk threads with the other work there.
 /// </summary>
 internal sealed class CaptureWriter : IAsyncDisposable
 {
@@ -48,7 +50,7 @@ internal sealed class CaptureWriter : IAsyncDisposable
     /// <summary>Producer: the stream bytes offered so far, captured or dropped.</summary>
     private long _offered;
 
-    /// <summary>Producer: the drain last scheduled, which the end waits for.</summary>
+    /// <summary>Producer: the drain last scheduled, chained after every earlier one; the end waits for it.</summary>
     private Task _lastDrain = Task.CompletedTask;
 
     private int _drainScheduled;
@@ -81,20 +83,20 @@ internal sealed class CaptureWriter : IAsyncDisposable
     /// </summary>
     public static CaptureWriter Open(string path, string connectionId, PipePool pool, DiskThreads diskThreads, SpliceMetrics metrics, ILogger logger)
     {
+        File.Delete(path + GapsSuffix); // An earlier capture's list would describe this one wrongly.
         SafeFileHandle file = File.OpenHandle(path, FileMode.Create, FileAccess.Write, FileShare.Read);
+        SplicePipe? pipe;
         try
         {
-            File.Delete(path + GapsSuffix);
+            if (!pool.TryRent(out pipe, out PipeRefusal refusal))
+            {
+                Log.CaptureUnavailable(logger, connectionId, path, refusal.ToString());
+            }
         }
         catch
         {
             file.Dispose();
             throw;
-        }
-        SplicePipe? pipe = null;
-        if (!pool.TryRent(out pipe, out PipeRefusal refusal))
-        {
-            Log.CaptureUnavailable(logger, connectionId, path, refusal.ToString());
         }
         return new CaptureWriter(path, file, pool, pipe, diskThreads, metrics, logger);
     }
@@ -102,7 +104,10 @@ internal sealed class CaptureWriter : IAsyncDisposable
     /// <summary>The bytes written to the file (after <see cref="DisposeAsync"/>: all of them).</summary>
     public long CapturedBytes => Volatile.Read(ref _written);
 
-    /// <summary>The bytes offered but not in the file (after <see cref="DisposeAsync"/>).</summary>
+    /// <summary>
+    /// The bytes offered but not in the file (after <see cref="DisposeAsync"/>). Offered means taken off the
+    /// source: with the captured bytes, the direction's bytes, plus any a dead destination lost.
+    /// </summary>
     public long DroppedBytes => _offered - CapturedBytes;
 
     /// <summary>
@@ -156,9 +161,18 @@ internal sealed class CaptureWriter : IAsyncDisposable
         {
             return; // A drain is running or queued, and will look at the pipe again before it stops.
         }
+        _lastDrain = DrainAfterAsync(_lastDrain);
+    }
+
+    /// <summary>Drains once <paramref name="previous"/> has ended, pass after pass while the producer keeps up the flag.</summary>
+    private async Task DrainAfterAsync(Task previous)
+    {
+        await previous.ConfigureAwait(false);
         try
         {
-            _lastDrain = _diskThreads.RunAsync(_drain);
+            while (await _diskThreads.RunAsync(_drain).ConfigureAwait(false))
+            {
+            }
         }
         catch (ObjectDisposedException)
         {
@@ -167,14 +181,15 @@ internal sealed class CaptureWriter : IAsyncDisposable
     }
 
     /// <summary>
-    /// The consumer, on a disk thread: splices the capture pipe into the file until it is empty, then clears the
-    /// flag and looks once more (see the class comment). A regular file never says EAGAIN, so this never waits
-    /// for anything but the disk.
+    /// One pass of the consumer, on a disk thread: splices the capture pipe into the file until it is empty, then
+    /// clears the flag and looks once more (see the class comment). True: more came, and the flag is taken again,
+    /// for another pass. A regular file never says EAGAIN, so this never waits for anything but the disk. Any
+    /// failure turns the capture off (logged); the forward never learns of it.
     /// </summary>
     private bool Drain()
     {
         SplicePipe pipe = _pipe!;
-        while (true)
+        try
         {
             while (!pipe.IsEmpty && !_failed)
             {
@@ -188,17 +203,23 @@ internal sealed class CaptureWriter : IAsyncDisposable
                 }
                 else if (moved.Status == TransferStatus.Failed)
                 {
-                    _failed = true;
-                    Log.CaptureFailed(_logger, _path, new SyscallException("splice", moved.Errno, _path));
+                    Fail(new SyscallException("splice", moved.Errno, _path));
                 }
             }
-            Volatile.Write(ref _drainScheduled, 0);
-            Interlocked.MemoryBarrier();
-            if (pipe.IsEmpty || _failed || Interlocked.Exchange(ref _drainScheduled, 1) != 0)
-            {
-                return true;
-            }
         }
+        catch (Exception ex)
+        {
+            Fail(ex);
+        }
+        Volatile.Write(ref _drainScheduled, 0);
+        Interlocked.MemoryBarrier();
+        return !pipe.IsEmpty && !_failed && Interlocked.Exchange(ref _drainScheduled, 1) == 0;
+    }
+
+    private void Fail(Exception error)
+    {
+        _failed = true;
+        Log.CaptureFailed(_logger, _path, error);
     }
 
     /// <summary>

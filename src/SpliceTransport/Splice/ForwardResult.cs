@@ -23,7 +23,7 @@ public readonly struct ForwardDirectionResult
     /// <param name="fallbackReason">Why the direction copied what it could have spliced, if it did; null otherwise.</param>
     /// <param name="capturedBytes">Bytes written to the direction's capture file.</param>
     /// <param name="captureDroppedBytes">Bytes the capture dropped (it could not keep up, or had no pipe or file).</param>
-    /// <exception cref="ArgumentOutOfRangeException">A negative count, more spliced bytes than bytes, or more captured and dropped bytes than bytes.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A negative count, or more spliced bytes than bytes.</exception>
     public ForwardDirectionResult(long bytes, long splicedBytes, ForwardEnd end, string? fallbackReason = null, long capturedBytes = 0, long captureDroppedBytes = 0)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(bytes);
@@ -31,7 +31,6 @@ public readonly struct ForwardDirectionResult
         ArgumentOutOfRangeException.ThrowIfGreaterThan(splicedBytes, bytes);
         ArgumentOutOfRangeException.ThrowIfNegative(capturedBytes);
         ArgumentOutOfRangeException.ThrowIfNegative(captureDroppedBytes);
-        ArgumentOutOfRangeException.ThrowIfGreaterThan(capturedBytes + captureDroppedBytes, bytes, nameof(captureDroppedBytes));
         Bytes = bytes;
         SplicedBytes = splicedBytes;
         End = end;
@@ -68,8 +67,9 @@ public readonly struct ForwardDirectionResult
     public long CapturedBytes { get; }
 
     /// <summary>
-    /// Bytes of this direction the capture dropped; with a capture, <see cref="CapturedBytes"/> plus these is
-    /// <see cref="Bytes"/>. The missing ranges are listed in the capture's <c>.gaps</c> file.
+    /// Bytes of this direction the capture dropped. With a capture, <see cref="CapturedBytes"/> plus these is the
+    /// bytes taken from the source: <see cref="Bytes"/>, plus those a destination that failed (<see cref="ForwardEnd.Reset"/>,
+    /// <see cref="ForwardEnd.DestinationClosed"/>) never took. The missing ranges are listed in the capture's <c>.gaps</c> file.
     /// </summary>
     public long CaptureDroppedBytes { get; }
 

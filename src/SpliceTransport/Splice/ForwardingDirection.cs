@@ -91,12 +91,16 @@ internal sealed class ForwardingDirection
     private long _reportedSpliced;
     private string? _fallbackReason;
 
+    /// <summary>Runs on the loop when either connection starts shutting down (see <see cref="ISocketHandoffFeature.ShuttingDown"/>).</summary>
+    private readonly Action _wakeOnShutdown;
+
     /// <summary>The failure that ended the direction (<see cref="Ending.SourceFailed"/>, <see cref="Ending.DestinationFailed"/>).</summary>
     private SocketFailure? _failure;
 
     public ForwardingDirection(ConnectionContext source, ISocketHandoffFeature sourceSocket, ConnectionContext destination, ISocketHandoffFeature destinationSocket,
         ForwardSpliceMode mode, CaptureWriter? capture, CancellationToken cancellationToken)
     {
+        _wakeOnShutdown = WakeWaits;
         _sourceConnection = source;
         _destinationConnection = destination;
         _source = sourceSocket;
@@ -143,7 +147,7 @@ internal sealed class ForwardingDirection
         {
             _completion.TrySetResult(await ForwardAsync().ConfigureAwait(false));
         }
-        catch (OperationCanceledException ex) when (_cancellationToken.IsCancellationRequested)
+        catch (OperationCanceledException ex) when (_cancellationToken.IsCancellationRequested && ex is not ConnectionAbortedException)
         {
             _completion.TrySetCanceled(ex.CancellationToken);
         }
@@ -165,11 +169,25 @@ internal sealed class ForwardingDirection
         try
         {
             PipeWriter output = _destinationConnection.Transport.Output;
-            if (TakeBufferedInput(output) is ForwardEnd prefixEnd)
+            ForwardEnd? prefixEnd;
+            try
             {
-                return await EndBeforeTakeoverAsync(prefixEnd, output).ConfigureAwait(false);
+                prefixEnd = TakeBufferedInput(output);
             }
-            if (_copied > 0 && (await output.FlushAsync(_cancellationToken).ConfigureAwait(false)).IsCompleted)
+            catch (Exception ex) when (ex is IOException or ConnectionAbortedException)
+            {
+                // The pump had completed the input with an error before it parked (a reset, an abort): so is the
+                // destination, as when the error comes later.
+                _destinationConnection.Abort(new ConnectionAbortedException($"Connection {_source.ConnectionId}, forwarded to this one, was reset.", ex));
+                return Result(ForwardEnd.Reset);
+            }
+            if (prefixEnd is ForwardEnd end)
+            {
+                return await EndBeforeTakeoverAsync(end, output).ConfigureAwait(false);
+            }
+            // Always: whatever the application wrote to the destination before forwarding (a greeting, a
+            // "200 Connection established") must leave before the first spliced byte.
+            if ((await output.FlushAsync(_cancellationToken).ConfigureAwait(false)).IsCompleted)
             {
                 return Result(ForwardEnd.DestinationClosed);
             }
@@ -181,7 +199,29 @@ internal sealed class ForwardingDirection
 
             using CancellationTokenRegistration wake = _cancellationToken.UnsafeRegister(static state => ((ForwardingDirection)state!).WakeOnLoop(), this);
             await _source.Loop.Yield(); // From here on, the loop thread: every wait below continues there.
-            Ending ending = await MoveAsync();
+            // A shutdown of either connection wakes this direction, whichever edge it waits on: a connection
+            // cancels only its own edges, and this direction may be waiting on the other one's.
+            _source.ShuttingDown += _wakeOnShutdown;
+            _destination.ShuttingDown += _wakeOnShutdown;
+            Ending ending;
+            try
+            {
+                ending = await MoveAsync();
+            }
+            catch (Exception ex)
+            {
+                // A fault of ours (not the peers'): the bytes in hand cannot be delivered in order, so neither
+                // connection may go on as if nothing happened.
+                var abort = new ConnectionAbortedException($"Forwarding from connection {_source.ConnectionId} failed.", ex);
+                _destinationConnection.Abort(abort);
+                _sourceConnection.Abort(abort);
+                throw;
+            }
+            finally
+            {
+                _source.ShuttingDown -= _wakeOnShutdown;
+                _destination.ShuttingDown -= _wakeOnShutdown;
+            }
             receivingPaused = sendingPaused = false;
             return Finish(ending, output);
         }
@@ -195,6 +235,7 @@ internal sealed class ForwardingDirection
             {
                 _source.ResumeReceiving();
             }
+            _pendingStart = _pendingEnd; // Whatever is still in hand is lost with the direction.
             ReleaseBuffer();
             ReturnPipe();
             ReportBytes();
@@ -346,7 +387,12 @@ internal sealed class ForwardingDirection
                 case TransferStatus.Unsupported:
                     // Not seen for a socket; if a kernel says it, the bytes already in the pipe are copied out.
                     StopSplicing(ForwardFallbackReasons.SpliceUnsupported);
-                    return await SendPipeByCopyAsync(pipe);
+                    if (await SendPipeByCopyAsync(pipe) is Ending copyEnding)
+                    {
+                        return copyEnding;
+                    }
+                    ReturnPipe();
+                    return null;
                 case TransferStatus.Failed:
                     _failure = new SocketFailure("splice", SyscallResult.Failure(drain.Errno));
                     return Ending.DestinationFailed;
@@ -449,12 +495,14 @@ internal sealed class ForwardingDirection
     /// The token was cancelled: wake the waits of this direction on the loop (a spurious edge is harmless: a
     /// waiter only ever retries its call), so that it sees the token at once.
     /// </summary>
-    private void WakeOnLoop() => _source.Loop.Schedule(static state =>
+    private void WakeOnLoop() => _source.Loop.Schedule(static state => ((ForwardingDirection)state!).WakeWaits(), this);
+
+    /// <summary>Signals the two edges this direction may wait on. Loop thread.</summary>
+    private void WakeWaits()
     {
-        var direction = (ForwardingDirection)state!;
-        direction._source.Readiness.Readable.Signal();
-        direction._destination.Readiness.Writable.Signal();
-    }, this);
+        _source.Readiness.Readable.Signal();
+        _destination.Readiness.Writable.Signal();
+    }
 
     /// <summary>
     /// Gives both sockets back, each pump told what this direction met, and says how the direction ended. Loop
@@ -463,43 +511,56 @@ internal sealed class ForwardingDirection
     /// </summary>
     private ForwardDirectionResult Finish(Ending ending, PipeWriter output)
     {
-        switch (ending)
+        SocketFailure? sourceFailure = null;
+        SocketFailure? destinationFailure = null;
+        bool destinationResumed = false;
+        try
         {
-            case Ending.Fin:
-            case Ending.SourceShutDown when _source.ShutdownReason is null:
-                // The send pump, resumed, sends what is left and then the FIN: shutdown(SHUT_WR) through the
-                // destination's one way out, while the other direction goes on (a half-close).
-                _destination.ResumeSending();
-                MoveLeftoversTo(output);
-                output.Complete();
-                _source.ResumeReceiving();
-                return Result(ForwardEnd.Fin);
-            case Ending.SourceFailed:
-            case Ending.SourceShutDown:
-                // Reset or aborted: so is the destination, as TCP would tell a peer whose bytes were lost. The
-                // source's pump ends with the failure (a socket reports a reset once: it could not learn it again).
-                Exception reason = _failure is { } failure
-                    ? new ConnectionResetException($"The forwarded connection {_source.ConnectionId} failed: {failure}.", failure.Result.ToException(failure.Syscall))
-                    : _source.ShutdownReason!;
-                _destinationConnection.Abort(new ConnectionAbortedException($"Connection {_source.ConnectionId}, forwarded to this one, was reset.", reason));
-                _destination.ResumeSending();
-                _source.ResumeReceiving(_failure);
-                return Result(ForwardEnd.Reset);
-            case Ending.DestinationFailed:
-            case Ending.DestinationShutDown:
-                // The bytes in hand are lost with the destination, which the resumed pump resets (or has).
-                _destination.ResumeSending(_failure);
-                _source.ResumeReceiving();
-                return Result(ForwardEnd.DestinationClosed);
-            default:
-                // Cancelled: both connections stay usable. The bytes in hand go to the destination's output, ahead
-                // of whatever the caller writes next; the flush is not awaited, so a destination that does not read
-                // cannot hold the cancellation up (the caller's next flush waits for them instead).
-                _destination.ResumeSending();
-                MoveLeftoversTo(output);
-                _ = output.FlushAsync(CancellationToken.None);
-                _source.ResumeReceiving();
-                throw new OperationCanceledException(_cancellationToken);
+            switch (ending)
+            {
+                case Ending.Fin:
+                case Ending.SourceShutDown when _source.ShutdownReason is null:
+                    // The send pump, resumed, sends what is left and then the FIN: shutdown(SHUT_WR) through the
+                    // destination's one way out, while the other direction goes on (a half-close).
+                    _destination.ResumeSending();
+                    destinationResumed = true;
+                    MoveLeftoversTo(output);
+                    output.Complete();
+                    return Result(ForwardEnd.Fin);
+                case Ending.SourceFailed:
+                case Ending.SourceShutDown:
+                    // Reset or aborted: so is the destination, as TCP would tell a peer whose bytes were lost. The
+                    // source's pump ends with the failure (a socket reports a reset once: it could not learn it again).
+                    Exception reason = _failure is { } failure
+                        ? new ConnectionResetException($"The forwarded connection {_source.ConnectionId} failed: {failure}.", failure.Result.ToException(failure.Syscall))
+                        : _source.ShutdownReason!;
+                    sourceFailure = _failure;
+                    _destinationConnection.Abort(new ConnectionAbortedException($"Connection {_source.ConnectionId}, forwarded to this one, was reset.", reason));
+                    return Result(ForwardEnd.Reset);
+                case Ending.DestinationFailed:
+                case Ending.DestinationShutDown:
+                    // The bytes in hand are lost with the destination, which the resumed pump resets (or has).
+                    destinationFailure = _failure;
+                    return Result(ForwardEnd.DestinationClosed);
+                default:
+                    // Cancelled: both connections stay usable. The bytes in hand go to the destination's output,
+                    // ahead of whatever the caller writes next; the flush is not awaited, so a destination that does
+                    // not read cannot hold the cancellation up (the caller's next flush waits for them instead).
+                    _destination.ResumeSending();
+                    destinationResumed = true;
+                    MoveLeftoversTo(output);
+                    _ = output.FlushAsync(CancellationToken.None);
+                    throw new OperationCanceledException(_cancellationToken);
+            }
+        }
+        finally
+        {
+            // Both pumps get their sockets back whatever happened above, each with what this direction met on it.
+            if (!destinationResumed)
+            {
+                _destination.ResumeSending(destinationFailure);
+            }
+            _source.ResumeReceiving(sourceFailure);
         }
     }
 

@@ -76,6 +76,13 @@ internal interface ISocketHandoffFeature
     /// </summary>
     void ResumeSending(SocketFailure? failure = null);
 
+    /// <summary>
+    /// Raised on the loop when the connection starts shutting down, after its own edges are cancelled: a holder
+    /// that waits on another connection's edge (a forwarder waiting for its other socket) needs this to wake.
+    /// Handlers run inline, once; subscribe on the loop thread, and unsubscribe when the socket is given back.
+    /// </summary>
+    event Action? ShuttingDown;
+
     /// <summary>Why the connection was shut down with a reset, once it was; null for a graceful end or none yet.</summary>
     Exception? ShutdownReason { get; }
 

@@ -49,6 +49,12 @@ internal sealed partial class SpliceConnection : ISocketHandoffFeature
     public void ResumeSending(SocketFailure? failure = null) =>
         RunOnLoop(static (connection, failure) => connection._sendPump.Gate.Resume(failure), failure);
 
+    /// <inheritdoc />
+    public event Action? ShuttingDown;
+
+    /// <summary>Tells the holders of the socket that it is shutting down (<see cref="Shutdown"/>, on the loop).</summary>
+    private void RaiseShuttingDown() => ShuttingDown?.Invoke();
+
     /// <summary>The transport's pipe pool, shared by every connection of the transport.</summary>
     public PipePool Pipes => _context.Pipes;
 

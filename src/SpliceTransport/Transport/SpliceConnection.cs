@@ -271,7 +271,8 @@ internal sealed partial class SpliceConnection : ConnectionContext
         }
         _output.Reader.CancelPendingRead();
         _input.Writer.CancelPendingFlush();
-        Readiness.Cancel(); // Last: this runs the pumps' continuations inline, which must see the state above.
+        Readiness.Cancel(); // This runs the pumps' continuations inline, which must see the state above.
+        RaiseShuttingDown(); // Last: a holder of the socket may be waiting on another connection's edge.
     }
 
     /// <summary>

@@ -296,6 +296,39 @@ public class SpliceForwardingTests
         throw new TimeoutException($"The count kept changing (last {last}).");
     }
 
+    [Fact]
+    public async Task AnAbortOfOneConnectionEndsBothDirectionsWhateverEdgeTheyWaitOn()
+    {
+        // The client neither sends nor reads: the outbound direction waits on the client's readable edge, the
+        // inbound one (full client buffers) on the client's writable edge. Aborting the upstream cancels only the
+        // upstream's edges; both directions must still wake and end.
+        using var upstream = new Upstream();
+        var seam = new FaultInjectingSyscalls();
+        var abortUpstream = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using ForwardingProxy proxy = await ForwardingProxy.StartAsync(true, upstream.EndPoint, seam, forward: async (client, server) =>
+        {
+            Task<ForwardResult> forwarding = client.ForwardAsync(server, Splicing());
+            await abortUpstream.Task;
+            server.Abort(new ConnectionAbortedException("The test aborts the upstream."));
+            return await forwarding;
+        });
+        var (client, server) = await ConnectAsync(proxy, upstream);
+        using (client)
+        using (server)
+        {
+            var (_, upstreamLog) = await proxy.Sockets;
+            _ = server.SendAsync(new byte[StreamSize]).ContinueWith(static t => t.Exception, TaskScheduler.Default);
+            await SettledAsync(() => upstreamLog.SplicedInBytes);
+            abortUpstream.SetResult();
+
+            ForwardResult result = await proxy.Result.WaitAsync(Wait);
+            Assert.Equal(ForwardEnd.DestinationClosed, result.Outbound.End);
+            Assert.Equal(ForwardEnd.Reset, result.Inbound.End);
+            var error = await Assert.ThrowsAsync<SocketException>(() => LoopbackSockets.ReadToEndAsync(client).WaitAsync(Wait));
+            Assert.Equal(SocketError.ConnectionReset, error.SocketErrorCode);
+        }
+    }
+
     [Theory]
     [InlineData("pipe2", Errno.EMFILE, PipeRefusalReasons.DescriptorLimit)]
     [InlineData("fcntl", Errno.EPERM, PipeRefusalReasons.PipeSizeLimit)]
