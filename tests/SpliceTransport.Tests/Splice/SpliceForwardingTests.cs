@@ -297,6 +297,50 @@ public class SpliceForwardingTests
     }
 
     [Fact]
+    public async Task TwoThousandIdleForwardedPairsHoldNoPipeButThePooledOnes()
+    {
+        const int pairs = 2000;
+        const int burst = 2 * ForwardingDirection.CopyBufferSize; // Fills the copy buffer: every direction splices.
+        using var upstream = new Upstream();
+        var seam = new FaultInjectingSyscalls();
+        await using ForwardingProxy proxy = await ForwardingProxy.StartAsync(true, upstream.EndPoint, seam);
+        var clients = new List<Socket>();
+        var servers = new List<Socket>();
+        try
+        {
+            for (int batch = 0; batch < pairs; batch += 100)
+            {
+                var connecting = Enumerable.Range(0, 100).Select(async _ =>
+                {
+                    var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+                    await client.ConnectAsync(proxy.EndPoint);
+                    return client;
+                }).ToList();
+                clients.AddRange(await Task.WhenAll(connecting).WaitAsync(Wait));
+                for (int i = 0; i < 100; i++)
+                {
+                    servers.Add(await upstream.AcceptAsync());
+                }
+            }
+            byte[] bytes = RandomNumberGenerator.GetBytes(burst);
+            await Task.WhenAll(clients.Select(client => client.SendAsync(bytes))).WaitAsync(Wait);
+            await Task.WhenAll(servers.Select(server => LoopbackSockets.ReadExactlyAsync(server, burst))).WaitAsync(Wait);
+            Assert.True(seam.PipesCreated > 0, "No direction spliced.");
+
+            // Every direction is idle now, waiting for its source with no pipe: only the pool's idle ones are open.
+            await proxy.Metrics.AssertEventuallyAsync(0, m => m.Total(SpliceMetrics.PipeCountName, SpliceMetrics.PipeStateTag, SpliceMetrics.PipeStateUsed));
+            Assert.InRange(seam.OpenPipes(), 0, PipePool.DefaultMaxPooled);
+        }
+        finally
+        {
+            foreach (Socket socket in clients.Concat(servers))
+            {
+                socket.Dispose();
+            }
+        }
+    }
+
+    [Fact]
     public async Task AnAbortOfOneConnectionEndsBothDirectionsWhateverEdgeTheyWaitOn()
     {
         // The client neither sends nor reads: the outbound direction waits on the client's readable edge, the
