@@ -28,7 +28,7 @@ public class MetricsTests(FileFixture files) : IClassFixture<FileFixture>
         await using var host = await SpliceTestHost.StartAsync(app => app.MapGet("/", () => "ok"));
 
         Assert.Equal(
-            ["splice.connection.accepted", "splice.connection.active", "splice.connection.connected", "splice.pipe.count", "splice.pipe.refused", "splice.sendfile.fallbacks", "splice.sendfile.prefetched", "splice.sendfile.prefetches", "splice.sendfile.responses", "splice.sendfile.sent", "splice.upload.fallbacks"],
+            ["splice.connection.accepted", "splice.connection.active", "splice.connection.connected", "splice.forward.bytes", "splice.forward.capture.dropped", "splice.forward.fallbacks", "splice.pipe.count", "splice.pipe.refused", "splice.sendfile.fallbacks", "splice.sendfile.prefetched", "splice.sendfile.prefetches", "splice.sendfile.responses", "splice.sendfile.sent", "splice.upload.fallbacks"],
             host.Metrics.Instruments.Keys.Order(StringComparer.Ordinal));
         AssertInstrument<UpDownCounter<long>>(host, "splice.connection.active", "{connection}");
         AssertInstrument<Counter<long>>(host, "splice.connection.accepted", "{connection}");
@@ -41,6 +41,9 @@ public class MetricsTests(FileFixture files) : IClassFixture<FileFixture>
         AssertInstrument<UpDownCounter<long>>(host, "splice.pipe.count", "{pipe}");
         AssertInstrument<Counter<long>>(host, "splice.pipe.refused", "{pipe}");
         AssertInstrument<Counter<long>>(host, "splice.upload.fallbacks", "{request}");
+        AssertInstrument<Counter<long>>(host, "splice.forward.bytes", "By");
+        AssertInstrument<Counter<long>>(host, "splice.forward.fallbacks", "{direction}");
+        AssertInstrument<Counter<long>>(host, "splice.forward.capture.dropped", "By");
     }
 
     [Theory]
