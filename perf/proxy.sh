@@ -2,8 +2,8 @@
 # perf/proxy.sh — what a TCP proxy costs (issue #12): CPU per GB through it, and small requests through it.
 #
 # An nginx upstream serves a 256 MiB file and a 4 KiB one; in front of it, side by side in one run:
-#   tcpproxy-splice   samples/TcpProxy on SpliceTransport (ForwardAsync: today a copy through the pipes)
-#   tcpproxy-sockets  samples/TcpProxy on Kestrel's socket transport (the same copy loop)
+#   tcpproxy-splice   samples/TcpProxy on SpliceTransport (ForwardAsync: splice-auto on the loop)
+#   tcpproxy-sockets  samples/TcpProxy on Kestrel's socket transport (ForwardAsync copies through the pipes)
 #   haproxy-splice    HAProxy, mode tcp, option splice-request/splice-response, tune.pipesize 1048576
 #   haproxy-copy      HAProxy, mode tcp, no splice
 #   go                perf/goproxy: io.Copy between *net.TCPConn (Go splices TCPConn to TCPConn)
@@ -160,7 +160,7 @@ import csv, statistics, sys
 rows = list(csv.reader(open(sys.argv[1])))
 out, commit, load, rounds, duration, commands = sys.argv[2:8]
 order = ["tcpproxy-splice", "tcpproxy-sockets", "haproxy-splice", "haproxy-copy", "go"]
-label = {"tcpproxy-splice": "TcpProxy on SpliceTransport (ForwardAsync copies today)", "tcpproxy-sockets": "TcpProxy on Kestrel sockets",
+label = {"tcpproxy-splice": "TcpProxy on SpliceTransport (ForwardAsync, splice-auto)", "tcpproxy-sockets": "TcpProxy on Kestrel sockets",
          "haproxy-splice": "HAProxy, splice", "haproxy-copy": "HAProxy, no splice", "go": "Go io.Copy (splices TCPConn to TCPConn)"}
 def med(name, kind, col):
     vals = [float(r[col]) for r in rows if r[1] == name and r[2] == kind]
