@@ -22,6 +22,9 @@ namespace SpliceTransport.Engine;
 /// </summary>
 internal sealed unsafe class EventLoop : PipeScheduler, IDisposable
 {
+    /// <summary>What a connected socket is registered for: reads, writes and the peer's FIN, all at once.</summary>
+    public const uint SocketEvents = LibC.EPOLLIN | LibC.EPOLLOUT | LibC.EPOLLRDHUP;
+
     /// <summary>Events taken per epoll_wait; more only costs memory, fewer only costs calls.</summary>
     private const int MaxEventsPerWait = 256;
 
@@ -116,7 +119,7 @@ internal sealed unsafe class EventLoop : PipeScheduler, IDisposable
     }
 
     /// <summary>Registers <paramref name="fd"/> edge-triggered for reads, writes and peer hang-ups. Loop thread only.</summary>
-    public void Register(FileDescriptorHandle fd, IEpollHandler handler, uint events = LibC.EPOLLIN | LibC.EPOLLOUT | LibC.EPOLLRDHUP)
+    public void Register(FileDescriptorHandle fd, IEpollHandler handler, uint events = SocketEvents)
     {
         Debug.Assert(IsOnLoopThread);
         int number = fd.Fd;
@@ -151,6 +154,18 @@ internal sealed unsafe class EventLoop : PipeScheduler, IDisposable
         // Closing the descriptor removes it from the epoll set anyway; deleting first makes that immediate
         // even when a duplicate of the descriptor (an IConnectionSocketFeature user's) keeps the file open.
         LibC.epoll_ctl(_epoll, LibC.EPOLL_CTL_DEL, number, 0, 0);
+    }
+
+    /// <summary>
+    /// Changes the events a registered descriptor reports (EPOLL_CTL_MOD), edge-triggered as before. A readiness
+    /// that holds already when the events are widened is reported at the loop's next wait, as an edge: the kernel
+    /// checks it on the change. Loop thread only. Returns the errno, or 0.
+    /// </summary>
+    public int Modify(FileDescriptorHandle fd, uint events)
+    {
+        Debug.Assert(IsOnLoopThread);
+        int number = fd.Fd;
+        return LibC.epoll_ctl(_epoll, LibC.EPOLL_CTL_MOD, number, events | LibC.EPOLLET, (ulong)number) == 0 ? 0 : LibC.LastErrno;
     }
 
     /// <summary>An awaitable that continues on the loop thread after the work queued so far: a fair yield.</summary>

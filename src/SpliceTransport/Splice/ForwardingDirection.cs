@@ -378,6 +378,9 @@ internal sealed class ForwardingDirection
             switch (drain.Status)
             {
                 case TransferStatus.WouldBlock:
+                    // The source is not read again before the pipe is empty: its arriving packets need not wake
+                    // the loop meanwhile (on a stream, most of the wake-ups otherwise). On again at its next EAGAIN.
+                    _source.WatchReadable(false);
                     await writable.WaitAsync(seen);
                     if (Stopped() is Ending stopped)
                     {
@@ -463,6 +466,8 @@ internal sealed class ForwardingDirection
     /// <summary>Waits for the source's next edge with nothing in hand; the counts go to the metrics first.</summary>
     private ReadinessEdge.EdgeAwaiter WaitForSourceAsync(ReadinessEdge readable, int seen)
     {
+        // After the call that said EAGAIN: data that came since is reported by the change itself, as an edge after `seen`.
+        _source.WatchReadable(true);
         _copyUntilSourceEmpty = false; // The source is empty: the next transfer may ask the pool again.
         _turnBytes = 0;
         ReportBytes();

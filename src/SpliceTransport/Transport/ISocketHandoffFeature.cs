@@ -77,6 +77,15 @@ internal interface ISocketHandoffFeature
     void ResumeSending(SocketFailure? failure = null);
 
     /// <summary>
+    /// Whether the loop reports the socket's reads (EPOLLIN): a holder that will not read the socket for a while
+    /// (a forwarder whose pipe is full, waiting for its destination) turns them off, so that every packet arriving
+    /// meanwhile does not wake the loop for nothing, and on again before it waits for reads. Turning them on
+    /// reports data already waiting as an edge. Loop thread only; one epoll_ctl when it changes; resuming the
+    /// receive pump turns them on.
+    /// </summary>
+    void WatchReadable(bool watch);
+
+    /// <summary>
     /// Raised on the loop when the connection starts shutting down, after its own edges are cancelled: a holder
     /// that waits on another connection's edge (a forwarder waiting for its other socket) needs this to wake.
     /// Handlers run inline, once; subscribe on the loop thread, and unsubscribe when the socket is given back.

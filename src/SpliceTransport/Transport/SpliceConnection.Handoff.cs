@@ -1,3 +1,5 @@
+using SpliceTransport.Engine;
+using SpliceTransport.Interop;
 using SpliceTransport.Splice;
 
 namespace SpliceTransport.Transport;
@@ -32,9 +34,35 @@ internal sealed partial class SpliceConnection : ISocketHandoffFeature
         return await AwaitPauseAsync(stopped, () => ResumeReceiving(), cancellationToken).ConfigureAwait(false);
     }
 
-    /// <summary>The pump continues on the loop, reading at once, or ends with the failure (see <see cref="ReceivePump"/>).</summary>
+    /// <summary>
+    /// The pump continues on the loop, reading at once, or ends with the failure (see <see cref="ReceivePump"/>);
+    /// reads are watched again first, whatever the holder left.
+    /// </summary>
     public void ResumeReceiving(SocketFailure? failure = null) =>
-        RunOnLoop(static (connection, failure) => connection._receivePump.Gate.Resume(failure), failure);
+        RunOnLoop(static (connection, failure) =>
+        {
+            connection.WatchReadable(true);
+            connection._receivePump.Gate.Resume(failure);
+        }, failure);
+
+    /// <summary>False while a holder has told the loop to stop reporting reads (see <see cref="WatchReadable"/>).</summary>
+    private bool _readsWatched = true;
+
+    /// <inheritdoc />
+    public void WatchReadable(bool watch)
+    {
+        if (_readsWatched == watch || IsShuttingDown)
+        {
+            return;
+        }
+        int errno = Loop.Modify(Socket, watch ? EventLoop.SocketEvents : EventLoop.SocketEvents & ~LibC.EPOLLIN);
+        if (errno != 0 && watch)
+        {
+            // Unwatched reads would leave the holder waiting for an edge that cannot come.
+            throw new SyscallException("epoll_ctl", errno, "EPOLL_CTL_MOD");
+        }
+        _readsWatched = watch || errno != 0; // A failure to narrow only costs wake-ups.
+    }
 
     public Task<bool> PauseSendingAsync(CancellationToken cancellationToken)
     {
