@@ -44,6 +44,7 @@ internal sealed class ForwardingProxy : IAsyncDisposable
     /// <param name="forward">What to do with a pair; by default <c>ForwardAsync</c> with <paramref name="options"/>.</param>
     /// <param name="options">The forward's options, for the default <paramref name="forward"/>.</param>
     /// <param name="delayBeforeConnect">A pause before the upstream connection, so that the client's first bytes wait in the transport.</param>
+    /// <param name="configureListen">Connection middleware ahead of the forward (HTTPS, say).</param>
     public static async Task<ForwardingProxy> StartAsync(
         bool useSplice,
         IPEndPoint upstream,
@@ -51,7 +52,8 @@ internal sealed class ForwardingProxy : IAsyncDisposable
         Action<SpliceTransportOptions>? configureTransport = null,
         Func<ConnectionContext, ConnectionContext, Task<ForwardResult>>? forward = null,
         ForwardOptions? options = null,
-        TimeSpan? delayBeforeConnect = null)
+        TimeSpan? delayBeforeConnect = null,
+        Action<Microsoft.AspNetCore.Server.Kestrel.Core.ListenOptions>? configureListen = null)
     {
         var result = new TaskCompletionSource<ForwardResult>(TaskCreationOptions.RunContinuationsAsynchronously);
         var sockets = new TaskCompletionSource<(FaultInjectingSyscalls.SocketLog, FaultInjectingSyscalls.SocketLog)>(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -67,7 +69,10 @@ internal sealed class ForwardingProxy : IAsyncDisposable
                 configureTransport?.Invoke(transport);
             },
             useSplice: useSplice,
-            configureBuilder: builder => builder.WebHost.ConfigureKestrel(kestrel => kestrel.Listen(IPAddress.Loopback, 0, listen => listen.Run(async client =>
+            configureBuilder: builder => builder.WebHost.ConfigureKestrel(kestrel => kestrel.Listen(IPAddress.Loopback, 0, listen =>
+            {
+                configureListen?.Invoke(listen);
+                listen.Run(async client =>
             {
                 try
                 {
@@ -86,7 +91,8 @@ internal sealed class ForwardingProxy : IAsyncDisposable
                 {
                     result.TrySetException(ex);
                 }
-            }))));
+            });
+            })));
         return new ForwardingProxy(host, result.Task, sockets);
     }
 

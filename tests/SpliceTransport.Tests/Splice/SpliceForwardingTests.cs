@@ -1,4 +1,5 @@
 using System.Net;
+using System.Net.Security;
 using System.Net.Sockets;
 using System.Security.Cryptography;
 using Microsoft.AspNetCore.Connections;
@@ -478,6 +479,8 @@ public class SpliceForwardingTests
         await proxy.Metrics.AssertEventuallyAsync(0, m => m.Total(SpliceMetrics.PipeCountName, SpliceMetrics.PipeStateTag, SpliceMetrics.PipeStateUsed));
         Assert.Equal(0, seam.OpenPipes());
         Assert.NotEqual(ForwardEnd.Fin, result.Outbound.End);
+        // Both sockets of the pair are closed: the client's and the upstream's.
+        await proxy.Metrics.AssertEventuallyAsync(0, m => m.ActiveConnections);
     }
 
     [Fact]
@@ -601,6 +604,39 @@ public class SpliceForwardingTests
             streamOffset = offset + length;
         }
         Assert.Equal(captured.LongLength, fileOffset);
+    }
+
+    [Fact]
+    public async Task ATlsClientIsCopiedAndSaysSo()
+    {
+        using var upstream = new Upstream();
+        await using ForwardingProxy proxy = await ForwardingProxy.StartAsync(true, upstream.EndPoint, new FaultInjectingSyscalls(), options: Splicing(),
+            configureListen: listen => listen.UseHttps(TestCertificates.Localhost));
+        using var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        await client.ConnectAsync(proxy.EndPoint);
+        await using var tls = new SslStream(new NetworkStream(client, ownsSocket: false), false, (_, _, _, _) => true);
+        await tls.AuthenticateAsClientAsync("localhost").WaitAsync(Wait);
+        using Socket server = await upstream.AcceptAsync();
+        byte[] up = RandomNumberGenerator.GetBytes(4 * 1024 * 1024);
+        byte[] down = RandomNumberGenerator.GetBytes(4 * 1024 * 1024);
+        Task<byte[]> serverReads = LoopbackSockets.ReadExactlyAsync(server, up.Length);
+        Task serverWrites = server.SendAsync(down);
+        byte[] received = new byte[down.Length];
+        Task clientReads = tls.ReadExactlyAsync(received).AsTask();
+        await tls.WriteAsync(up).AsTask().WaitAsync(Wait);
+        // Plain bytes reach the upstream: what the proxy forwards is TLS's output, not the socket's.
+        Assert.Equal(SHA256.HashData(up), SHA256.HashData(await serverReads.WaitAsync(Wait)));
+        await serverWrites.WaitAsync(Wait);
+        await clientReads.WaitAsync(Wait);
+        Assert.Equal(SHA256.HashData(down), SHA256.HashData(received));
+        server.Shutdown(SocketShutdown.Both);
+        server.Close();
+        client.Shutdown(SocketShutdown.Both); // Kestrel's HTTPS layer does not turn a completed output into a FIN: the client ends it.
+
+        ForwardResult result = await proxy.Result.WaitAsync(Wait);
+        Assert.Equal(ForwardFallbackReasons.Tls, result.Outbound.FallbackReason);
+        Assert.Equal(0, result.Outbound.SplicedBytes + result.Inbound.SplicedBytes);
+        Assert.Equal(1, proxy.Metrics.Total(SpliceMetrics.ForwardFallbacksName, SpliceMetrics.ForwardFallbackReasonTag, ForwardFallbackReasons.Tls) / 2);
     }
 
     [Fact]
