@@ -82,6 +82,7 @@ public class SpliceForwardingTests
         ForwardResult result = await proxy.Result.WaitAsync(Wait);
         Assert.Equal(StreamSize, result.Outbound.Bytes);
         Assert.Equal(StreamSize, result.Inbound.Bytes);
+        Assert.Equal(ForwardEnd.Fin, result.Inbound.End);
         if (!useSplice)
         {
             Assert.Equal(0, result.Outbound.SplicedBytes + result.Inbound.SplicedBytes);
