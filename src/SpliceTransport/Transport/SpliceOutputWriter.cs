@@ -1,6 +1,8 @@
 using System.IO.Pipelines;
 using System.Runtime.InteropServices;
 
+using SpliceTransport.Engine;
+
 namespace SpliceTransport.Transport;
 
 /// <summary>
@@ -52,7 +54,11 @@ internal sealed class SpliceOutputWriter : PipeWriter
     {
         _pipe = pipe;
         _pumpReader = pumpReader;
+        _wakePump = pumpReader.CancelPendingRead;
     }
+
+    /// <summary>Wakes the pump for a file queued behind bytes already committed (a cached delegate: no allocation per file).</summary>
+    private readonly Action _wakePump;
 
     /// <summary>Bytes of the current file Kestrel has still to advance through this writer.</summary>
     public long BytesToSwallow => _bytesToSwallow;
@@ -179,14 +185,19 @@ internal sealed class SpliceOutputWriter : PipeWriter
         {
             return default; // Held for the file: see ExpectFile.
         }
-        // A file queued behind bytes that are all committed already gets no wake-up from this flush
-        // (swallowed bytes never reach the pipe), so the pump is woken explicitly.
-        bool wakePump = _fileQueuedSinceFlush && _pipe.UnflushedBytes == 0;
-        _fileQueuedSinceFlush = false;
-        ValueTask<FlushResult> flush = _pipe.FlushAsync(cancellationToken);
-        if (wakePump)
+        ValueTask<FlushResult> flush;
+        if (_fileQueuedSinceFlush)
         {
-            _pumpReader.CancelPendingRead();
+            // The flush that hands the pump a file: the pump runs inside it, on this thread (see SendScheduler),
+            // so a file that fits the socket has left before the flush returns. A file queued behind bytes that
+            // are all committed already gets no wake-up from the flush (swallowed bytes never reach the pipe), so
+            // the pump is woken explicitly.
+            _fileQueuedSinceFlush = false;
+            flush = SendScheduler.FlushInline(_pipe, _pipe.UnflushedBytes == 0 ? _wakePump : null, cancellationToken);
+        }
+        else
+        {
+            flush = _pipe.FlushAsync(cancellationToken);
         }
         FileSegment? file = _lastFile;
         if (file is null || file.IsCompleted)
