@@ -24,10 +24,11 @@ internal static class FileOpener
     ];
 
     /// <summary>
-    /// Checks <paramref name="path"/> and the requested range. Returns the open descriptor and the byte
-    /// count to send, or null with a fallback reason when the file cannot go zero-copy.
+    /// Checks <paramref name="path"/> and the requested range. Returns a reference to an open descriptor of it (from
+    /// <paramref name="cache"/>, or opened now) and the byte count to send, or null with a fallback reason when the
+    /// file cannot go zero-copy. The caller releases the reference once the send is done.
     /// </summary>
-    public static FileDescriptorHandle? Open(string path, long offset, long? count, out long length, out string? fallbackReason)
+    public static CachedFile? Open(OpenFileCache cache, string path, long offset, long? count, out long length, out string? fallbackReason)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         fallbackReason = null;
@@ -35,6 +36,7 @@ internal static class FileOpener
 
         // The type comes from the path before anything is opened: opening a FIFO, even briefly and
         // non-blocking, pairs with a writer waiting in open(2), which then fails with EPIPE once we close it.
+        // The same statx tells the cache whether its descriptor is still the file at this path.
         if (!LibC.TryStat(path, out LibC.FileStatus status))
         {
             throw OpenError(path, LibC.LastErrno, "statx");
@@ -50,6 +52,34 @@ internal static class FileOpener
             return null;
         }
 
+        CachedFile? file = cache.Acquire(path, status, s_openDescriptor, out fallbackReason);
+        if (file is null)
+        {
+            return null;
+        }
+        try
+        {
+            // The descriptor's own size: the path may have been replaced since the statx above.
+            CheckRange(path, offset, count, file.Status.Size);
+            length = count ?? file.Status.Size - offset;
+            return file;
+        }
+        catch
+        {
+            file.Release();
+            throw;
+        }
+    }
+
+    private static readonly Func<string, (FileDescriptorHandle?, LibC.FileStatus, string?)> s_openDescriptor = OpenDescriptor;
+
+    /// <summary>
+    /// open(2), then the checks on the descriptor itself (the path may have been replaced since it was looked at):
+    /// a regular file, not on a pseudo file system; made blocking. Returns the descriptor and its status, or no
+    /// descriptor and the fallback reason.
+    /// </summary>
+    private static (FileDescriptorHandle? File, LibC.FileStatus Status, string? Reason) OpenDescriptor(string path)
+    {
         int fd = LibC.open(path, LibC.O_RDONLY | LibC.O_CLOEXEC | LibC.O_NONBLOCK);
         if (fd < 0)
         {
@@ -58,25 +88,17 @@ internal static class FileOpener
         var file = new FileDescriptorHandle(fd);
         try
         {
-            // Checked again on the descriptor: the path may have been replaced since the statx above.
             LibC.FileStatus opened = LibC.Stat(file);
-            if (!opened.IsRegularFile)
-            {
-                fallbackReason = FallbackReasons.NotRegularFile;
-            }
-            else if (opened.IsOnAnonymousDevice && Array.IndexOf(s_pseudoFileSystems, LibC.FileSystemType(file)) >= 0)
-            {
-                fallbackReason = FallbackReasons.PseudoFile;
-            }
-            if (fallbackReason is not null)
+            string? reason = !opened.IsRegularFile ? FallbackReasons.NotRegularFile
+                : opened.IsOnAnonymousDevice && Array.IndexOf(s_pseudoFileSystems, LibC.FileSystemType(file)) >= 0 ? FallbackReasons.PseudoFile
+                : null;
+            if (reason is not null)
             {
                 file.Dispose();
-                return null;
+                return (null, opened, reason);
             }
-            CheckRange(path, offset, count, opened.Size);
             MakeBlocking(file, path);
-            length = count ?? opened.Size - offset;
-            return file;
+            return (file, opened, null);
         }
         catch
         {

@@ -75,7 +75,7 @@ internal sealed class SpliceResponseBodyFeature : IHttpResponseBodyFeature
             return;
         }
 
-        FileDescriptorHandle? file = FileOpener.Open(path, offset, count, out long length, out reason);
+        CachedFile? file = FileOpener.Open(_connection.Files, path, offset, count, out long length, out reason);
         if (file is null)
         {
             await FallBackAsync(path, offset, count, reason!, cancellationToken).ConfigureAwait(false);
@@ -99,18 +99,18 @@ internal sealed class SpliceResponseBodyFeature : IHttpResponseBodyFeature
             }
             if (_options.SniffContentType && !response.HasStarted && string.IsNullOrEmpty(response.ContentType) && length > 0)
             {
-                int sniffed = await WriteSniffedPrefixAsync(file, path, offset, length, cancellationToken).ConfigureAwait(false);
+                int sniffed = await WriteSniffedPrefixAsync(file.Handle, path, offset, length, cancellationToken).ConfigureAwait(false);
                 offset += sniffed;
                 length -= sniffed;
             }
-            segment = await SendZeroCopyAsync(file, path, offset, length, cancellationToken).ConfigureAwait(false);
+            segment = await SendZeroCopyAsync(file.Handle, path, offset, length, cancellationToken).ConfigureAwait(false);
         }
         finally
         {
             _connection.OutputWriter.CancelFileExpectation();
             // The queued segment, also when SendZeroCopyAsync threw after queuing it: the pump may still be
             // using the descriptor, so it is closed only once the segment has completed.
-            ReleaseWhenSent(file, segment ?? _queued);
+            ReleaseWhenSent(file, path, segment ?? _queued);
             _queued = null;
         }
     }
@@ -300,15 +300,32 @@ internal sealed class SpliceResponseBodyFeature : IHttpResponseBodyFeature
         return _kestrel.SendFileAsync(path, offset, count, cancellationToken);
     }
 
-    /// <summary>Closes the file once the pump is done with it: now, or when its segment completes.</summary>
-    private static void ReleaseWhenSent(FileDescriptorHandle file, FileSegment? segment)
+    /// <summary>
+    /// Lets the file go once the pump is done with it: now, or when its segment completes. The cache keeps the
+    /// descriptor only after a send that delivered the file: one that failed (a truncated file, a read error), was
+    /// cut short (the client left, the send was canceled) or sent nothing leaves no descriptor open behind it.
+    /// </summary>
+    private void ReleaseWhenSent(CachedFile file, string path, FileSegment? segment)
     {
+        OpenFileCache cache = _connection.Files;
         if (segment is null || segment.IsCompleted)
         {
-            file.Dispose();
+            Release(cache, path, file, segment);
             return;
         }
-        segment.Completion.ContinueWith(static (_, state) => ((FileDescriptorHandle)state!).Dispose(), file,
-            CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        segment.Completion.ContinueWith(static (_, state) =>
+        {
+            var (cache, path, file, segment) = ((OpenFileCache, string, CachedFile, FileSegment))state!;
+            Release(cache, path, file, segment);
+        }, (cache, path, file, segment), CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+    }
+
+    private static void Release(OpenFileCache cache, string path, CachedFile file, FileSegment? segment)
+    {
+        if (segment?.Completion is not { IsCompletedSuccessfully: true, Result: true })
+        {
+            cache.Forget(path, file);
+        }
+        file.Release();
     }
 }

@@ -28,6 +28,12 @@ internal static unsafe partial class LibC
     public const int AT_EMPTY_PATH = 0x1000;
     public const uint STATX_TYPE = 0x1;
     public const uint STATX_SIZE = 0x200;
+    public const uint STATX_MTIME = 0x40;
+    public const uint STATX_CTIME = 0x80;
+    public const uint STATX_INO = 0x100;
+
+    /// <summary>What the transport asks of statx: the type and size, and what tells one version of a file from another.</summary>
+    private const uint StatxMask = STATX_TYPE | STATX_SIZE | STATX_INO | STATX_MTIME | STATX_CTIME;
     public const int S_IFMT = 0xF000;
     public const int S_IFREG = 0x8000;
 
@@ -39,6 +45,13 @@ internal static unsafe partial class LibC
     private const int StatxModeOffset = 28;
     private const int StatxSizeOffset = 40;
     private const int StatxDeviceMajorOffset = 136;
+    private const int StatxDeviceMinorOffset = 140;
+    private const int StatxInodeOffset = 32;
+    private const int StatxChangedOffset = 96;
+    private const int StatxModifiedOffset = 112;
+
+    /// <summary>A struct statx_timestamp: tv_sec (8 bytes), then tv_nsec (4).</summary>
+    private const int StatxNanosecondsOffset = 8;
 
     [LibraryImport(Library, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int open(string path, int flags);
@@ -98,6 +111,22 @@ internal static unsafe partial class LibC
     /// <summary>struct statfs is 120 bytes on 64-bit Linux; f_type, the only field read, is its first.</summary>
     private const int StatfsSize = 120;
 
+    /// <summary>getrlimit's resource number for the descriptor limit.</summary>
+    private const int RLIMIT_NOFILE = 7;
+
+    [LibraryImport(Library, SetLastError = true)]
+    private static partial int getrlimit(int resource, ulong* limits);
+
+    /// <summary>
+    /// The process's soft descriptor limit (RLIMIT_NOFILE; .NET raises it to the hard limit at start-up), or
+    /// <see cref="int.MaxValue"/> when it cannot be read or is unlimited.
+    /// </summary>
+    public static long DescriptorLimit()
+    {
+        ulong* limits = stackalloc ulong[2]; // struct rlimit: rlim_cur, rlim_max.
+        return getrlimit(RLIMIT_NOFILE, limits) == 0 && limits[0] < int.MaxValue ? (long)limits[0] : int.MaxValue;
+    }
+
     /// <summary>The filesystem magic number (statfs f_type) of an open descriptor.</summary>
     public static long FileSystemType(SafeHandle fd)
     {
@@ -112,8 +141,11 @@ internal static unsafe partial class LibC
     [LibraryImport(Library, SetLastError = true, EntryPoint = "statx", StringMarshalling = StringMarshalling.Utf8)]
     private static partial int statx_fd(SafeHandle dirfd, string path, int flags, uint mask, byte* buffer);
 
-    /// <summary>The type and size of a file, and the major number of its device, as statx reports them.</summary>
-    public readonly record struct FileStatus(int Mode, long Size, uint DeviceMajor)
+    /// <summary>
+    /// The type and size of a file, its device, and what tells one version of it from another (the inode, and
+    /// the times of its last change of content and of status), as statx reports them.
+    /// </summary>
+    public readonly record struct FileStatus(int Mode, long Size, uint DeviceMajor, uint DeviceMinor, ulong Inode, long Modified, uint ModifiedNanoseconds, long Changed, uint ChangedNanoseconds)
     {
         public bool IsRegularFile => (Mode & S_IFMT) == S_IFREG;
 
@@ -122,13 +154,22 @@ internal static unsafe partial class LibC
         /// tmpfs and overlayfs. A file on a real block device is never a pseudo file.
         /// </summary>
         public bool IsOnAnonymousDevice => DeviceMajor == 0;
+
+        /// <summary>
+        /// True when both describe the same file with the same content: same device and inode (not replaced,
+        /// say by a rename), same size, and neither its content nor its status changed since (mtime, ctime).
+        /// </summary>
+        public bool IsSameVersionAs(in FileStatus other) =>
+            DeviceMajor == other.DeviceMajor && DeviceMinor == other.DeviceMinor && Inode == other.Inode && Size == other.Size
+            && Modified == other.Modified && ModifiedNanoseconds == other.ModifiedNanoseconds
+            && Changed == other.Changed && ChangedNanoseconds == other.ChangedNanoseconds;
     }
 
     /// <summary>statx on a path (following symbolic links, as open does). Returns false with errno set on failure.</summary>
     public static bool TryStat(string path, out FileStatus status)
     {
         byte* buffer = stackalloc byte[StatxSize];
-        bool ok = statx(AT_FDCWD, path, 0, STATX_TYPE | STATX_SIZE, buffer) == 0;
+        bool ok = statx(AT_FDCWD, path, 0, StatxMask, buffer) == 0;
         status = ok ? ReadStatus(buffer) : default;
         return ok;
     }
@@ -137,10 +178,18 @@ internal static unsafe partial class LibC
     public static FileStatus Stat(SafeHandle fd)
     {
         byte* buffer = stackalloc byte[StatxSize];
-        ThrowIfFailed(statx_fd(fd, string.Empty, AT_EMPTY_PATH, STATX_TYPE | STATX_SIZE, buffer), "statx");
+        ThrowIfFailed(statx_fd(fd, string.Empty, AT_EMPTY_PATH, StatxMask, buffer), "statx");
         return ReadStatus(buffer);
     }
 
-    private static FileStatus ReadStatus(byte* buffer) =>
-        new(*(ushort*)(buffer + StatxModeOffset), *(long*)(buffer + StatxSizeOffset), *(uint*)(buffer + StatxDeviceMajorOffset));
+    private static FileStatus ReadStatus(byte* buffer) => new(
+        *(ushort*)(buffer + StatxModeOffset),
+        *(long*)(buffer + StatxSizeOffset),
+        *(uint*)(buffer + StatxDeviceMajorOffset),
+        *(uint*)(buffer + StatxDeviceMinorOffset),
+        *(ulong*)(buffer + StatxInodeOffset),
+        *(long*)(buffer + StatxModifiedOffset),
+        *(uint*)(buffer + StatxModifiedOffset + StatxNanosecondsOffset),
+        *(long*)(buffer + StatxChangedOffset),
+        *(uint*)(buffer + StatxChangedOffset + StatxNanosecondsOffset));
 }

@@ -20,6 +20,9 @@ internal interface IZeroCopyOutputFeature
     /// <summary>The system calls of the data path (reading a file's prefix goes through them too).</summary>
     Interop.Syscalls Syscalls { get; }
 
+    /// <summary>The transport's cache of open file descriptors.</summary>
+    Http.OpenFileCache Files { get; }
+
     /// <summary>Aborts the connection: it is reset, and every pending file completes as not sent.</summary>
     void Abort(ConnectionAbortedException abortReason);
 }

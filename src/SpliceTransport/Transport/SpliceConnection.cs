@@ -102,6 +102,9 @@ internal sealed partial class SpliceConnection : ConnectionContext
     /// <summary>Keeps disk reads of cold files off the loop (see <see cref="FileResidency"/>).</summary>
     public FileResidency Residency => _context.Residency;
 
+    /// <summary>The transport's cache of open file descriptors (see <see cref="Http.OpenFileCache"/>).</summary>
+    public Http.OpenFileCache Files => _context.Files;
+
     /// <summary>TCP (rather than a Unix socket): TCP options such as TCP_NODELAY apply.</summary>
     public bool IsTcp { get; }
 

@@ -22,6 +22,7 @@ internal sealed class SpliceTransportContext : IDisposable
         DiskThreads = new DiskThreads();
         Residency = new FileResidency(options.PrefetchUncachedFiles, options.Syscalls, DiskThreads, metrics, logger);
         Pipes = new PipePool(metrics, options.Syscalls, options.SplicePipeSize, options.MaxIdlePipes);
+        Files = new Http.OpenFileCache(options.OpenFileCacheSize, Http.OpenFileCache.DefaultInactive);
         ApplicationScheduler = options.ApplicationSchedulingMode == ApplicationSchedulingMode.Inline
             ? PipeScheduler.Inline
             : PipeScheduler.ThreadPool;
@@ -95,15 +96,19 @@ internal sealed class SpliceTransportContext : IDisposable
     /// <summary>The kernel pipes every splice of the transport borrows (forwarding, capture).</summary>
     public PipePool Pipes { get; }
 
+    /// <summary>The open descriptors of files served zero-copy, kept for the next request.</summary>
+    public Http.OpenFileCache Files { get; }
+
     /// <summary>
     /// Stops what the transport owns, in order: the loops (Kestrel has closed every connection by then), the
-    /// disk threads once their queued work is done, the idle pipes, the memory pool.
+    /// disk threads once their queued work is done, the idle pipes, the cached files, the memory pool.
     /// </summary>
     public void Dispose()
     {
         Loops.Dispose();
         DiskThreads.Dispose();
         Pipes.Dispose();
+        Files.Dispose();
         MemoryPool.Dispose();
     }
 

@@ -24,11 +24,13 @@ public class EnginePieceTests
     {
         using var files = new TestFiles();
         string path = files.Create("blocking.bin", 100);
-        using FileDescriptorHandle? file = FileOpener.Open(path, 0, null, out long length, out string? reason);
+        using var cache = new OpenFileCache(capacity: 0, OpenFileCache.DefaultInactive);
+        CachedFile? file = FileOpener.Open(cache, path, 0, null, out long length, out string? reason);
         Assert.NotNull(file);
         Assert.Null(reason);
         Assert.Equal(100, length);
-        int flags = LibC.fcntl(file, LibC.F_GETFL, 0);
+        using FileDescriptorHandle handle = file.Handle;
+        int flags = LibC.fcntl(handle, LibC.F_GETFL, 0);
         Assert.True(flags >= 0);
         Assert.Equal(0, flags & LibC.O_NONBLOCK);
     }
