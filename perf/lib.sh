@@ -19,15 +19,37 @@ stop_pid() {
 }
 
 # ------------------------------------------------------------------------------------------------------
-# Shared by perf/run.sh and perf/profile.sh: building the sample, the test files, starting, checking and
-# warming servers. They read the sourcing script's globals of the same names:
+# Shared by perf/run.sh, perf/profile.sh and perf/ab.sh: building the sample, the test files, starting,
+# checking, warming and measuring servers. They read the sourcing script's globals of the same names:
 #   REPO_DIR SAMPLE_PROJECT SAMPLE_BUILD_DIR SAMPLE_COPY_DIR SAMPLE_BIN TMP_DIR LOG_DIR FILES_DIR
 #   FILES (names) FILE_SIZE[name] PLAINTEXT_BODY FD_LIMIT SERVER_CORE CLIENT_CORE PERF_DIR
 #   PORT[server] SERVER_PID[server] CLIENT_PID COMMANDS_FILE STARTUP_TIMEOUT_S
+#   URL_SCHEME: http when unset; perf/ab.sh sets https for its HTTPS scenarios
 #   wait_for_quiet: WAIT_QUIET_S, and it sets QUIET
 #   warm_up: WARMUP_CONNECTIONS WARMUP_WINDOW_S WARMUP_CAP_S WARMUP_STABLE_WINDOWS WARMUP_RISE_PCT
 #            WARMUP_JIT_GROWTH_PCT WARMUP_DOTNET_MIN_S WARMUP_CSV
+#   plain_pass and run_wrk: DURATION_S WRK_TIMEOUT CSV STAT_EVENTS (detect_hardware_counters sets it and
+#            HW_COUNTERS) PROBE_PID
 # and call the script's own log and die.
+
+# Installs the Debian package of each tool that is not on PATH, all in one apt-get call.
+#   install_packages_for wrk=wrk perf=linux-perf ...   (tool=package)
+install_packages_for() {
+  local missing=() pair
+  for pair in "$@"; do command -v "${pair%%=*}" >/dev/null || missing+=("${pair#*=}"); done
+  ((${#missing[@]} == 0)) && return
+  log "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  apt-get install -y -q "${missing[@]}" >/dev/null
+}
+
+# The base URL of a server, e.g. http://127.0.0.1:18081 (https:// when URL_SCHEME=https). Every curl of a
+# server passes -k: an https server has a self-signed certificate.
+server_url() { echo "${URL_SCHEME:-http}://127.0.0.1:${PORT[$1]}"; }
+
+# The path a scenario requests for one of FILES, or for "plaintext".
+url_path() { if [[ $1 == plaintext ]]; then echo plaintext; else echo "$1.bin"; fi; }
 
 # The sample's servers (every variant's name starts with its transport); the others are nginx and go.
 is_dotnet_server() {
@@ -40,7 +62,7 @@ is_dotnet_server() {
 dotnet_server_command() {
   local transport=$1 port=$2 extra_env=${3:-} extra_args=${4:-}
   echo "env DOTNET_gcServer=0${extra_env:+ $extra_env} taskset -c $SERVER_CORE $SAMPLE_BIN --root $FILES_DIR" \
-       "--urls http://127.0.0.1:$port --transport $transport --perf-endpoints true${extra_args:+ $extra_args}"
+       "--urls ${URL_SCHEME:-http}://127.0.0.1:$port --transport $transport --perf-endpoints true${extra_args:+ $extra_args}"
 }
 
 # Writes nginx's configuration into <dir> and prints its command line, pinned to SERVER_CORE, in the foreground.
@@ -133,7 +155,7 @@ require_alive() {
 
 wait_for_port() {
   local name=$1 deadline=$((SECONDS + STARTUP_TIMEOUT_S))
-  until curl -s -o /dev/null --max-time 1 "http://127.0.0.1:${PORT[$name]}/plaintext"; do
+  until curl -sk -o /dev/null --max-time 1 "$(server_url "$name")/plaintext"; do
     require_alive "$name" "(it exited while starting)"
     ((SECONDS < deadline)) || die "server '$name' did not answer on port ${PORT[$name]} within ${STARTUP_TIMEOUT_S}s"
     sleep 0.2
@@ -242,13 +264,14 @@ describe_commit() {
 # Checks status 200 and exact sizes: /plaintext's body and every file's Content-Length and byte count.
 #   check_server <name> [plaintext-only]
 check_server() {
-  local name=$1 base="http://127.0.0.1:${PORT[$1]}" body file expected got
-  body=$(taskset -c $CLIENT_CORE curl -s --max-time 10 "$base/plaintext") || die "server '$name': GET /plaintext failed"
+  local name=$1 base body file expected got
+  base=$(server_url "$name")
+  body=$(taskset -c $CLIENT_CORE curl -sk --max-time 10 "$base/plaintext") || die "server '$name': GET /plaintext failed"
   [[ $body == "$PLAINTEXT_BODY" ]] || die "server '$name': GET /plaintext returned '$body', not '$PLAINTEXT_BODY'"
   [[ ${2:-} == plaintext-only ]] && return
   for file in "${FILES[@]}"; do
     expected="200 ${FILE_SIZE[$file]} ${FILE_SIZE[$file]}"
-    got=$(taskset -c $CLIENT_CORE curl -s -o /dev/null --max-time 60 \
+    got=$(taskset -c $CLIENT_CORE curl -sk -o /dev/null --max-time 60 \
             -w '%{http_code} %header{content-length} %{size_download}' "$base/$file.bin") || true
     [[ $got == "$expected" ]] \
       || die "server '$name': GET /$file.bin gave 'status Content-Length bytes' = '$got', expected '$expected'"
@@ -279,4 +302,105 @@ wait_for_quiet() {
     fi
     log "machine busy (${idle}% idle over 10 s); waiting for it to quieten"
   done
+}
+
+# ------------------------------------------------------------------------------------------------------
+# Counting per response (perf/profile.sh's plain pass, also perf/ab.sh's measurement).
+
+# Hardware counters: a VM often has none, and then perf stat says "<not supported>". cachestat(2) (Linux 6.5+,
+# our cold-file probe) is counted with its tracepoint: strace 6.1 does not know it and leaves it out of -c.
+detect_hardware_counters() {
+  STAT_EVENTS=task-clock,context-switches,raw_syscalls:sys_enter,syscalls:sys_exit_epoll_wait
+  if perf stat -x, -e instructions,cycles -- true 2>&1 | grep -q '<not supported>'; then
+    HW_COUNTERS=no
+  else
+    HW_COUNTERS=yes; STAT_EVENTS=instructions,cycles,$STAT_EVENTS
+  fi
+  if perf stat -x, -e syscalls:sys_enter_cachestat -- true >/dev/null 2>&1; then
+    STAT_EVENTS+=,syscalls:sys_enter_cachestat
+  fi
+}
+
+# Comma-separated PIDs to attach to: the .NET process, or nginx's master and worker.
+attach_pids() { server_pids "$1" | tr ' ' ','; }
+
+# Context switches of every thread of the server's processes so far: "all voluntary", where all is
+# voluntary + involuntary (/proc/PID/task/*/status).
+context_switches() {
+  local all=0 voluntary=0 pid a v
+  for pid in $(server_pids "$1"); do
+    read -r a v < <(cat /proc/"$pid"/task/*/status 2>/dev/null |
+                      awk '/^voluntary_ctxt_switches:/ {v += $2} /^nonvoluntary_ctxt_switches:/ {n += $2}
+                           END {print v + n, v + 0}')
+    all=$((all + a)); voluntary=$((voluntary + v))
+  done
+  echo "$all $voluntary"
+}
+
+# ThreadPool.CompletedWorkItemCount of a .NET server (its own /perf/threadpool request included); "" for nginx,
+# and for a sample without the endpoint (before --perf-endpoints had it).
+pool_work_items() {
+  is_dotnet_server "$1" || return 0
+  taskset -c $CLIENT_CORE curl -sk --max-time 10 "$(server_url "$1")/perf/threadpool" \
+    | sed -n 's/.*"completedWorkItems":\([0-9]*\).*/\1/p'
+}
+
+# One wrk run on CLIENT_CORE; echoes "requests bytes duration_us sent" (sent: requests wrk wrote, counted.lua).
+#   run_wrk <server> <scenario> <file, or plaintext> <connections> <pass>
+run_wrk() {
+  local name=$1 scenario=$2 file=$3 conns=$4 pass=$5 out=$TMP_DIR/wrk.out
+  local args=(wrk -t1 -c"$conns" -d"${DURATION_S}s" --timeout "$WRK_TIMEOUT" -s "$PERF_DIR/counted.lua"
+              "$(server_url "$name")/$(url_path "$file")")
+  grep -qF "client $scenario:" "$COMMANDS_FILE" || echo "client $scenario: taskset -c $CLIENT_CORE ${args[*]}" >>"$COMMANDS_FILE"
+  require_alive "$name" "before $scenario ($pass)"
+  run_client "$out" "${args[@]}" || { cat "$out" >&2; die "wrk failed against '$name' in $scenario ($pass)"; }
+  require_alive "$name" "after $scenario ($pass)"
+  declare -A r=(); read_wrk_result "$out" r "'$name' in $scenario"
+  ((r[requests] > 0)) || { cat "$out" >&2; die "'$name' completed no response in $scenario ($pass)"; }
+  ((r[status] == 0)) || die "'$name' answered ${r[status]} requests with a non-2xx status in $scenario ($pass)"
+  local errors=$((r[connect] + r[read] + r[write] + r[timeout]))
+  ((errors == 0)) || log "  note: wrk counted $errors socket errors against $name in $scenario ($pass)"
+  local sent; sent=$(sed -n 's/^WRK_SENT sent=\([0-9]*\).*/\1/p' "$out")
+  [[ -n $sent ]] || { cat "$out" >&2; die "no WRK_SENT from wrk against '$name' in $scenario"; }
+  echo "${r[requests]} ${r[bytes]} ${r[duration_us]} $sent"
+}
+
+# Starts a probe (strace or perf) attached to the server in the background; stop_probe ends it with SIGINT,
+# which makes both write their summary.
+start_probe() {
+  "$@" >"$TMP_DIR/probe.err" 2>&1 &
+  PROBE_PID=$!
+}
+stop_probe() {
+  kill -INT "$PROBE_PID" 2>/dev/null || true
+  wait "$PROBE_PID" 2>/dev/null || true
+  PROBE_PID=""
+}
+
+# The columns of the rows plain_pass appends to CSV.
+readonly PLAIN_PASS_CSV_HEADER="server,scenario,file,connections,pass,requests,sent,bytes,duration_us,task_clock_ms,cpu_ticks,context_switches,pool_work_items,syscalls,epoll_wait_returns,perf_context_switches,instructions,cycles,cachestat,voluntary_context_switches"
+
+# One counted wrk run: CPU, context switches (all, and voluntary), pool work items, syscall entries and
+# epoll_wait returns over the run, as one row of CSV (divided per response by the reports).
+#   plain_pass <server> <scenario> <file, or plaintext> <connections> [pass label, default plain]
+plain_pass() {
+  local name=$1 scenario=$2 file=$3 conns=$4 pass=${5:-plain} stat_out=$TMP_DIR/stat.csv
+  local ctx_before ctx_after vol_before vol_after pool_before pool_after ticks_before ticks_after wrk
+  pool_before=$(pool_work_items "$name")
+  read -r ctx_before vol_before < <(context_switches "$name"); ticks_before=$(server_cpu_ticks "$name")
+  grep -qF "perf stat:" "$COMMANDS_FILE" || echo "perf stat: perf stat -x, -o FILE -e $STAT_EVENTS -p PID" >>"$COMMANDS_FILE"
+  start_probe perf stat -x, -o "$stat_out" -e "$STAT_EVENTS" -p "$(attach_pids "$name")"
+  wrk=$(run_wrk "$name" "$scenario" "$file" "$conns" "$pass")
+  stop_probe
+  read -r ctx_after vol_after < <(context_switches "$name"); ticks_after=$(server_cpu_ticks "$name")
+  pool_after=$(pool_work_items "$name")
+  local -A stat=()
+  local value event
+  while IFS=, read -r value _ event _; do
+    [[ -n $event ]] && stat[$event]=$value
+  done < <(grep -v '^#' "$stat_out" | grep ,)
+  local pool=""; [[ -n $pool_before && -n $pool_after ]] && pool=$((pool_after - pool_before))
+  read -r requests bytes duration_us sent <<<"$wrk"
+  echo "$name,$scenario,$file,$conns,$pass,$requests,$sent,$bytes,$duration_us,${stat[task-clock]:-},$((ticks_after - ticks_before)),$((ctx_after - ctx_before)),$pool,${stat[raw_syscalls:sys_enter]:-},${stat[syscalls:sys_exit_epoll_wait]:-},${stat[context-switches]:-},${stat[instructions]:-},${stat[cycles]:-},${stat[syscalls:sys_enter_cachestat]:-},$((vol_after - vol_before))" >>"$CSV"
+  log "  $name $pass: $requests responses ($sent sent), $(awk -v t="${stat[task-clock]:-0}" -v n="$sent" 'BEGIN {printf "%.1f", 1000 * t / n}') us CPU each"
 }

@@ -131,28 +131,7 @@ cleanup() {
 }
 
 install_missing() {
-  local -A package_of=([wrk]=wrk [nginx]=nginx-light [strace]=strace [perf]=linux-perf [curl]=curl [python3]=python3)
-  local missing=() tool
-  for tool in "${!package_of[@]}"; do command -v "$tool" >/dev/null || missing+=("${package_of[$tool]}"); done
-  ((${#missing[@]} == 0)) && return
-  log "installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q >/dev/null
-  apt-get install -y -q "${missing[@]}" >/dev/null
-}
-
-# Hardware counters: a VM often has none, and then perf stat says "<not supported>". cachestat(2) (Linux 6.5+,
-# our cold-file probe) is counted with its tracepoint: strace 6.1 does not know it and leaves it out of -c.
-detect_hardware_counters() {
-  STAT_EVENTS=task-clock,context-switches,raw_syscalls:sys_enter,syscalls:sys_exit_epoll_wait
-  if perf stat -x, -e instructions,cycles -- true 2>&1 | grep -q '<not supported>'; then
-    HW_COUNTERS=no
-  else
-    HW_COUNTERS=yes; STAT_EVENTS=instructions,cycles,$STAT_EVENTS
-  fi
-  if perf stat -x, -e syscalls:sys_enter_cachestat -- true >/dev/null 2>&1; then
-    STAT_EVENTS+=,syscalls:sys_enter_cachestat
-  fi
+  install_packages_for wrk=wrk nginx=nginx-light strace=strace perf=linux-perf curl=curl python3=python3
 }
 
 start_server() {
@@ -166,80 +145,6 @@ start_server() {
   echo "server $name: $cmd" >>"$COMMANDS_FILE"
   eval "exec $cmd" >"$TMP_DIR/$name.log" 2>&1 &
   SERVER_PID[$name]=$!
-}
-
-# Comma-separated PIDs to attach to: the .NET process, or nginx's master and worker.
-attach_pids() { server_pids "$1" | tr ' ' ','; }
-
-# Voluntary + involuntary context switches of every thread of the server's processes so far.
-context_switches() {
-  local total=0 pid
-  for pid in $(server_pids "$1"); do
-    total=$((total + $(cat /proc/"$pid"/task/*/status 2>/dev/null |
-                        awk '/^(voluntary|nonvoluntary)_ctxt_switches:/ {s += $2} END {print s + 0}')))
-  done
-  echo "$total"
-}
-
-# ThreadPool.CompletedWorkItemCount of a .NET server (its own /perf/threadpool request included); "" for nginx.
-pool_work_items() {
-  is_dotnet_server "$1" || return 0
-  taskset -c $CLIENT_CORE curl -s --max-time 10 "http://127.0.0.1:${PORT[$1]}/perf/threadpool" \
-    | sed -n 's/.*"completedWorkItems":\([0-9]*\).*/\1/p'
-}
-
-# One wrk run on CLIENT_CORE; echoes "requests bytes duration_us sent" (sent: requests wrk wrote, counted.lua).
-run_wrk() {
-  local name=$1 scenario=$2 file=$3 conns=$4 pass=$5 out=$TMP_DIR/wrk.out
-  local args=(wrk -t1 -c"$conns" -d"${DURATION_S}s" --timeout "$WRK_TIMEOUT" -s "$PERF_DIR/counted.lua"
-              "http://127.0.0.1:${PORT[$name]}/$file.bin")
-  grep -qF "client $scenario:" "$COMMANDS_FILE" || echo "client $scenario: taskset -c $CLIENT_CORE ${args[*]}" >>"$COMMANDS_FILE"
-  require_alive "$name" "before $scenario ($pass)"
-  run_client "$out" "${args[@]}" || { cat "$out" >&2; die "wrk failed against '$name' in $scenario ($pass)"; }
-  require_alive "$name" "after $scenario ($pass)"
-  declare -A r=(); read_wrk_result "$out" r "'$name' in $scenario"
-  ((r[requests] > 0)) || { cat "$out" >&2; die "'$name' completed no response in $scenario ($pass)"; }
-  ((r[status] == 0)) || die "'$name' answered ${r[status]} requests with a non-2xx status in $scenario ($pass)"
-  local errors=$((r[connect] + r[read] + r[write] + r[timeout]))
-  ((errors == 0)) || log "  note: wrk counted $errors socket errors against $name in $scenario ($pass)"
-  local sent; sent=$(sed -n 's/^WRK_SENT sent=\([0-9]*\).*/\1/p' "$out")
-  [[ -n $sent ]] || { cat "$out" >&2; die "no WRK_SENT from wrk against '$name' in $scenario"; }
-  echo "${r[requests]} ${r[bytes]} ${r[duration_us]} $sent"
-}
-
-# Starts a probe (strace or perf) attached to the server in the background; stop_probe ends it with SIGINT,
-# which makes both write their summary.
-start_probe() {
-  "$@" >"$TMP_DIR/probe.err" 2>&1 &
-  PROBE_PID=$!
-}
-stop_probe() {
-  kill -INT "$PROBE_PID" 2>/dev/null || true
-  wait "$PROBE_PID" 2>/dev/null || true
-  PROBE_PID=""
-}
-
-# Pass 1: CPU, context switches, pool work items, syscall entries and epoll_wait returns per response.
-plain_pass() {
-  local name=$1 scenario=$2 file=$3 conns=$4 stat_out=$TMP_DIR/stat.csv
-  local ctx_before ctx_after pool_before pool_after ticks_before ticks_after wrk
-  pool_before=$(pool_work_items "$name")
-  ctx_before=$(context_switches "$name"); ticks_before=$(server_cpu_ticks "$name")
-  grep -qF "perf stat:" "$COMMANDS_FILE" || echo "perf stat: perf stat -x, -o FILE -e $STAT_EVENTS -p PID" >>"$COMMANDS_FILE"
-  start_probe perf stat -x, -o "$stat_out" -e "$STAT_EVENTS" -p "$(attach_pids "$name")"
-  wrk=$(run_wrk "$name" "$scenario" "$file" "$conns" plain)
-  stop_probe
-  ctx_after=$(context_switches "$name"); ticks_after=$(server_cpu_ticks "$name")
-  pool_after=$(pool_work_items "$name")
-  local -A stat=()
-  local value event
-  while IFS=, read -r value _ event _; do
-    [[ -n $event ]] && stat[$event]=$value
-  done < <(grep -v '^#' "$stat_out" | grep ,)
-  local pool=""; [[ -n $pool_before && -n $pool_after ]] && pool=$((pool_after - pool_before))
-  read -r requests bytes duration_us sent <<<"$wrk"
-  echo "$name,$scenario,$file,$conns,plain,$requests,$sent,$bytes,$duration_us,${stat[task-clock]:-},$(( (ticks_after - ticks_before) )),$((ctx_after - ctx_before)),$pool,${stat[raw_syscalls:sys_enter]:-},${stat[syscalls:sys_exit_epoll_wait]:-},${stat[context-switches]:-},${stat[instructions]:-},${stat[cycles]:-},${stat[syscalls:sys_enter_cachestat]:-}" >>"$CSV"
-  log "  $name plain: $requests responses ($sent sent), $(awk -v t="${stat[task-clock]:-0}" -v n="$sent" 'BEGIN {printf "%.1f", 1000 * t / n}') us CPU each"
 }
 
 # Pass 2: strace -c -f over one wrk run; one row per syscall name into profile-syscalls.csv.
@@ -318,7 +223,7 @@ main() {
   TMP_DIR=$(mktemp -d /tmp/splice-profile.XXXXXX)
   CSV=$TMP_DIR/profile.csv; SYSCALLS_CSV=$TMP_DIR/syscalls.csv; SPLIT_CSV=$TMP_DIR/split.csv
   TOP_TXT=$TMP_DIR/top.txt; COMMANDS_FILE=$TMP_DIR/commands.txt; WARMUP_CSV=$TMP_DIR/warmup.csv
-  echo "server,scenario,file,connections,pass,requests,sent,bytes,duration_us,task_clock_ms,cpu_ticks,context_switches,pool_work_items,syscalls,epoll_wait_returns,perf_context_switches,instructions,cycles,cachestat" >"$CSV"
+  echo "$PLAIN_PASS_CSV_HEADER" >"$CSV"
   echo "server,scenario,syscall,requests,sent,bytes,calls,errors" >"$SYSCALLS_CSV"
   echo "server,scenario,requests,category,samples" >"$SPLIT_CSV"
   echo "server,window,elapsed_s,requests_per_s,steady,jit_compiled_methods" >"$WARMUP_CSV"
