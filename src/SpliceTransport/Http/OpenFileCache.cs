@@ -152,7 +152,11 @@ internal sealed class CachedFile
     {
         Handle = handle;
         Status = status;
+        Residency = new Transport.ResidencyMemo(status.Size);
     }
+
+    /// <summary>What the last probe of the whole file found, shared by every send of this descriptor.</summary>
+    public Transport.ResidencyMemo Residency { get; }
 
     /// <summary>The descriptor: blocking, read-only. Not to be disposed by its users: <see cref="Release"/> it.</summary>
     public FileDescriptorHandle Handle { get; }

@@ -103,7 +103,7 @@ internal sealed class SpliceResponseBodyFeature : IHttpResponseBodyFeature
                 offset += sniffed;
                 length -= sniffed;
             }
-            segment = await SendZeroCopyAsync(file.Handle, path, offset, length, cancellationToken).ConfigureAwait(false);
+            segment = await SendZeroCopyAsync(file, path, offset, length, cancellationToken).ConfigureAwait(false);
         }
         finally
         {
@@ -115,7 +115,7 @@ internal sealed class SpliceResponseBodyFeature : IHttpResponseBodyFeature
         }
     }
 
-    private async Task<FileSegment?> SendZeroCopyAsync(FileDescriptorHandle file, string path, long offset, long length, CancellationToken cancellationToken)
+    private async Task<FileSegment?> SendZeroCopyAsync(CachedFile file, string path, long offset, long length, CancellationToken cancellationToken)
     {
         SpliceOutputWriter output = _connection.OutputWriter;
         PipeWriter body = _kestrel.Writer;
@@ -137,7 +137,7 @@ internal sealed class SpliceResponseBodyFeature : IHttpResponseBodyFeature
             return null;
         }
 
-        FileSegment segment = output.EnqueueFile(file, path, offset, length);
+        FileSegment segment = output.EnqueueFile(file.Handle, path, offset, length, file.Residency);
         using CancellationTokenRegistration abortOnCancel = cancellationToken.UnsafeRegister(static state =>
             ((IZeroCopyOutputFeature)state!).Abort(new ConnectionAbortedException("The file send was canceled.")), _connection);
         _queued = segment;

@@ -22,8 +22,9 @@ internal sealed class FileSegment
     /// <summary>The <see cref="Remaining"/> at or below which <see cref="_progress"/> completes.</summary>
     private long _progressTarget;
 
-    public FileSegment(SafeHandle file, string path, long offset, long count, long position)
+    public FileSegment(SafeHandle file, string path, long offset, long count, long position, ResidencyMemo? residency = null)
     {
+        Residency = residency;
         File = file;
         Path = path;
         Offset = offset;
@@ -33,6 +34,9 @@ internal sealed class FileSegment
     }
 
     public SafeHandle File { get; }
+
+    /// <summary>What the last probe of the whole file found, shared by the sends of one cached descriptor; null: probe every chunk.</summary>
+    public ResidencyMemo? Residency { get; }
 
     /// <summary>The path the file was opened from, for messages.</summary>
     public string Path { get; }

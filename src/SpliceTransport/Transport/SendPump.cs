@@ -292,7 +292,15 @@ internal sealed class SendPump
                 if (file.Offset >= checkedThrough)
                 {
                     // Once per chunk, not per call: a chunk takes several sendfile calls when the socket fills.
-                    if (!_connection.Residency.IsCached(file.File, file.Offset, chunk))
+                    if (file.Residency?.IsFresh == true)
+                    {
+                        // Probed whole and resident a moment ago (see ResidencyMemo): no probe.
+                    }
+                    else if (_connection.Residency.IsCached(file.File, file.Offset, chunk))
+                    {
+                        file.Residency?.Probed(file.Offset, chunk);
+                    }
+                    else
                     {
                         await PrefetchAsync(file, chunk);
                         sentThisTurn = 0; // The pump now runs on the thread pool, off the loop's turn.

@@ -94,13 +94,13 @@ internal sealed class SpliceOutputWriter : PipeWriter
     /// current position, and starts swallowing that many bytes. The caller must have awaited a flush, so that
     /// no bytes written before this call are still buffered above this writer.
     /// </summary>
-    public FileSegment EnqueueFile(SafeHandle file, string path, long offset, long count)
+    public FileSegment EnqueueFile(SafeHandle file, string path, long offset, long count, ResidencyMemo? residency = null)
     {
         if (_bytesToSwallow != 0)
         {
             throw new InvalidOperationException($"The previous file's {_bytesToSwallow} bytes have not been written through the response body yet.");
         }
-        var segment = new FileSegment(file, path, offset, count, _pipeBytesWritten);
+        var segment = new FileSegment(file, path, offset, count, _pipeBytesWritten, residency);
         lock (_files)
         {
             if (_pumpStopped)

@@ -117,6 +117,49 @@ public class ColdFileTests(FileFixture files) : IClassFixture<FileFixture>
     }
 
     /// <summary>
+    /// A hot file served again and again is probed once a second, not on every response (ResidencyMemo): the
+    /// cached descriptor remembers that the whole file was resident. A probe that finds it cold remembers nothing,
+    /// so a cold file is probed (and warmed) every time; a new version of the file starts with no memo.
+    /// </summary>
+    [Fact]
+    public async Task AHotFileIsProbedOnceForManyResponsesAndAColdOneEveryTime()
+    {
+        string path = files.Get("cold/hot-64k.bin", 64 * 1024);
+        bool cold = false;
+        var syscalls = new FaultInjectingSyscalls { ReadFileIfCachedFault = _ => Volatile.Read(ref cold) ? SyscallResult.Failure(Errno.EAGAIN) : null };
+        await using SpliceTestHost host = await SpliceTestHost.StartAsync(
+            app => app.MapGet("/file", (HttpContext context) => context.Response.SendFileAsync(path, 0, null, context.RequestAborted)),
+            options => options.Syscalls = syscalls);
+        System.IO.File.ReadAllBytes(path);
+        string expected = TestFiles.Sha256(System.IO.File.ReadAllBytes(path));
+        using HttpClient client = host.CreateClient();
+
+        const int responses = 20;
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        for (int i = 0; i < responses; i++)
+        {
+            Assert.Equal(expected, TestFiles.Sha256(await client.GetByteArrayAsync("/file")));
+        }
+        // A probe of the whole file (cachestat, then the first and the last page) at most once a second, not per
+        // response: one in all when the responses took less than a second (they take milliseconds).
+        int probes = syscalls.CachedPagesCalls;
+        Assert.InRange(probes, 1, Math.Min(responses - 1, 1 + (int)clock.Elapsed.TotalSeconds));
+        Assert.Equal(2 * probes, syscalls.ReadFileIfCachedCalls);
+
+        // A new version (another inode): probed again, and while it reads as cold, on every response.
+        string replacement = path + ".new";
+        System.IO.File.Copy(path, replacement);
+        System.IO.File.Move(replacement, path, overwrite: true);
+        Volatile.Write(ref cold, true);
+        for (int i = 0; i < 2; i++)
+        {
+            Assert.Equal(expected, TestFiles.Sha256(await client.GetByteArrayAsync("/file")));
+        }
+        Assert.Equal(probes + 2, syscalls.CachedPagesCalls);
+        await host.Metrics.AssertEventuallyAsync(2, m => m.Prefetches);
+    }
+
+    /// <summary>
     /// A file of one page is probed with the one-byte RWF_NOWAIT read alone: it answers all that cachestat would,
     /// with one system call instead of two on every small response (perf/results/profile.md counts them).
     /// </summary>
