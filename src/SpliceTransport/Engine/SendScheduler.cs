@@ -4,9 +4,9 @@ namespace SpliceTransport.Engine;
 
 /// <summary>
 /// Where the send pump continues after a flush: on the flushing thread, but after the work that thread is
-/// doing now. On a thread-pool thread that is the thread's own local queue; on the loop thread (inline
-/// application scheduling), the loop's queue. Either way no other thread is woken, so a response costs no
-/// context switch, and yet Kestrel finishes every pipelined request it already has before the pump runs:
+/// doing now. On a thread-pool thread that is the thread's own local queue (the pool still asks for a worker on
+/// every enqueue, and an idle one may take it: a work item, and sometimes a wake-up); on the loop thread (inline
+/// application scheduling), the loop's queue. Either way Kestrel finishes every pipelined request it already has before the pump runs:
 /// sixteen pipelined responses leave in one sendmsg, not sixteen. (Kestrel's socket transport gets the same
 /// batching from its IOQueue.)
 /// </summary>
