@@ -126,6 +126,13 @@ public static class ConnectionForwardingExtensions
     private static ForwardDirectionResult WithCapture(ForwardDirectionResult result, CaptureWriter? capture) =>
         capture is null ? result : result.WithCapture(capture.CapturedBytes, capture.DroppedBytes);
 
+    /// <summary>
+    /// The source of a forwarded direction was reset or aborted (<paramref name="cause"/>): so is its destination,
+    /// as TCP would tell a peer whose bytes were lost.
+    /// </summary>
+    internal static void ResetForwarded(string sourceId, ConnectionContext destination, Exception cause) =>
+        destination.Abort(new ConnectionAbortedException($"Connection {sourceId}, forwarded to this one, was reset.", cause));
+
     /// <summary>Waits for the captures' last writes and closes them.</summary>
     private static async ValueTask DisposeCapturesAsync(CaptureWriter? outbound, CaptureWriter? inbound)
     {
@@ -202,7 +209,7 @@ public static class ConnectionForwardingExtensions
         {
             // Reset or aborted (ConnectionResetException is an IOException): so is the destination, as TCP would
             // tell a peer whose bytes were lost.
-            destination.Abort(new ConnectionAbortedException($"Connection {source.ConnectionId}, forwarded to this one, was reset.", ex));
+            ResetForwarded(source.ConnectionId, destination, ex);
             return new ForwardDirectionResult(bytes, 0, ForwardEnd.Reset, fallbackReason);
         }
     }

@@ -178,7 +178,7 @@ internal sealed class ForwardingDirection
             {
                 // The pump had completed the input with an error before it parked (a reset, an abort): so is the
                 // destination, as when the error comes later.
-                _destinationConnection.Abort(new ConnectionAbortedException($"Connection {_source.ConnectionId}, forwarded to this one, was reset.", ex));
+                ConnectionForwardingExtensions.ResetForwarded(_source.ConnectionId, _destinationConnection, ex);
                 return Result(ForwardEnd.Reset);
             }
             if (prefixEnd is ForwardEnd end)
@@ -540,7 +540,7 @@ internal sealed class ForwardingDirection
                         ? new ConnectionResetException($"The forwarded connection {_source.ConnectionId} failed: {failure}.", failure.Result.ToException(failure.Syscall))
                         : _source.ShutdownReason!;
                     sourceFailure = _failure;
-                    _destinationConnection.Abort(new ConnectionAbortedException($"Connection {_source.ConnectionId}, forwarded to this one, was reset.", reason));
+                    ConnectionForwardingExtensions.ResetForwarded(_source.ConnectionId, _destinationConnection, reason);
                     return Result(ForwardEnd.Reset);
                 case Ending.DestinationFailed:
                 case Ending.DestinationShutDown:
