@@ -235,11 +235,7 @@ write_metadata() {
 
 main() {
   parse_args "$@"
-  STARTED=$SECONDS
-  trap cleanup EXIT
-  trap 'exit 130' INT
-  trap 'exit 143' TERM
-  TMP_DIR=$(mktemp -d /tmp/splice-ab.XXXXXX)
+  begin_run ab
   CSV=$TMP_DIR/ab.csv; ROUNDS_CSV=$TMP_DIR/rounds.csv; COMMANDS_FILE=$TMP_DIR/commands.txt
   echo "$PLAIN_PASS_CSV_HEADER" >"$CSV"
   echo "round,build,server,loadavg_1min,warmup_requests_per_s" >"$ROUNDS_CSV"

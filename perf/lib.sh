@@ -2,6 +2,16 @@
 # The sourcing script sets STOP_TIMEOUT_S before calling stop_pid.
 
 # A timestamped progress line, and a fatal error naming the script, on stderr (what every perf script prints).
+# begin_run NAME: how every script's main starts: its clock (STARTED), the script's own cleanup() on exit, a
+# signal's usual exit code (130 for INT, 143 for TERM), and a private temporary directory (TMP_DIR).
+begin_run() {
+  STARTED=$SECONDS
+  trap cleanup EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+  TMP_DIR=$(mktemp -d "/tmp/splice-$1.XXXXXX")
+}
+
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf '\nperf/%s: ERROR: %s\n' "${0##*/}" "$*" >&2; exit 1; }
 

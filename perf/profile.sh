@@ -216,11 +216,7 @@ write_metadata() {
 }
 
 main() {
-  STARTED=$SECONDS
-  trap cleanup EXIT
-  trap 'exit 130' INT
-  trap 'exit 143' TERM
-  TMP_DIR=$(mktemp -d /tmp/splice-profile.XXXXXX)
+  begin_run profile
   CSV=$TMP_DIR/profile.csv; SYSCALLS_CSV=$TMP_DIR/syscalls.csv; SPLIT_CSV=$TMP_DIR/split.csv
   TOP_TXT=$TMP_DIR/top.txt; COMMANDS_FILE=$TMP_DIR/commands.txt; WARMUP_CSV=$TMP_DIR/warmup.csv
   echo "$PLAIN_PASS_CSV_HEADER" >"$CSV"

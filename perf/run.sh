@@ -444,11 +444,7 @@ write_metadata() {
 main() {
   ARGS="$*"
   parse_args "$@"
-  STARTED=$SECONDS
-  trap cleanup EXIT
-  trap 'exit 130' INT
-  trap 'exit 143' TERM
-  TMP_DIR=$(mktemp -d /tmp/splice-perf.XXXXXX)
+  begin_run perf
   RAW_CSV=$TMP_DIR/raw.csv
   WARMUP_CSV=$TMP_DIR/warmup.csv
   COMMANDS_FILE=$TMP_DIR/commands.txt
