@@ -201,6 +201,9 @@ internal sealed class SpliceResponseBodyFeature : IHttpResponseBodyFeature
         }
     }
 
+    /// <summary>The first block of a file's count: a file up to this size is counted, and waited for, at once.</summary>
+    internal const int FirstCountBlock = 1024 * 1024;
+
     /// <summary>
     /// Writes <paramref name="length"/> bytes of scratch through Kestrel's body writer, so that Kestrel counts
     /// the file; our output writer swallows them, and nothing is copied (see <see cref="SpliceOutputWriter.Scratch"/>).
@@ -208,15 +211,24 @@ internal sealed class SpliceResponseBodyFeature : IHttpResponseBodyFeature
     /// by the bytes it wrote, and each flush waits until the file has been sent that far. A single flush for
     /// the whole file would have to complete within the grace period, dropping any client that takes longer
     /// to download the file, however fast it reads.
+    ///
+    /// The blocks double from <see cref="FirstCountBlock"/> up to <see cref="ScratchMemory.Size"/>. Each flush the
+    /// pump has not caught up with completes late, and Kestrel's writer then resumes the application through the
+    /// thread pool (a work item, and a worker that spins for more): 1 MiB blocks made 42 of them per 100 MiB
+    /// download and 350 per GiB. Doubling keeps Kestrel's meaning of the rate: a block is at most the first block
+    /// larger than all the blocks before it, so the time Kestrel allows a client that stops reading is at most about
+    /// twice what the bytes it did take allow.
     /// </summary>
     private async Task WriteFileCountThroughKestrelAsync(PipeWriter body, long length, CancellationToken cancellationToken)
     {
         ReadOnlyMemory<byte> scratch = SpliceOutputWriter.Scratch;
+        int nextBlock = FirstCountBlock;
         for (long remaining = length; remaining > 0;)
         {
-            int block = (int)Math.Min(scratch.Length, remaining);
+            int block = (int)Math.Min(nextBlock, remaining);
             FlushResult result = await body.WriteAsync(scratch[..block], cancellationToken).ConfigureAwait(false);
             remaining -= block;
+            nextBlock = Math.Min(nextBlock * 2, scratch.Length);
             if (result.IsCompleted || result.IsCanceled)
             {
                 // The connection ended (the client left, or the pump aborted it); Kestrel now drops what is

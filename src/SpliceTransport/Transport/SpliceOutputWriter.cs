@@ -22,23 +22,10 @@ namespace SpliceTransport.Transport;
 internal sealed class SpliceOutputWriter : PipeWriter
 {
     /// <summary>
-    /// Size of the shared scratch buffer for swallowed bytes. Larger means fewer Advance calls per file
-    /// (a 100 MiB file takes 100); the buffer is never written or read by us, so its pages are not even touched.
-    /// </summary>
-    internal const int ScratchSize = 1024 * 1024;
-
-    /// <summary>
-    /// Zeroed, not uninitialized: nobody should ever read it, but if a bug ever sent it, it must carry no
-    /// bytes of the process's past. A large new array comes from fresh zero pages, so this costs nothing.
-    /// </summary>
-    private static readonly byte[] s_scratch = new byte[ScratchSize];
-
-    /// <summary>
     /// The scratch memory, for writing a file's count through Kestrel: <see cref="GetSpan"/> hands out this same
-    /// memory while a file is being counted, so Kestrel's copy of it onto itself is skipped (Buffer.Memmove
-    /// returns at once when source and destination are the same).
+    /// memory while a file is being counted, so Kestrel's copy of it onto itself is skipped.
     /// </summary>
-    public static ReadOnlyMemory<byte> Scratch => s_scratch;
+    public static ReadOnlyMemory<byte> Scratch => ScratchMemory.Shared.Memory;
 
     private readonly PipeWriter _pipe;
     private readonly PipeReader _pumpReader;
@@ -149,19 +136,19 @@ internal sealed class SpliceOutputWriter : PipeWriter
     }
 
     public override Memory<byte> GetMemory(int sizeHint = 0) =>
-        _bytesToSwallow > 0 ? s_scratch.AsMemory(0, ScratchLength(sizeHint)) : _pipe.GetMemory(sizeHint);
+        _bytesToSwallow > 0 ? ScratchMemory.Shared.Memory[..ScratchLength(sizeHint)] : _pipe.GetMemory(sizeHint);
 
     public override Span<byte> GetSpan(int sizeHint = 0) =>
-        _bytesToSwallow > 0 ? s_scratch.AsSpan(0, ScratchLength(sizeHint)) : _pipe.GetSpan(sizeHint);
+        _bytesToSwallow > 0 ? ScratchMemory.Shared.GetSpan()[..ScratchLength(sizeHint)] : _pipe.GetSpan(sizeHint);
 
     private int ScratchLength(int sizeHint)
     {
-        if (sizeHint > ScratchSize)
+        if (sizeHint > ScratchMemory.Size)
         {
             // Kestrel never asks for more than a block; a caller that does would not fit the scratch buffer.
-            throw new ArgumentOutOfRangeException(nameof(sizeHint), sizeHint, $"At most {ScratchSize} bytes can be requested while a file is being sent.");
+            throw new ArgumentOutOfRangeException(nameof(sizeHint), sizeHint, $"At most {ScratchMemory.Size} bytes can be requested while a file is being sent.");
         }
-        return (int)Math.Min(ScratchSize, Math.Max(_bytesToSwallow, sizeHint));
+        return (int)Math.Min(ScratchMemory.Size, Math.Max(_bytesToSwallow, sizeHint));
     }
 
     public override void Advance(int bytes)

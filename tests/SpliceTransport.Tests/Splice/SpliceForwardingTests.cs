@@ -511,8 +511,10 @@ public class SpliceForwardingTests
         Assert.Equal(down.Length, result.Inbound.CapturedBytes + result.Inbound.CaptureDroppedBytes);
         AssertCaptureMatches(up, options.OutboundCapturePath!, result.Outbound);
         AssertCaptureMatches(down, options.InboundCapturePath!, result.Inbound);
-        // A capture drops only what it cannot keep up with; the page cache keeps up with loopback nearly always.
-        Assert.True(result.Outbound.CapturedBytes > up.Length / 2 && result.Inbound.CapturedBytes > down.Length / 2);
+        // How much a capture keeps depends on the disk thread keeping up (under the whole suite's load it may drop
+        // most of a 16 MiB burst), so only what holds on any machine is asserted: the first tee into the empty
+        // capture pipe always succeeds, so each direction captured something, and every captured range is exact.
+        Assert.True(result.Outbound.CapturedBytes > 0 && result.Inbound.CapturedBytes > 0);
         Assert.True(result.Outbound.SplicedBytes > 0 && result.Inbound.SplicedBytes > 0);
     }
 
