@@ -24,6 +24,9 @@ internal sealed partial class SpliceConnection :
     IZeroCopyOutputFeature
 {
     private Dictionary<Type, object>? _extraFeatures;
+
+    /// <summary>One of the connection's own features has been set by others (then the dictionary is asked first).</summary>
+    private bool _ownFeatureReplaced;
     private int _featureRevision;
     private System.Net.Sockets.Socket? _socketView;
 
@@ -74,6 +77,7 @@ internal sealed partial class SpliceConnection :
         set
         {
             _featureRevision++;
+            _ownFeatureReplaced |= Array.IndexOf(s_ownFeatures, key) >= 0;
             if (value is null)
             {
                 _extraFeatures?.Remove(key);
@@ -85,17 +89,35 @@ internal sealed partial class SpliceConnection :
         }
     }
 
-    private object? GetFeature(Type key)
+    private object? GetFeature(Type key) => GetFeature(key, Array.IndexOf(s_ownFeatures, key) >= 0);
+
+    private object? GetFeature(Type key, bool own)
     {
-        // Features set by others win, so that Kestrel or middleware can replace one of ours.
+        // Features set by others win, so that Kestrel or middleware can replace one of ours. Until one of ours has
+        // been replaced, one of ours needs no dictionary lookup.
+        if (own && !_ownFeatureReplaced)
+        {
+            return this;
+        }
         if (_extraFeatures is not null && _extraFeatures.TryGetValue(key, out object? extra))
         {
             return extra;
         }
-        return Array.IndexOf(s_ownFeatures, key) >= 0 ? this : null;
+        return own ? this : null;
     }
 
-    TFeature? IFeatureCollection.Get<TFeature>() where TFeature : default => (TFeature?)GetFeature(typeof(TFeature));
+    /// <summary>
+    /// By type parameter, without a search: Kestrel asks the connection for every feature its request collection
+    /// does not hold, several times per request (a search of the list and a dictionary lookup each cost 1.3% of
+    /// the CPU of a 64 KiB response).
+    /// </summary>
+    TFeature? IFeatureCollection.Get<TFeature>() where TFeature : default => (TFeature?)GetFeature(typeof(TFeature), OwnFeature<TFeature>.Is);
+
+    /// <summary>Whether <typeparamref name="TFeature"/> is one of the connection's own features, worked out once per type.</summary>
+    private static class OwnFeature<TFeature>
+    {
+        public static readonly bool Is = Array.IndexOf(s_ownFeatures, typeof(TFeature)) >= 0;
+    }
 
     void IFeatureCollection.Set<TFeature>(TFeature? instance) where TFeature : default => ((IFeatureCollection)this)[typeof(TFeature)] = instance;
 
