@@ -81,13 +81,32 @@ if (uploads is not null)
 }
 var files = new PhysicalFileProvider(root);
 // A request for a folder ("/" first of all) gets its index.html, so a new user's first request finds a page.
-// UseDefaultFiles only rewrites the path; UseStaticFiles after it serves the file, zero-copy like any other.
-app.UseDefaultFiles(new DefaultFilesOptions { FileProvider = files });
+// UseDefaultFiles only rewrites the path; UseStaticFiles after it serves the file, zero-copy like any other. It
+// runs for folder URLs (ending in '/') only, as nginx's index does: on any other URL it would look the path up as
+// a folder first, one failed stat(2) on every file served. A folder named without its slash is redirected below.
+app.UseWhen(context => context.Request.Path.Value is { } path && path.EndsWith('/'),
+    folder => folder.UseDefaultFiles(new DefaultFilesOptions { FileProvider = files, RedirectToAppendTrailingSlash = false }));
 app.UseStaticFiles(new StaticFileOptions
 {
     FileProvider = files,
     ServeUnknownFileTypes = true,
     DefaultContentType = "application/octet-stream",
+});
+// Not a file: a folder named without its trailing slash is redirected to it (what UseDefaultFiles does on every
+// URL), so its index.html is found; anything else is a 404. The folder lookup is paid by misses only.
+app.Use(async (context, next) =>
+{
+    if (HttpMethods.IsGet(context.Request.Method) || HttpMethods.IsHead(context.Request.Method))
+    {
+        string path = context.Request.Path.Value ?? "";
+        if (path.Length > 1 && !path.EndsWith('/') && files.GetDirectoryContents(path).Exists)
+        {
+            context.Response.StatusCode = StatusCodes.Status301MovedPermanently;
+            context.Response.Headers.Location = context.Request.PathBase + path + "/" + context.Request.QueryString;
+            return;
+        }
+    }
+    await next(context);
 });
 
 app.Lifetime.ApplicationStarted.Register(() =>

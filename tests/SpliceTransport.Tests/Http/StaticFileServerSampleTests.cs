@@ -38,6 +38,30 @@ public class StaticFileServerSampleTests
         Assert.Equal(new FileInfo(indexHtml).Length, metrics.ZeroCopyBytes);
     }
 
+    [Fact]
+    public async Task AFolderNamedWithoutItsSlashIsRedirectedAndServesItsIndexAndAMissingFileIs404()
+    {
+        using var root = new TestFiles();
+        string index = root.Create("docs/index.html", 1000);
+        await using WebApplicationFactory<Program> factory = new WebApplicationFactory<Program>()
+            .WithWebHostBuilder(builder => builder.UseSetting("root", root.Root).UseSetting("transport", "splice"));
+        factory.UseKestrel(port: 0);
+        factory.StartServer();
+        // A client of its own: the factory's follows redirects on a real server whatever its options say.
+        using var client = new HttpClient(new SocketsHttpHandler { AllowAutoRedirect = false }) { BaseAddress = factory.ClientOptions.BaseAddress };
+
+        using HttpResponseMessage redirect = await client.GetAsync("/docs?x=1").WaitAsync(Waits.Response);
+        Assert.Equal(HttpStatusCode.MovedPermanently, redirect.StatusCode);
+        Assert.Equal("/docs/?x=1", redirect.Headers.Location?.OriginalString);
+
+        using HttpResponseMessage folder = await client.GetAsync("/docs/").WaitAsync(Waits.Response);
+        Assert.Equal(HttpStatusCode.OK, folder.StatusCode);
+        Assert.Equal(TestFiles.Sha256(index), TestFiles.Sha256(await folder.Content.ReadAsByteArrayAsync().WaitAsync(Waits.Response)));
+
+        using HttpResponseMessage missing = await client.GetAsync("/docs/nothing.bin").WaitAsync(Waits.Response);
+        Assert.Equal(HttpStatusCode.NotFound, missing.StatusCode);
+    }
+
     [Theory]
     [InlineData("splice")]
     [InlineData("sockets")]
