@@ -12,7 +12,7 @@
 # --transport splice|sockets (both builds), --transport-a T, --transport-b T, --name NAME,
 # --wait-quiet S (first wait up to S seconds for the machine to be 90% idle).
 # Scenarios: file-4KiB-c32 file-4KiB-c256 file-64KiB-c32 file-1MiB-c32 plaintext-c32 https-file-4KiB-c32
-# https-plaintext-c32 (any file-{4KiB,64KiB,1MiB}-cN or plaintext-cN, with or without https-, works).
+# https-plaintext-c32 (any file-{4KiB,64KiB,1MiB,32MiB}-cN or plaintext-cN, with or without https-, works).
 #
 # Writes perf/results/ab-NAME.md (NAME: SHORT-A-SHORT-B-SCENARIO), with the raw rows next to it
 # (ab-NAME.csv, ab-NAME-rounds.csv, ab-NAME-meta.txt, ab-NAME-commands.txt); `python3 perf/ab_report.py
@@ -45,7 +45,7 @@ readonly WARMUP_WINDOW_S=5            # the warm-up is logged as windows of this
 readonly PAUSE_BEFORE_MEASURING_S=0.3 # lets the warm-up's connections close before the measured run
 readonly PLAINTEXT_BODY="Hello, World!"
 readonly PERF_LOCK=/work/perf.lock    # as perf/uploads.sh: held while measuring, so two helpers never measure at once
-declare -A FILE_SIZE=([4KiB]=4096 [64KiB]=65536 [1MiB]=1048576)
+declare -A FILE_SIZE=([4KiB]=4096 [64KiB]=65536 [1MiB]=1048576 [32MiB]=33554432)
 
 ARGS="$*"             # as given, for the results
 ROUNDS=6              # round pairs: A B, B A, A B, ... (ABBA: each build goes first equally often)
@@ -94,12 +94,12 @@ parse_args() {
   local rest=$SCENARIO
   URL_SCHEME=http
   if [[ $rest == https-* ]]; then URL_SCHEME=https; rest=${rest#https-}; fi
-  if [[ $rest =~ ^file-(4KiB|64KiB|1MiB)-c([1-9][0-9]*)$ ]]; then
+  if [[ $rest =~ ^file-(4KiB|64KiB|1MiB|32MiB)-c([1-9][0-9]*)$ ]]; then
     FILE=${BASH_REMATCH[1]}; CONNS=${BASH_REMATCH[2]}; FILES=("$FILE")
   elif [[ $rest =~ ^plaintext-c([1-9][0-9]*)$ ]]; then
     FILE=plaintext; CONNS=${BASH_REMATCH[1]}; FILES=()
   else
-    die "unknown scenario '$SCENARIO': [https-]file-{4KiB,64KiB,1MiB}-cN or [https-]plaintext-cN, e.g. file-4KiB-c32"
+    die "unknown scenario '$SCENARIO': [https-]file-{4KiB,64KiB,1MiB,32MiB}-cN or [https-]plaintext-cN, e.g. file-4KiB-c32"
   fi
 }
 
