@@ -39,22 +39,6 @@ internal static unsafe partial class LibC
     /// <summary>More data follows at once: the kernel holds a partial segment back instead of sending it alone.</summary>
     public const int MSG_MORE = 0x8000;
 
-    /// <summary>poll(2) event: writing will not block.</summary>
-    public const short POLLOUT = 0x004;
-
-    /// <summary>poll(2) events reported whatever was asked: an error, or the peer hung up (a send then fails at once).</summary>
-    public const short POLLERR = 0x008;
-    public const short POLLHUP = 0x010;
-
-    /// <summary>struct pollfd.</summary>
-    [StructLayout(LayoutKind.Sequential)]
-    public struct PollDescriptor
-    {
-        public int Descriptor;
-        public short Events;
-        public short ReturnedEvents;
-    }
-
     /// <summary>struct linger: with OnOff set and Seconds 0, close(2) resets the connection.</summary>
     [StructLayout(LayoutKind.Sequential)]
     public struct Linger
@@ -112,9 +96,6 @@ internal static unsafe partial class LibC
 
     [LibraryImport(Library, SetLastError = true)]
     public static partial int shutdown(SafeHandle fd, int how);
-
-    [LibraryImport(Library, SetLastError = true)]
-    public static partial int poll(PollDescriptor* descriptors, nuint count, int timeoutMilliseconds);
 
     [LibraryImport(Library, SetLastError = true)]
     public static partial nint recv(SafeHandle fd, byte* buffer, nuint length, int flags);

@@ -72,15 +72,6 @@ internal unsafe class Syscalls
     public virtual SyscallResult CachedPages(SafeHandle file, long offset, long length) =>
         Run(new CacheStatCall(file, offset, length));
 
-    /// <summary>
-    /// poll(2) for POLLOUT, without waiting: the count is 1 when a send would make progress (or fail at once: an
-    /// error or a hang-up is reported too), 0 when the socket has no room. A poll that finds no room arms the
-    /// socket's next write-space wake-up (TCP sets SOCK_NOSPACE in tcp_poll, as a send that returns EAGAIN does;
-    /// a Unix socket wakes its writers whenever room is made), so an edge-triggered EPOLLOUT edge is sure to
-    /// follow: a 0 here stands for the EAGAIN of one more send, at the price of a look at the socket's state.
-    /// </summary>
-    public virtual SyscallResult PollWritable(SafeHandle socket) => Run(new PollWritableCall(socket));
-
     /// <summary>shutdown(2) with SHUT_RD, SHUT_WR or SHUT_RDWR.</summary>
     public virtual SyscallResult Shutdown(SafeHandle socket, int how) => Run(new ShutdownCall(socket, how));
 
@@ -276,34 +267,6 @@ internal unsafe class Syscalls
     private readonly struct ShutdownCall(SafeHandle fd, int how) : ICall
     {
         public nint Invoke() => LibC.shutdown(fd, how);
-    }
-
-    private readonly struct PollWritableCall(SafeHandle fd) : ICall
-    {
-        public nint Invoke()
-        {
-            // pollfd holds the number, not the handle: the reference keeps the number from being closed (and
-            // reused by another file) during the call.
-            bool added = false;
-            try
-            {
-                fd.DangerousAddRef(ref added);
-                LibC.PollDescriptor descriptor = new() { Descriptor = (int)fd.DangerousGetHandle(), Events = LibC.POLLOUT };
-                int ready = LibC.poll(&descriptor, 1, 0);
-                if (ready <= 0)
-                {
-                    return ready;
-                }
-                return (descriptor.ReturnedEvents & (LibC.POLLOUT | LibC.POLLERR | LibC.POLLHUP)) != 0 ? 1 : 0;
-            }
-            finally
-            {
-                if (added)
-                {
-                    fd.DangerousRelease();
-                }
-            }
-        }
     }
 
     private readonly struct SetOptionCall(SafeHandle fd, int level, int name, int value) : ICall

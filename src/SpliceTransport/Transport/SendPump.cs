@@ -314,17 +314,8 @@ internal sealed class SendPump
                 {
                     file.Advance(sent.Count);
                     sentThisTurn += sent.Count;
-                    if (sent.Count < chunk && file.Remaining > 0 && IsSocketFull())
-                    {
-                        // A short count is not taken for a full socket by itself: the file may have ended early,
-                        // and nothing else guarantees an edge. A poll that finds no room does (see
-                        // Syscalls.PollWritable), and costs less than the EAGAIN of one more sendfile, which takes
-                        // the socket's lock against the ACKs arriving and reads pages only to drop them. When the
-                        // poll finds room, the next sendfile tells: more bytes, EAGAIN, or 0 (truncated).
-                        sentThisTurn = 0;
-                        await writable.WaitAsync(seen);
-                        continue;
-                    }
+                    // A short count is not taken for a full socket (as a short sendmsg is): the file may have
+                    // ended early. The next call tells which: EAGAIN (then wait for room) or 0 (truncated).
                     if (sentThisTurn >= FileBytesPerTurn && file.Remaining > 0)
                     {
                         sentThisTurn = 0;
@@ -380,13 +371,6 @@ internal sealed class SendPump
                 },
                 file.Count - file.Remaining, file.Count);
         }
-    }
-
-    /// <summary>Whether the socket has no room now (a poll that also arms the next EPOLLOUT edge); false when the poll fails.</summary>
-    private bool IsSocketFull()
-    {
-        SyscallResult room = _connection.Syscalls.PollWritable(_connection.Socket);
-        return room.IsSuccess && room.Count == 0;
     }
 
     /// <summary>

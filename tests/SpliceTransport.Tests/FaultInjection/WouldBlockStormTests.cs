@@ -10,9 +10,8 @@ namespace SpliceTransport.Tests.FaultInjection;
 
 /// <summary>
 /// A real EAGAIN storm, counted through the seam rather than faked: a 4 KiB send buffer on every connection
-/// and clients that read 4 KiB at a time make sendfile and sendmsg hit a full socket over and over (an EAGAIN, or
-/// a short sendfile after which a poll finds no room). Every wait for writability must be woken by the edge that
-/// follows, so all downloads finish with the right bytes.
+/// and clients that read 4 KiB at a time make sendfile and sendmsg hit a full socket over and over. Every
+/// wait for writability must be woken by the edge that follows, so all downloads finish with the right bytes.
 /// </summary>
 public class WouldBlockStormTests(FileFixture files, ITestOutputHelper output) : IClassFixture<FileFixture>
 {
@@ -48,12 +47,9 @@ public class WouldBlockStormTests(FileFixture files, ITestOutputHelper output) :
         string[] hashes = await Task.WhenAll(downloads).WaitAsync(Waits.Response);
 
         Assert.All(hashes, hash => Assert.Equal(expected, hash));
-        output.WriteLine($"EAGAIN: sendfile {syscalls.SendFileWouldBlock}, sendmsg {syscalls.SendMessageWouldBlock}; full after a short sendfile: {syscalls.SocketFullPolls}");
-        // Each is a wait for an EPOLLOUT edge: an EAGAIN, or a short sendfile whose poll found no room.
-        long waits = syscalls.SendFileWouldBlock + syscalls.SendMessageWouldBlock + syscalls.SocketFullPolls;
-        Assert.True(waits > 100, $"Only {waits} waits for room: no storm happened.");
-        // Both kinds of wait happened, and every one of them was woken: all downloads are whole.
-        Assert.True(syscalls.SocketFullPolls > 0, "No short sendfile found the socket full: the poll's wait was not exercised.");
+        output.WriteLine($"EAGAIN: sendfile {syscalls.SendFileWouldBlock}, sendmsg {syscalls.SendMessageWouldBlock}");
+        Assert.True(syscalls.SendFileWouldBlock + syscalls.SendMessageWouldBlock > 100,
+            $"Only {syscalls.SendFileWouldBlock} + {syscalls.SendMessageWouldBlock} EAGAIN results: no storm happened.");
         await Bytes.EventuallyAsync(() => host.Metrics.ZeroCopyResponses == Clients, "every download counted as zero-copy");
         await host.Metrics.AssertEventuallyAsync(Clients * FileSize, m => m.ZeroCopyBytes);
         await FaultKit.WaitForNoActiveConnectionsAsync(host);

@@ -146,7 +146,6 @@ internal sealed unsafe class FaultInjectingSyscalls : Syscalls
     private int _acceptCalls;
     private int _armedAcceptCalls;
     private long _sendFileWouldBlock;
-    private long _socketFullPolls;
     private long _sendMessageWouldBlock;
     private long _shortenedSendMessages;
     private long _shortenedSendFiles;
@@ -275,9 +274,6 @@ internal sealed unsafe class FaultInjectingSyscalls : Syscalls
     /// <summary>sendmsg calls that really returned EAGAIN.</summary>
     public long SendMessageWouldBlock => Interlocked.Read(ref _sendMessageWouldBlock);
 
-    /// <summary>Polls for room (after a short sendfile) that really found the socket full: waits in place of an EAGAIN.</summary>
-    public long SocketFullPolls => Interlocked.Read(ref _socketFullPolls);
-
     /// <summary>sendmsg calls this injector cut short (asked for fewer bytes than the caller offered).</summary>
     public long ShortenedSendMessages => Interlocked.Read(ref _shortenedSendMessages);
 
@@ -347,16 +343,6 @@ internal sealed unsafe class FaultInjectingSyscalls : Syscalls
         if (result.WouldBlock)
         {
             Interlocked.Increment(ref _sendMessageWouldBlock);
-        }
-        return result;
-    }
-
-    public override SyscallResult PollWritable(SafeHandle socket)
-    {
-        SyscallResult result = base.PollWritable(socket);
-        if (result.IsSuccess && result.Count == 0)
-        {
-            Interlocked.Increment(ref _socketFullPolls);
         }
         return result;
     }
