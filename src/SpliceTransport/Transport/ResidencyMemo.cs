@@ -34,19 +34,4 @@ internal sealed class ResidencyMemo(long fileSize)
             Volatile.Write(ref _residentUntil, Environment.TickCount64 + (long)FreshFor.TotalMilliseconds);
         }
     }
-
-    /// <summary>
-    /// A send of the whole file found every one of its chunks resident, the first of them at
-    /// <paramref name="firstProbeAt"/> (<see cref="Environment.TickCount64"/>): remembered for what is left of
-    /// <see cref="FreshFor"/> from that first probe, so a file larger than a chunk is probed chunk by chunk once a
-    /// second rather than on every response, and no probe is trusted for longer than one of a small file.
-    /// </summary>
-    public void ProbedChunkByChunk(long firstProbeAt)
-    {
-        long until = firstProbeAt + (long)FreshFor.TotalMilliseconds;
-        if (until > Volatile.Read(ref _residentUntil))
-        {
-            Volatile.Write(ref _residentUntil, until);
-        }
-    }
 }

@@ -269,10 +269,6 @@ internal sealed class SendPump
         long sentThisTurn = 0;
         // The file offset up to which the page cache has been checked (and, where it was cold, filled).
         long checkedThrough = file.Offset;
-        // Whether every chunk so far was found resident, from the file's first byte, and when the first was probed:
-        // a whole file found so is remembered (ResidencyMemo.ProbedChunkByChunk).
-        bool residentFromStart = file.Offset == 0;
-        long firstProbeAt = 0;
         try
         {
             while (file.Remaining > 0)
@@ -300,19 +296,14 @@ internal sealed class SendPump
                     {
                         // Probed whole and resident a moment ago (see ResidencyMemo): no probe.
                     }
+                    else if (_connection.Residency.IsCached(file.File, file.Offset, chunk))
+                    {
+                        file.Residency?.Probed(file.Offset, chunk);
+                    }
                     else
                     {
-                        firstProbeAt = firstProbeAt == 0 ? Environment.TickCount64 : firstProbeAt;
-                        if (_connection.Residency.IsCached(file.File, file.Offset, chunk))
-                        {
-                            file.Residency?.Probed(file.Offset, chunk);
-                        }
-                        else
-                        {
-                            residentFromStart = false;
-                            await PrefetchAsync(file, chunk);
-                            sentThisTurn = 0; // The pump now runs on the thread pool, off the loop's turn.
-                        }
+                        await PrefetchAsync(file, chunk);
+                        sentThisTurn = 0; // The pump now runs on the thread pool, off the loop's turn.
                     }
                     checkedThrough = file.Offset + chunk;
                 }
@@ -356,10 +347,6 @@ internal sealed class SendPump
                     // like a truncation: the response cannot be completed as framed.
                     throw new FileReadException(file, sent.ToException("sendfile", file.Path));
                 }
-            }
-            if (residentFromStart && firstProbeAt != 0 && file.Residency is { } memo && file.Count >= memo.FileSize)
-            {
-                memo.ProbedChunkByChunk(firstProbeAt);
             }
             file.SetSent();
         }

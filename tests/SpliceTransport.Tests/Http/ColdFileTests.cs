@@ -160,53 +160,6 @@ public class ColdFileTests(FileFixture files) : IClassFixture<FileFixture>
     }
 
     /// <summary>
-    /// A hot file larger than a chunk is probed chunk by chunk on its first send, every chunk found resident, and
-    /// then not again for a second: not five probes on every response. A new version that reads as cold is probed
-    /// and read into the cache chunk by chunk on every response, as before.
-    /// </summary>
-    [Fact]
-    public async Task AHotLargeFileIsProbedChunkByChunkOnceASecondAndAColdOneEveryTime()
-    {
-        const int Chunks = 5;
-        // The last chunk spans several pages, so each chunk's probe is a cachestat (a one-page chunk is probed by
-        // the one-byte read alone).
-        const long Size = (Chunks - 1) * SpliceTransportOptions.DefaultMaxSendFileChunkSize + 64 * 1024 + 5;
-        string path = files.Get("cold/hot-large.bin", Size);
-        bool cold = false;
-        var syscalls = new FaultInjectingSyscalls { ReadFileIfCachedFault = _ => Volatile.Read(ref cold) ? SyscallResult.Failure(Errno.EAGAIN) : null };
-        await using SpliceTestHost host = await SpliceTestHost.StartAsync(
-            app => app.MapGet("/file", (HttpContext context) => context.Response.SendFileAsync(path, 0, null, context.RequestAborted)),
-            options => options.Syscalls = syscalls);
-        System.IO.File.ReadAllBytes(path);
-        string expected = TestFiles.Sha256(path);
-        using HttpClient client = host.CreateClient();
-
-        const int responses = 5;
-        var clock = System.Diagnostics.Stopwatch.StartNew();
-        for (int i = 0; i < responses; i++)
-        {
-            Assert.Equal(expected, TestFiles.Sha256(await client.GetByteArrayAsync("/file")));
-        }
-        // One send probed chunk by chunk per second (at least the first); chunk by chunk every time would be 25.
-        int probes = syscalls.CachedPagesCalls;
-        Assert.Equal(0, probes % Chunks);
-        Assert.InRange(probes / Chunks, 1, Math.Min(responses - 1, 1 + (int)clock.Elapsed.TotalSeconds));
-        Assert.Equal(0, host.Metrics.Prefetches);
-
-        // A new version (another inode) that reads as cold: every chunk probed and read in, on every response.
-        string replacement = path + ".new";
-        System.IO.File.Copy(path, replacement);
-        System.IO.File.Move(replacement, path, overwrite: true);
-        Volatile.Write(ref cold, true);
-        for (int i = 0; i < 2; i++)
-        {
-            Assert.Equal(expected, TestFiles.Sha256(await client.GetByteArrayAsync("/file")));
-        }
-        Assert.Equal(probes + 2 * Chunks, syscalls.CachedPagesCalls);
-        await host.Metrics.AssertEventuallyAsync(2 * Chunks, m => m.Prefetches);
-    }
-
-    /// <summary>
     /// A file of one page is probed with the one-byte RWF_NOWAIT read alone: it answers all that cachestat would,
     /// with one system call instead of two on every small response (perf/results/profile.md counts them).
     /// </summary>
