@@ -34,6 +34,12 @@ internal sealed class OpenFileCache : IDisposable
     private const int DescriptorLimitShare = 4;
 
     private readonly ConcurrentDictionary<string, CachedFile> _files = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// The entries in <see cref="_files"/>, slots taken before an entry is added: kept here because
+    /// ConcurrentDictionary.Count takes every one of its locks, which every miss would pay.
+    /// </summary>
+    private int _count;
     private readonly Timer? _sweeper;
     private volatile bool _disposed;
 
@@ -57,7 +63,7 @@ internal sealed class OpenFileCache : IDisposable
     public TimeSpan Inactive { get; }
 
     /// <summary>The descriptors kept now.</summary>
-    public int Count => _files.Count;
+    public int Count => Volatile.Read(ref _count);
 
     /// <summary>Files opened (open(2)) so far, cached or not: the misses (for tests and diagnostics).</summary>
     public long Opens => Interlocked.Read(ref _opens);
@@ -92,14 +98,26 @@ internal sealed class OpenFileCache : IDisposable
         var fresh = new CachedFile(file, opened); // One reference: the caller's.
         // Kept only when it is the version the caller checked (the path may have changed between the two stats),
         // and while there is room; otherwise it serves this response and closes after it.
-        if (!_disposed && _files.Count < Capacity && opened.IsSameVersionAs(status) && fresh.TryAddReference())
+        if (!_disposed && opened.IsSameVersionAs(status) && TryTakeSlot() && fresh.TryAddReference())
         {
             if (!_files.TryAdd(path, fresh))
             {
                 fresh.Release(); // Another request cached the path meanwhile: keep theirs, serve ours uncached.
+                Interlocked.Decrement(ref _count);
             }
         }
         return fresh;
+    }
+
+    /// <summary>Takes one of the <see cref="Capacity"/> slots for a new entry; false when all are taken.</summary>
+    private bool TryTakeSlot()
+    {
+        if (Interlocked.Increment(ref _count) <= Capacity)
+        {
+            return true;
+        }
+        Interlocked.Decrement(ref _count);
+        return false;
     }
 
     /// <summary>Closes the descriptors unused for <see cref="Inactive"/> (those still sending close when done).</summary>
@@ -123,6 +141,7 @@ internal sealed class OpenFileCache : IDisposable
         // Only the entry seen: a newer one put in its place meanwhile stays.
         if (_files.TryRemove(new KeyValuePair<string, CachedFile>(path, file)))
         {
+            Interlocked.Decrement(ref _count);
             file.Release(); // The cache's reference.
         }
     }
