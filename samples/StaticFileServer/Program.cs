@@ -9,7 +9,9 @@ using Microsoft.Extensions.FileProviders;
 //   --urls <urls>                Kestrel's usual list, e.g. "http://127.0.0.1:5000;https://[::1]:5001;http://unix:/tmp/s.sock"
 //   --transport splice|sockets   splice (default) or Kestrel's own socket transport, for side-by-side comparison
 //   --uploads <dir>              enables PUT /upload/{name}: the body is saved as <dir>/{name} (replacing a file
-//                                atomically), answered 201 {"name","length","zeroCopy"}; off by default
+//                                atomically), answered 201 {"name","length","zeroCopy","splicedBytes","fallbackReason"};
+//                                on SpliceTransport a body over 64 KiB is spliced from the socket into the file; off
+//                                by default
 //   --max-upload-bytes <n>       the largest upload body, 413 above it (default 10 GiB)
 //   --upload-fsync true|false    fsync each upload (and its folder) before answering 201 (default true)
 // Kestrel's configuration keys work too, e.g. --Kestrel:EndpointDefaults:Protocols=Http2 for h2c, and so do
@@ -144,7 +146,8 @@ internal sealed class Uploads(string folder, long maxBytes, bool flushToDisk)
         try
         {
             SpliceTransport.UploadResult saved = await context.Request.SaveBodyToFileAsync(Path.Combine(folder, name), flushToDisk, context.RequestAborted);
-            return Results.Json(new { name, length = saved.BytesWritten, zeroCopy = saved.ZeroCopy }, statusCode: StatusCodes.Status201Created);
+            return Results.Json(new { name, length = saved.BytesWritten, zeroCopy = saved.ZeroCopy, splicedBytes = saved.SplicedBytes, fallbackReason = saved.FallbackReason },
+                statusCode: StatusCodes.Status201Created);
         }
         catch (BadHttpRequestException ex)
         {

@@ -4,7 +4,9 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.Win32.SafeHandles;
+using Microsoft.AspNetCore.Http.Features;
 using SpliceTransport.Interop;
+using SpliceTransport.Transport;
 
 namespace SpliceTransport.Http;
 
@@ -12,7 +14,15 @@ namespace SpliceTransport.Http;
 /// Saves a request body into a file (the work behind <c>SaveBodyToFileAsync</c>). The body is read through
 /// <see cref="HttpRequest.BodyReader"/>, so Kestrel frames, counts and limits it as for any other read
 /// (MaxRequestBodySize, MinRequestBodyDataRate, 100-continue, keep-alive, RequestAborted), and every body wrapper
-/// (decompression, a replaced <see cref="HttpRequest.Body"/>) applies; each read is written with one pwritev.
+/// (decompression, a replaced <see cref="HttpRequest.Body"/>) applies.
+///
+/// On SpliceTransport, for a Content-Length body on HTTP/1.x whose transport pipe and body reader are still the
+/// originals, the rest of the body after the first read is spliced: the receive pump is paused, what the input
+/// already holds is written (copied, it is in memory already), and the pump then splices exactly the rest of the
+/// body socket → kernel pipe → file, writing placeholder bytes into Kestrel's input for what reached the file (see
+/// <see cref="ReceiveSegment"/>). Kestrel's reader still counts the body, times it and ends it; this reader skips
+/// the placeholders and writes only real bytes (those that came before, and those after a segment that stopped
+/// early). Otherwise every read is written with one pwritev.
 ///
 /// Invariants:
 /// <list type="bullet">
@@ -22,6 +32,7 @@ namespace SpliceTransport.Http;
 /// body is in it (and, when asked, on disk): the target is replaced atomically or not at all, and the temporary
 /// file is deleted on every failure.</item>
 /// <item>A full disk (ENOSPC, EDQUOT) is an <see cref="IOException"/> naming the errno and the file.</item>
+/// <item>The file is closed only after the pump's last system call on it (<see cref="ReceiveSegment.FileReleased"/>).</item>
 /// </list>
 /// </summary>
 internal static class RequestBodyFileWriter
@@ -34,6 +45,13 @@ internal static class RequestBodyFileWriter
 
     private const string TemporaryNameSuffix = ".upload";
 
+    /// <summary>
+    /// The least body left after the first read that is spliced: one default kernel pipe's worth (16 pages). Below
+    /// it, pausing the pump, renting a pipe and two thread hops per pipe load (the file write runs on a disk thread)
+    /// cost more than the copy they save. Not yet measured against other values (perf/uploads.sh).
+    /// </summary>
+    internal const long MinimumSplicedBody = 64 * 1024;
+
     public static async Task<UploadResult> SaveAsync(HttpRequest request, SafeFileHandle file, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(request);
@@ -42,13 +60,12 @@ internal static class RequestBodyFileWriter
         {
             throw new ArgumentException("The file handle is closed or invalid.", nameof(file));
         }
-        string reason = ChooseFallback(request.HttpContext);
+        string? reason = ChooseFallback(request, file);
         try
         {
             PipeReader body = request.BodyReader;
             ReadResult first = await body.ReadAsync(cancellationToken).ConfigureAwait(false);
-            long written = await CopyAsync(body, first, file, target: null, cancellationToken).ConfigureAwait(false);
-            return new UploadResult(written, reason);
+            return await SaveBodyAsync(request, body, first, file, target: null, reason, cancellationToken).ConfigureAwait(false);
         }
         catch (OperationCanceledException ex) when (request.HttpContext.RequestAborted.IsCancellationRequested)
         {
@@ -67,7 +84,7 @@ internal static class RequestBodyFileWriter
         {
             throw new ArgumentException($"The path '{path}' names a folder, not a file.", nameof(path));
         }
-        string reason = ChooseFallback(request.HttpContext);
+        string? reason = ChooseFallback(request, file: null);
         PipeReader body = request.BodyReader;
         ReadResult first;
         try
@@ -82,10 +99,10 @@ internal static class RequestBodyFileWriter
         string temporary = Path.Combine(folder, $".{name[..Math.Min(name.Length, TemporaryNameStemLength)]}.{Guid.NewGuid():N}{TemporaryNameSuffix}");
         try
         {
-            long written;
+            UploadResult result;
             using (SafeFileHandle file = File.OpenHandle(temporary, FileMode.CreateNew, FileAccess.Write, FileShare.None))
             {
-                written = await CopyAsync(body, first, file, target, cancellationToken).ConfigureAwait(false);
+                result = await SaveBodyAsync(request, body, first, file, target, reason, cancellationToken).ConfigureAwait(false);
                 if (flushToDisk)
                 {
                     FlushToDisk(file, target);
@@ -97,7 +114,7 @@ internal static class RequestBodyFileWriter
                 // The rename is durable only once the folder's entry is on disk too.
                 FlushFolder(folder);
             }
-            return new UploadResult(written, reason);
+            return result;
         }
         catch (OperationCanceledException ex) when (request.HttpContext.RequestAborted.IsCancellationRequested)
         {
@@ -119,57 +136,243 @@ internal static class RequestBodyFileWriter
         new("The request was aborted (the client disconnected, or the connection was aborted) before its whole body was saved.", canceled);
 
     /// <summary>
-    /// Writes the body from <paramref name="result"/> (its first read) to the end into <paramref name="file"/>
-    /// from offset 0; returns the number of bytes written. Each read's segments go out in one pwritev, and are
-    /// released to Kestrel only once written.
+    /// Writes the body from <paramref name="first"/> (its first read) to the end into <paramref name="file"/> from
+    /// offset 0: the first read as it is, then the rest spliced when <paramref name="reason"/> is null and enough is
+    /// left, else copied. Reports the fallback reason, if any, once.
     /// </summary>
-    private static async Task<long> CopyAsync(PipeReader body, ReadResult result, SafeFileHandle file, string? target, CancellationToken cancellationToken)
+    private static async Task<UploadResult> SaveBodyAsync(HttpRequest request, PipeReader body, ReadResult first, SafeFileHandle file, string? target,
+        string? reason, CancellationToken cancellationToken)
     {
-        var segments = new List<ReadOnlyMemory<byte>>();
-        long offset = 0;
-        while (true)
+        long written = await WriteReadAsync(body, first, file, 0, target, cancellationToken).ConfigureAwait(false);
+        if (first.IsCompleted)
         {
-            ReadOnlySequence<byte> buffer = result.Buffer;
-            if (!buffer.IsEmpty)
+            reason ??= UploadFallbackReasons.SmallBody;
+        }
+        else if (reason is null)
+        {
+            if (request.ContentLength!.Value - written < MinimumSplicedBody)
             {
-                segments.Clear();
-                foreach (ReadOnlyMemory<byte> segment in buffer)
-                {
-                    segments.Add(segment);
-                }
-                try
-                {
-                    await RandomAccess.WriteAsync(file, segments, offset, cancellationToken).ConfigureAwait(false);
-                }
-                catch (IOException ex) when (IsDiskFull(ex))
-                {
-                    throw DiskFull("pwritev", ex, target ?? NameOf(file));
-                }
-                offset += buffer.Length;
+                reason = UploadFallbackReasons.SmallBody;
             }
-            body.AdvanceTo(buffer.End);
-            if (result.IsCompleted)
+            else
             {
-                return offset;
+                IZeroCopyInputFeature input = request.HttpContext.Features.Get<IZeroCopyInputFeature>()!;
+                (written, ReceiveSegment? segment, reason) = await HoldAsync(request, body, input, file, target, written, cancellationToken).ConfigureAwait(false);
+                if (segment is not null)
+                {
+                    return await SpliceRestAsync(request, body, segment, file, cancellationToken).ConfigureAwait(false);
+                }
+                if (reason is null)
+                {
+                    return new UploadResult(written, 0, null); // Unreachable: a hold without a segment has a reason.
+                }
             }
-            if (result.IsCanceled)
+        }
+        Report(request.HttpContext, reason);
+        if (!first.IsCompleted)
+        {
+            written = await CopyRestAsync(body, file, written, target, cancellationToken).ConfigureAwait(false);
+        }
+        return new UploadResult(written, 0, reason);
+    }
+
+    /// <summary>
+    /// Pauses the receive pump, writes what the input already holds (received before the pause), and resumes the
+    /// pump with a segment for the rest of the body: from then on the socket's body bytes go to the file. Returns the
+    /// bytes written so far and the segment, or a reason when the body is not spliced after all.
+    /// </summary>
+    private static async Task<(long Written, ReceiveSegment? Segment, string? Reason)> HoldAsync(HttpRequest request, PipeReader body, IZeroCopyInputFeature input,
+        SafeFileHandle file, string? target, long written, CancellationToken cancellationToken)
+    {
+        if (!await input.PauseReceivingAsync(cancellationToken).ConfigureAwait(false))
+        {
+            return (written, null, UploadFallbackReasons.ReceiveEnded);
+        }
+        ReceiveSegment? segment = null;
+        try
+        {
+            // The pump is stopped: what the input holds now is all that came before, and nothing follows it until
+            // the resume. Kestrel's reader gives only body bytes, never the next request's.
+            while (body.TryRead(out ReadResult buffered))
             {
-                throw new OperationCanceledException("The read of the request body was canceled.");
+                bool empty = buffered.Buffer.IsEmpty;
+                written += await WriteReadAsync(body, buffered, file, written, target, cancellationToken).ConfigureAwait(false);
+                if (buffered.IsCompleted)
+                {
+                    return (written, null, UploadFallbackReasons.SmallBody); // The whole body had arrived.
+                }
+                if (empty)
+                {
+                    break;
+                }
             }
-            result = await body.ReadAsync(cancellationToken).ConfigureAwait(false);
+            segment = new ReceiveSegment(file, target ?? NameOf(file), written, request.ContentLength!.Value - written);
+            return (written, segment, null);
+        }
+        finally
+        {
+            input.ResumeReceiving(segment);
         }
     }
 
     /// <summary>
-    /// Why this body will not be spliced (counted and logged here, once per body), as one of the
-    /// <see cref="UploadFallbackReasons"/>.
+    /// Reads the rest of the body through Kestrel while the pump splices it: the placeholders are skipped, real bytes
+    /// (after a segment that stopped early) are written at their place. Waits for the pump to release the file before
+    /// it returns or throws.
     /// </summary>
-    private static string ChooseFallback(HttpContext context)
+    private static async Task<UploadResult> SpliceRestAsync(HttpRequest request, PipeReader body, ReceiveSegment segment, SafeFileHandle file,
+        CancellationToken cancellationToken)
     {
-        string reason = context.Features.Get<ISpliceConnectionFeature>() is not { } connection
-            ? UploadFallbackReasons.OtherTransport
-            : ZeroCopyEligibility.ConnectionFallbackReason(context, connection.IsTransportPipeOwned)
-                ?? (context.Request.ContentLength is null ? UploadFallbackReasons.Chunked : UploadFallbackReasons.ReceiveSpliceUnavailable);
+        // No wake-up is needed when the segment stops early: what follows it always arrives as bytes (the rest of the
+        // body through recv, or, after a failed write, what that write left in the pipe), and each read checks why.
+        // A canceled read could not be taken back, and would reach Kestrel's own drain of the body after a failure.
+        var segments = new List<ReadOnlyMemory<byte>>();
+        long seen = 0;
+        try
+        {
+            while (true)
+            {
+                ReadResult result = await body.ReadAsync(cancellationToken).ConfigureAwait(false);
+                ReadOnlySequence<byte> buffer = result.Buffer;
+                long length = buffer.Length;
+                try
+                {
+                    // Read after the read: the pump raises it before it flushes placeholders, and fixes it before a
+                    // real byte follows them, so everything in this buffer below it is a placeholder.
+                    long skip = Math.Clamp(segment.Published - seen, 0, length);
+                    if (segment.Failure is { } failure)
+                    {
+                        throw failure;
+                    }
+                    if (skip < length)
+                    {
+                        await WriteAsync(file, buffer.Slice(skip), segment.FileOffset + seen + skip, segments, segment.Path, cancellationToken).ConfigureAwait(false);
+                    }
+                }
+                finally
+                {
+                    // Also when failing: Kestrel drains the rest of the body for the next request only from a reader
+                    // that is not in the middle of a read.
+                    body.AdvanceTo(buffer.End);
+                }
+                seen += length;
+                if (result.IsCompleted)
+                {
+                    break;
+                }
+            }
+            if (seen != segment.Count)
+            {
+                // Kestrel's framing and the Content-Length the segment was made from disagree (a middleware rewrote
+                // the header): the pump may have taken bytes that were not this body's. Nothing on the connection
+                // can be trusted to line up any more.
+                request.HttpContext.Abort();
+                throw new InvalidOperationException(
+                    $"The request body ended after {seen} bytes where its Content-Length promised {segment.Count}; the connection was aborted.");
+            }
+        }
+        catch
+        {
+            segment.RequestStop();
+            throw;
+        }
+        finally
+        {
+            await segment.FileReleased.ConfigureAwait(false);
+            if (segment.FallbackReason is { } fallback)
+            {
+                Report(request.HttpContext, fallback);
+            }
+        }
+        return new UploadResult(segment.FileOffset + seen, segment.Spliced, segment.FallbackReason);
+    }
+
+    /// <summary>Writes the rest of the body, read by read, from <paramref name="offset"/>; returns where it ended.</summary>
+    private static async Task<long> CopyRestAsync(PipeReader body, SafeFileHandle file, long offset, string? target, CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            ReadResult result = await body.ReadAsync(cancellationToken).ConfigureAwait(false);
+            offset += await WriteReadAsync(body, result, file, offset, target, cancellationToken).ConfigureAwait(false);
+            if (result.IsCompleted)
+            {
+                return offset;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Writes one read's bytes at <paramref name="offset"/> (one pwritev) and releases them to Kestrel; returns how
+    /// many. A canceled read (nobody here cancels one) throws.
+    /// </summary>
+    private static async Task<long> WriteReadAsync(PipeReader body, ReadResult result, SafeFileHandle file, long offset, string? target, CancellationToken cancellationToken)
+    {
+        ReadOnlySequence<byte> buffer = result.Buffer;
+        long length = buffer.Length; // Before AdvanceTo, which gives the segments back.
+        try
+        {
+            if (length != 0)
+            {
+                await WriteAsync(file, buffer, offset, segments: null, target, cancellationToken).ConfigureAwait(false);
+            }
+        }
+        finally
+        {
+            // Also when the write fails: Kestrel can then drain the rest of the body and keep the connection.
+            body.AdvanceTo(buffer.End);
+        }
+        if (result.IsCanceled && !result.IsCompleted)
+        {
+            throw new OperationCanceledException("The read of the request body was canceled.");
+        }
+        return length;
+    }
+
+    /// <summary>One pwritev of <paramref name="buffer"/>'s segments at <paramref name="offset"/>; a full disk names the errno and the file.</summary>
+    private static async Task WriteAsync(SafeFileHandle file, ReadOnlySequence<byte> buffer, long offset, List<ReadOnlyMemory<byte>>? segments, string? target,
+        CancellationToken cancellationToken)
+    {
+        segments ??= [];
+        segments.Clear();
+        foreach (ReadOnlyMemory<byte> segment in buffer)
+        {
+            segments.Add(segment);
+        }
+        try
+        {
+            await RandomAccess.WriteAsync(file, segments, offset, cancellationToken).ConfigureAwait(false);
+        }
+        catch (IOException ex) when (IsDiskFull(ex))
+        {
+            throw DiskFull("pwritev", ex, target ?? NameOf(file));
+        }
+    }
+
+    /// <summary>
+    /// Why this body will not be spliced, as one of the <see cref="UploadFallbackReasons"/>, or null when it may be
+    /// (then the first read and what is left decide). Reported once the first read has decided the rest. <paramref name="file"/>: the caller's handle, or null for a file
+    /// this writer creates.
+    /// </summary>
+    private static string? ChooseFallback(HttpRequest request, SafeFileHandle? file)
+    {
+        HttpContext context = request.HttpContext;
+        if (context.Features.Get<IZeroCopyInputFeature>() is not { } input)
+        {
+            return UploadFallbackReasons.OtherTransport;
+        }
+        string? reason = ZeroCopyEligibility.ConnectionFallbackReason(context, input.IsTransportPipeOwned)
+            ?? (request.ContentLength is not { } contentLength ? UploadFallbackReasons.Chunked
+                : contentLength < MinimumSplicedBody ? UploadFallbackReasons.SmallBody
+                : context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: true } ? UploadFallbackReasons.BodyReadBefore
+                : !ReferenceEquals(request.BodyReader, input.RequestBodyReaderAtStart) ? UploadFallbackReasons.BodyWrapped
+                : file is not null && !LibC.Stat(file).IsRegularFile ? UploadFallbackReasons.NotRegularFile
+                : null);
+        return reason;
+    }
+
+    /// <summary>Counts and logs (Debug, event 204) that a body was, or from some point on was, copied rather than spliced.</summary>
+    private static string Report(HttpContext context, string reason)
+    {
         IServiceProvider? services = context.RequestServices;
         // The transport's meter exists only where UseSpliceTransport registered it.
         services?.GetService<SpliceMetrics>()?.UploadFellBack(reason);

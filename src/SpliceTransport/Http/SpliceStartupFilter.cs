@@ -10,23 +10,28 @@ namespace SpliceTransport.Http;
 
 /// <summary>
 /// Puts the zero-copy <see cref="IHttpResponseBodyFeature"/> on every request that arrived through
-/// SpliceTransport, ahead of all other middleware, so that middleware wrapping the body wraps ours.
+/// SpliceTransport, ahead of all other middleware, so that middleware wrapping the body wraps ours; and records
+/// Kestrel's request body reader of a request with a body, so that an upload can tell a wrapped body from it.
 /// </summary>
 internal sealed class SpliceStartupFilter(IOptions<SpliceTransportOptions> options, SpliceMetrics metrics, ILoggerFactory loggerFactory) : IStartupFilter
 {
     public Action<IApplicationBuilder> Configure(Action<IApplicationBuilder> next)
     {
         SpliceTransportOptions transportOptions = options.Value;
-        if (!transportOptions.ZeroCopyFiles)
-        {
-            return next;
-        }
+        bool zeroCopyFiles = transportOptions.ZeroCopyFiles;
         ILogger logger = loggerFactory.CreateLogger("SpliceTransport.Http");
         return app =>
         {
             app.Use((context, nextMiddleware) =>
             {
-                if (context.Features.Get<IZeroCopyOutputFeature>() is { } connection
+                if (context.Request.ContentLength > 0 && context.Features.Get<IZeroCopyInputFeature>() is { } input)
+                {
+                    // Kestrel's own body reader, before any middleware could wrap the body: an upload whose reader
+                    // is another object later reads through a wrapper, and must not be spliced.
+                    input.RequestBodyReaderAtStart = context.Request.BodyReader;
+                }
+                if (zeroCopyFiles
+                    && context.Features.Get<IZeroCopyOutputFeature>() is { } connection
                     && context.Features.Get<IHttpResponseBodyFeature>() is { } kestrelBody)
                 {
                     context.Features.Set<IHttpResponseBodyFeature>(

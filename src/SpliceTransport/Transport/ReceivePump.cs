@@ -1,7 +1,9 @@
 using System.IO.Pipelines;
 using Microsoft.AspNetCore.Connections;
 using SpliceTransport.Engine;
+using SpliceTransport.Http;
 using SpliceTransport.Interop;
+using SpliceTransport.Splice;
 
 namespace SpliceTransport.Transport;
 
@@ -19,8 +21,17 @@ internal sealed class ReceivePump
     private readonly SpliceConnection _connection;
     private readonly PipeWriter _input;
 
+    /// <summary>
+    /// The most placeholder bytes written into the input at once: a pipe load is published in spans of this size,
+    /// so that no single request for memory exceeds what Kestrel's pool hands out in one block run.
+    /// </summary>
+    private const int PlaceholderSpanSize = 64 * 1024;
+
     /// <summary>Where the pump waits now; loop thread only, like the pump itself.</summary>
     private Waiting _waiting;
+
+    /// <summary>A request body to splice into a file before reading on (see <see cref="ResumeInto"/>). Loop thread.</summary>
+    private ReceiveSegment? _segment;
 
     private enum Waiting
     {
@@ -64,6 +75,22 @@ internal sealed class ReceivePump
         return stopped;
     }
 
+    /// <summary>
+    /// Gives the socket back after a pause, with the rest of a request body to splice into a file first when
+    /// <paramref name="segment"/> is given (see <see cref="ReceiveSegment"/>). Loop thread.
+    /// </summary>
+    public void ResumeInto(ReceiveSegment? segment)
+    {
+        _segment = segment;
+        Gate.Resume();
+        if (segment is not null && _waiting == Waiting.ForEdge)
+        {
+            // Not parked after all (the pause was withdrawn before it was granted): the pump waits for an edge and
+            // would take the segment only after it. Wake it: an edge has one waiter, and a spurious one is harmless.
+            _connection.Readiness.Readable.Signal();
+        }
+    }
+
     /// <summary>Runs until FIN, an error, the app completing the input, or the connection shutting down.</summary>
     public async Task RunAsync()
     {
@@ -95,6 +122,22 @@ internal sealed class ReceivePump
                     // The holder may have taken the edge that announced what waits now (bytes, or the FIN),
                     // and no new one would come: read at once.
                     mayHaveMore = true;
+                    continue;
+                }
+                if (_segment is { } segment)
+                {
+                    // Before the edge wait, as the gate: the segment's bytes may be in the socket already.
+                    _segment = null;
+                    SegmentEnd end = await ReceiveIntoFileAsync(segment);
+                    if (end != SegmentEnd.Continue)
+                    {
+                        if (end == SegmentEnd.Failed)
+                        {
+                            error = _segmentError;
+                        }
+                        break;
+                    }
+                    mayHaveMore = true; // The next request may have come right behind the body.
                     continue;
                 }
                 if (!mayHaveMore)
@@ -151,6 +194,223 @@ internal sealed class ReceivePump
             // A shutdown we started is the reason the pump ended, whatever recv said after it.
             _input.Complete(_connection.ShutdownReason ?? error);
         }
+    }
+
+    private enum SegmentEnd
+    {
+        /// <summary>The segment is done (whole, or stopped early): read on as ever.</summary>
+        Continue,
+
+        /// <summary>The peer's FIN came before the body's end: the input completes, and Kestrel reports the short body.</summary>
+        Fin,
+
+        /// <summary>The socket failed (<see cref="_segmentError"/>): the pump ends with the error.</summary>
+        Failed,
+
+        /// <summary>The application completed the input, or the connection is shutting down.</summary>
+        Stop,
+    }
+
+    /// <summary>Why the last segment ended the pump (<see cref="SegmentEnd.Failed"/>).</summary>
+    private Exception? _segmentError;
+
+    /// <summary>
+    /// Splices the segment's bytes socket → kernel pipe → file, and publishes as many placeholders into the input.
+    /// Runs on the loop; each file write runs on the disk threads (a write into the page cache can wait for
+    /// writeback when the disk is slower than the client), and the pump comes back to the loop before its next
+    /// socket call.
+    ///
+    /// Invariants: a fill takes at most what is left of the body, so not a byte of the next request leaves the
+    /// socket; only EAGAIN from a fill says the socket is empty, and the pump waits for it with no pipe held; a
+    /// pipe load is written whole before the next fill; every byte taken off the socket reaches the file (and is
+    /// published as a placeholder) or the input as a real byte, in order; only an empty pipe is pooled.
+    /// </summary>
+    private async Task<SegmentEnd> ReceiveIntoFileAsync(ReceiveSegment segment)
+    {
+        ReadinessEdge readable = _connection.Readiness.Readable;
+        PipePool pool = _connection.Pipes;
+        SplicePipe? pipe = null;
+        SegmentEnd end = SegmentEnd.Continue;
+        try
+        {
+            while (segment.Remaining > 0)
+            {
+                if (_connection.IsShuttingDown)
+                {
+                    return end = SegmentEnd.Stop;
+                }
+                if (segment.IsStopRequested)
+                {
+                    segment.FallBack(UploadFallbackReasons.Canceled);
+                    break;
+                }
+                int seen = readable.Observe();
+                if (pipe is null)
+                {
+                    if (!pool.TryRent(out pipe, out PipeRefusal refusal))
+                    {
+                        // The rest comes through recv as real bytes, which the body's reader writes itself.
+                        segment.FallBack(refusal.Reason);
+                        break;
+                    }
+                }
+                TransferResult fill = pipe.FillFrom(_connection.Socket, null, (int)Math.Min(segment.Remaining, pipe.Capacity));
+                switch (fill.Status)
+                {
+                    case TransferStatus.WouldBlock:
+                        // Empty: wait for the socket with no pipe held, so an idle upload holds none.
+                        pool.Return(pipe);
+                        pipe = null;
+                        _waiting = Waiting.ForEdge;
+                        await readable.WaitAsync(seen);
+                        _waiting = Waiting.None;
+                        continue;
+                    case TransferStatus.EndOfSource:
+                        return end = SegmentEnd.Fin;
+                    case TransferStatus.Unsupported:
+                        segment.FallBack(UploadFallbackReasons.SpliceUnsupported);
+                        break;
+                    case TransferStatus.Failed:
+                        _segmentError = ReceiveError(SyscallResult.Failure(fill.Errno), "splice");
+                        return end = SegmentEnd.Failed;
+                }
+                if (fill.Status != TransferStatus.Completed)
+                {
+                    break;
+                }
+
+                if (!segment.TryBeginWrite())
+                {
+                    // The reader stopped the segment while these bytes were on their way: they are real bytes now.
+                    segment.FallBack(UploadFallbackReasons.Canceled);
+                    if (!await MovePipeToInputAsync(pipe))
+                    {
+                        return end = SegmentEnd.Stop;
+                    }
+                    break;
+                }
+                FileWrite written;
+                try
+                {
+                    SplicePipe loaded = pipe;
+                    long offset = segment.FileOffset + segment.Published;
+                    written = await _connection.DiskThreads.RunAsync(() => WriteToFile(loaded, segment, offset));
+                }
+                finally
+                {
+                    segment.EndWrite();
+                }
+                await _connection.Loop.Yield(); // Back on the loop: the socket and the input are its.
+
+                if (written.Moved > 0)
+                {
+                    segment.Publish(written.Moved, written.Spliced);
+                    if (!await PublishPlaceholdersAsync(written.Moved))
+                    {
+                        return end = SegmentEnd.Stop;
+                    }
+                }
+                if (written.Failure is not null)
+                {
+                    // The file failed (a full disk): what the pipe still holds goes to the input as real bytes, then
+                    // the rest of the body through recv, so Kestrel can drain it and keep the connection.
+                    segment.FallBack(UploadFallbackReasons.FileFailed, written.Failure);
+                    if (!await MovePipeToInputAsync(pipe))
+                    {
+                        return end = SegmentEnd.Stop;
+                    }
+                    break;
+                }
+            }
+            return end;
+        }
+        finally
+        {
+            if (pipe is not null)
+            {
+                pool.Return(pipe); // Closed, not pooled, if it still holds bytes (a stop or failure on the way).
+            }
+            _waiting = Waiting.None;
+            segment.End(connectionClosed: end != SegmentEnd.Continue);
+        }
+    }
+
+    /// <summary>What one pipe load's write to the file did: bytes written, by splice or copied, and the file's error.</summary>
+    private readonly record struct FileWrite(int Moved, bool Spliced, Exception? Failure);
+
+    /// <summary>
+    /// Writes the whole pipe load into the file at <paramref name="offset"/>, on a disk thread. A file that cannot take
+    /// a splice (EINVAL: opened with O_APPEND, or a file system without splice support) gets the bytes copied out of
+    /// the pipe instead; any other error stops the write with the pipe's rest still in it.
+    /// </summary>
+    private static FileWrite WriteToFile(SplicePipe pipe, ReceiveSegment segment, long offset)
+    {
+        TransferResult drained = pipe.DrainTo(segment.File, offset);
+        if (drained.Status == TransferStatus.Completed)
+        {
+            return new FileWrite(drained.Moved, Spliced: true, null);
+        }
+        if (drained.Status == TransferStatus.Unsupported)
+        {
+            byte[] buffer = System.Buffers.ArrayPool<byte>.Shared.Rent(PlaceholderSpanSize);
+            try
+            {
+                TransferResult copied = pipe.CopyOut(segment.File, offset + drained.Moved, buffer);
+                segment.FallBack(UploadFallbackReasons.FileSpliceUnsupported);
+                return new FileWrite(drained.Moved + copied.Moved, Spliced: false,
+                    copied.Status == TransferStatus.Completed ? null : new SyscallException("pwrite", copied.Errno, segment.Path));
+            }
+            finally
+            {
+                System.Buffers.ArrayPool<byte>.Shared.Return(buffer);
+            }
+        }
+        return new FileWrite(drained.Moved, Spliced: true, new SyscallException("splice", drained.Errno, segment.Path));
+    }
+
+    /// <summary>
+    /// Writes <paramref name="count"/> zero bytes into the input and flushes them: what Kestrel counts for body bytes
+    /// that went into the file. False if the application completed the input or the connection is shutting down.
+    /// </summary>
+    private async ValueTask<bool> PublishPlaceholdersAsync(int count)
+    {
+        for (int left = count; left > 0;)
+        {
+            Span<byte> span = _input.GetSpan(Math.Min(left, PlaceholderSpanSize));
+            int length = Math.Min(left, span.Length);
+            span[..length].Clear(); // Zeros, not what the pool block last held: nothing of another request leaks.
+            _input.Advance(length);
+            left -= length;
+        }
+        return await FlushInputAsync();
+    }
+
+    /// <summary>
+    /// Moves what a stopped segment's pipe still holds into the input as real bytes (read(2)), in order, ahead of
+    /// anything the pump reads next. False if the application completed the input or the connection is shutting down.
+    /// </summary>
+    private async ValueTask<bool> MovePipeToInputAsync(SplicePipe pipe)
+    {
+        while (!pipe.IsEmpty)
+        {
+            Memory<byte> buffer = _input.GetMemory(Math.Min(pipe.Buffered, PlaceholderSpanSize));
+            SyscallResult read = pipe.ReadInto(buffer.Span);
+            if (!read.IsSuccess)
+            {
+                throw read.ToException("read", "a request body's kernel pipe");
+            }
+            _input.Advance((int)read.Count);
+        }
+        return await FlushInputAsync();
+    }
+
+    /// <summary>Flushes the input, waiting while the application has more than MaxRequestBufferSize unread (back-pressure).</summary>
+    private async ValueTask<bool> FlushInputAsync()
+    {
+        _waiting = Waiting.ForFlush;
+        FlushResult result = await _input.FlushAsync();
+        _waiting = Waiting.None;
+        return !result.IsCompleted && !result.IsCanceled;
     }
 
     /// <summary>

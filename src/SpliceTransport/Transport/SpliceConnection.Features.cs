@@ -21,7 +21,8 @@ internal sealed partial class SpliceConnection :
     IConnectionEndPointFeature,
     IConnectionSocketFeature,
     ISpliceConnectionFeature,
-    IZeroCopyOutputFeature
+    IZeroCopyOutputFeature,
+    IZeroCopyInputFeature
 {
     private Dictionary<Type, object>? _extraFeatures;
 
@@ -145,6 +146,6 @@ internal sealed partial class SpliceConnection :
     [
         typeof(IConnectionIdFeature), typeof(IConnectionTransportFeature), typeof(IConnectionItemsFeature),
         typeof(IMemoryPoolFeature), typeof(IConnectionLifetimeFeature), typeof(IConnectionEndPointFeature),
-        typeof(IConnectionSocketFeature), typeof(ISpliceConnectionFeature), typeof(IZeroCopyOutputFeature), typeof(ISocketHandoffFeature),
+        typeof(IConnectionSocketFeature), typeof(ISpliceConnectionFeature), typeof(IZeroCopyOutputFeature), typeof(IZeroCopyInputFeature), typeof(ISocketHandoffFeature),
     ];
 }

@@ -45,6 +45,20 @@ internal sealed partial class SpliceConnection : ISocketHandoffFeature
             connection._receivePump.Gate.Resume(failure);
         }, failure);
 
+    /// <inheritdoc />
+    public System.IO.Pipelines.PipeReader? RequestBodyReaderAtStart { get; set; }
+
+    /// <summary>
+    /// <see cref="IZeroCopyInputFeature"/>: the pump continues on the loop, into the segment first when there is one,
+    /// with reads watched again.
+    /// </summary>
+    void IZeroCopyInputFeature.ResumeReceiving(ReceiveSegment? segment) =>
+        RunOnLoop(static (connection, segment) =>
+        {
+            connection.WatchReadable(true);
+            connection._receivePump.ResumeInto(segment);
+        }, segment);
+
     /// <summary>False while a holder has told the loop to stop reporting reads (see <see cref="WatchReadable"/>).</summary>
     private bool _readsWatched = true;
 

@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Http.Headers;
 using System.Text;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
+using SpliceTransport.Splice;
 using SpliceTransport.Tests.Http;
 using SpliceTransport.Tests.Infrastructure;
 using BadHttpRequestException = Microsoft.AspNetCore.Http.BadHttpRequestException;
@@ -17,29 +18,62 @@ public class SaveBodyToFileTests
 {
     private const int OneMebibyte = 1024 * 1024;
 
+    /// <summary>
+    /// The connection's input holds at most this much unread (SpliceTransportOptions.MaxReadBufferSize), so that the
+    /// receive pump stops early and most of a body over it is left in the socket for the splice, however fast the
+    /// client sends.
+    /// </summary>
+    private const int SmallInputBuffer = 64 * 1024;
+
     [Theory]
     [InlineData(true, 0)]
     [InlineData(true, 1)]
-    [InlineData(true, 4095)]
-    [InlineData(true, OneMebibyte + 3)]
+    [InlineData(true, 64 * 1024 - 1)]
+    [InlineData(true, 64 * 1024)]
+    [InlineData(true, OneMebibyte + 7)]
     [InlineData(false, 0)]
     [InlineData(false, 1)]
-    [InlineData(false, 4095)]
-    [InlineData(false, OneMebibyte + 3)]
+    [InlineData(false, 64 * 1024 - 1)]
+    [InlineData(false, 64 * 1024)]
+    [InlineData(false, OneMebibyte + 7)]
     public async Task ContentLengthBodyIsSavedWhole(bool useSplice, int size)
     {
-        await using var uploads = await UploadHost.StartAsync(useSplice);
+        var syscalls = new FaultInjectingSyscalls();
+        await using var uploads = await UploadHost.StartAsync(useSplice, configureTransport: options =>
+        {
+            options.Syscalls = syscalls;
+            options.MaxReadBufferSize = SmallInputBuffer;
+        });
         using HttpClient client = uploads.Host.CreateClient();
         byte[] body = UploadBodies.Random(size);
 
         using HttpResponseMessage response = await client.PutAsync("/upload/file.bin", new ByteArrayContent(body)).WaitAsync(Waits.Response);
 
         Assert.Equal(HttpStatusCode.Created, response.StatusCode);
-        string reason = useSplice ? "receive_splice_unavailable" : "other_transport";
-        Assert.Equal($"{size} False {reason}", await response.Content.ReadAsStringAsync());
         Assert.Equal(TestFiles.Sha256(body), TestFiles.Sha256(uploads.PathOf("file.bin")));
         Assert.Equal(["file.bin"], uploads.Entries());
-        Assert.Equal(useSplice ? 1 : 0, uploads.Fallbacks(reason));
+        UploadOutcome outcome = UploadOutcome.Parse(await response.Content.ReadAsStringAsync());
+        Assert.Equal(size, outcome.BytesWritten);
+        long splicedIn = syscalls.Sockets.Sum(socket => socket.SplicedInBytes);
+        if (!useSplice)
+        {
+            Assert.Equal(new UploadOutcome(size, false, "other_transport", 0), outcome);
+        }
+        else if (size <= 64 * 1024)
+        {
+            // At most 64 KiB: all of it is in the first read, or what is left is not worth a pipe.
+            Assert.Equal(new UploadOutcome(size, false, "small_body", 0), outcome);
+            Assert.Equal(1, uploads.Fallbacks("small_body"));
+            Assert.Equal(0, splicedIn);
+        }
+        else
+        {
+            // Only what the input held before the splice was copied: the first read, and what came before the pause.
+            Assert.True(outcome.ZeroCopy, outcome.ToString());
+            Assert.InRange(outcome.SplicedBytes, size - 4 * SmallInputBuffer, size);
+            Assert.Equal(outcome.SplicedBytes, splicedIn);
+            Assert.InRange(syscalls.OpenPipes(), 0, PipePool.DefaultMaxPooled); // Only the pool's idle pipes stay open.
+        }
     }
 
     [Theory]
@@ -56,7 +90,7 @@ public class SaveBodyToFileTests
         using HttpResponseMessage response = await client.SendAsync(request).WaitAsync(Waits.Response);
 
         Assert.Equal(HttpStatusCode.Created, response.StatusCode);
-        Assert.Equal($"{body.Length} False {(useSplice ? "chunked" : "other_transport")}", await response.Content.ReadAsStringAsync());
+        Assert.Equal($"{body.Length} False {(useSplice ? "chunked" : "other_transport")} 0", await response.Content.ReadAsStringAsync());
         Assert.Equal(TestFiles.Sha256(body), TestFiles.Sha256(uploads.PathOf("chunked.bin")));
         Assert.Equal(useSplice ? 1 : 0, uploads.Fallbacks("chunked"));
     }
@@ -74,8 +108,12 @@ public class SaveBodyToFileTests
         using HttpResponseMessage response = await client.PutAsync("/upload/big.bin", content).WaitAsync(Waits.Response);
 
         Assert.Equal(HttpStatusCode.Created, response.StatusCode);
-        Assert.StartsWith($"{size} False ", await response.Content.ReadAsStringAsync());
+        UploadOutcome outcome = UploadOutcome.Parse(await response.Content.ReadAsStringAsync());
         Assert.Equal(source.Sha256(), TestFiles.Sha256(uploads.PathOf("big.bin")));
+        // All but what the input held before the splice began (at most MaxReadBufferSize and one receive).
+        Assert.Equal(size, outcome.BytesWritten);
+        Assert.True(outcome.ZeroCopy, outcome.ToString());
+        Assert.InRange(outcome.SplicedBytes, size - 2 * OneMebibyte, size);
     }
 
     [Fact]
@@ -89,7 +127,7 @@ public class SaveBodyToFileTests
 
         Assert.Equal(HttpStatusCode.Created, response.StatusCode);
         TransportAssert.ServedBySplice(response);
-        Assert.Equal($"{body.Length} False tls", await response.Content.ReadAsStringAsync());
+        Assert.Equal($"{body.Length} False tls 0", await response.Content.ReadAsStringAsync());
         Assert.Equal(TestFiles.Sha256(body), TestFiles.Sha256(uploads.PathOf("tls.bin")));
         Assert.Equal(1, uploads.Fallbacks("tls"));
     }

@@ -9,7 +9,7 @@ namespace SpliceTransport.Tests.Uploads;
 /// <summary>
 /// A real Kestrel whose app saves request bodies with SaveBodyToFileAsync: <c>PUT /upload/{name}</c> into the
 /// host's folder (the path form, with its temporary file and rename), <c>PUT /gunzip/{name}</c> the same through a
-/// decompressing Request.Body, and <c>PUT /device?path=…[&amp;mode=Append]</c> into a file the app opens itself (the handle form). Each answers "length zeroCopy reason"; a failure is kept in
+/// decompressing Request.Body, and <c>PUT /device?path=…[&amp;mode=Append]</c> into a file the app opens itself (the handle form). Each answers "length zeroCopy reason splicedBytes"; a failure is kept in
 /// <see cref="Failures"/> and rethrown, so that Kestrel answers it as it would for any app.
 /// </summary>
 internal sealed class UploadHost : IAsyncDisposable
@@ -33,7 +33,7 @@ internal sealed class UploadHost : IAsyncDisposable
     public TaskCompletionSource Started { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     public static async Task<UploadHost> StartAsync(bool useSplice = true, Action<KestrelServerLimits>? limits = null, string[]? urls = null,
-        Action<WebApplicationBuilder>? configureBuilder = null)
+        Action<WebApplicationBuilder>? configureBuilder = null, Action<SpliceTransportOptions>? configureTransport = null)
     {
         var folder = new TestFiles();
         UploadHost? self = null;
@@ -64,7 +64,8 @@ internal sealed class UploadHost : IAsyncDisposable
                     configureBuilder?.Invoke(builder);
                 },
                 urls: urls,
-                useSplice: useSplice);
+                useSplice: useSplice,
+                configureTransport: configureTransport);
         }
         catch
         {
@@ -90,7 +91,7 @@ internal sealed class UploadHost : IAsyncDisposable
             throw;
         }
         context.Response.StatusCode = StatusCodes.Status201Created;
-        await context.Response.WriteAsync(string.Create(CultureInfo.InvariantCulture, $"{result.BytesWritten} {result.ZeroCopy} {result.FallbackReason}"));
+        await context.Response.WriteAsync(string.Create(CultureInfo.InvariantCulture, $"{result.BytesWritten} {result.ZeroCopy} {result.FallbackReason} {result.SplicedBytes}"));
     }
 
     public string PathOf(string name) => Path.Combine(Folder.Root, name);
@@ -111,6 +112,18 @@ internal sealed class UploadHost : IAsyncDisposable
     {
         await Host.DisposeAsync();
         Folder.Dispose();
+    }
+}
+
+/// <summary>What the upload host answered: "length zeroCopy reason splicedBytes" (reason empty when null).</summary>
+internal readonly record struct UploadOutcome(long BytesWritten, bool ZeroCopy, string? Reason, long SplicedBytes)
+{
+    public static UploadOutcome Parse(string answer)
+    {
+        string[] fields = answer.Split(' ');
+        Assert.True(fields.Length == 4, $"Not an upload answer: '{answer}'");
+        return new UploadOutcome(long.Parse(fields[0], CultureInfo.InvariantCulture), bool.Parse(fields[1]),
+            fields[2].Length == 0 ? null : fields[2], long.Parse(fields[3], CultureInfo.InvariantCulture));
     }
 }
 

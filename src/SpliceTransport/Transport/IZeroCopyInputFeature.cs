@@ -1,0 +1,39 @@
+using System.IO.Pipelines;
+
+namespace SpliceTransport.Transport;
+
+/// <summary>
+/// What the HTTP layer may ask of a SpliceTransport connection to splice a request body into a file, and nothing
+/// more: it reaches the connection through this feature (a request's features fall back to its connection's),
+/// never by casting to the connection type. The mirror of <see cref="IZeroCopyOutputFeature"/>.
+///
+/// The sequence (see <c>Http/RequestBodyFileWriter</c>): <see cref="PauseReceivingAsync"/>, so the socket's next
+/// bytes stay in the socket; read what the input already holds through Kestrel's body reader; then
+/// <see cref="ResumeReceiving"/> with a <see cref="ReceiveSegment"/> for the rest of the body, or without one.
+/// </summary>
+internal interface IZeroCopyInputFeature
+{
+    /// <summary>The connection's id, for logs.</summary>
+    string ConnectionId { get; }
+
+    /// <summary>True while nothing (TLS, connection middleware) has wrapped the transport pipe.</summary>
+    bool IsTransportPipeOwned { get; }
+
+    /// <summary>
+    /// Kestrel's body reader of the connection's current request as the first middleware saw it (set for requests
+    /// with a Content-Length): a request whose <c>BodyReader</c> is another object has had its body wrapped.
+    /// </summary>
+    PipeReader? RequestBodyReaderAtStart { get; set; }
+
+    /// <summary>
+    /// Stops the receive pump before its next recv(2). True once it is stopped; false if receiving has already
+    /// ended (the input holds all there will be). Always followed by <see cref="ResumeReceiving"/> when true.
+    /// </summary>
+    Task<bool> PauseReceivingAsync(CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Lets the receive pump go on: into <paramref name="segment"/> first when one is given (its bytes are spliced
+    /// into its file, placeholders go into the input), then reading as ever. Any thread.
+    /// </summary>
+    void ResumeReceiving(ReceiveSegment? segment);
+}
