@@ -2,8 +2,8 @@
 # perf/uploads.sh — 4 parallel 1 GiB uploads (curl -T), side by side (issue #11).
 #
 # For each server, pinned to core 0 (the 4 curl clients on core 1), in one run:
-#   splice   the sample on SpliceTransport, --uploads (SaveBodyToFileAsync; request bodies are not spliced
-#            yet, so this streams through Kestrel's body reader as on sockets)
+#   splice   the sample on SpliceTransport, --uploads (SaveBodyToFileAsync: after what has arrived when the app
+#            asks, the body is spliced socket -> kernel pipe -> file, with placeholders through Kestrel)
 #   sockets  the same sample on Kestrel's socket transport
 #   nginx    DAV PUT with client_body_in_file_only on: the body goes to a temporary file, then is renamed
 #   go       perf/uploadserver: net/http, io.Copy from the request body into an *os.File, then a rename
@@ -211,7 +211,7 @@ import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
 out, commit, rounds, load, commands = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], open(sys.argv[6]).read()
 gib = 1024 ** 3
-labels = {"splice": "sample on SpliceTransport (streamed: no splice yet)", "sockets": "sample on Kestrel sockets",
+labels = {"splice": "sample on SpliceTransport (body spliced into the file)", "sockets": "sample on Kestrel sockets",
           "nginx": "nginx, DAV PUT, client_body_in_file_only on", "go": "Go net/http, io.Copy into *os.File"}
 stats = {}
 for name in labels:

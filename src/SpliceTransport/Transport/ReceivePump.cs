@@ -21,11 +21,8 @@ internal sealed class ReceivePump
     private readonly SpliceConnection _connection;
     private readonly PipeWriter _input;
 
-    /// <summary>
-    /// The most placeholder bytes written into the input at once: a pipe load is published in spans of this size,
-    /// so that no single request for memory exceeds what Kestrel's pool hands out in one block run.
-    /// </summary>
-    private const int PlaceholderSpanSize = 64 * 1024;
+    /// <summary>The buffer a file write that cannot splice copies a pipe load through (see <see cref="WriteToFile"/>).</summary>
+    private const int CopyOutBufferSize = 64 * 1024;
 
     /// <summary>Where the pump waits now; loop thread only, like the pump itself.</summary>
     private Waiting _waiting;
@@ -352,7 +349,7 @@ internal sealed class ReceivePump
         }
         if (drained.Status == TransferStatus.Unsupported)
         {
-            byte[] buffer = System.Buffers.ArrayPool<byte>.Shared.Rent(PlaceholderSpanSize);
+            byte[] buffer = System.Buffers.ArrayPool<byte>.Shared.Rent(CopyOutBufferSize);
             try
             {
                 TransferResult copied = pipe.CopyOut(segment.File, offset + drained.Moved, buffer);
@@ -376,7 +373,9 @@ internal sealed class ReceivePump
     {
         for (int left = count; left > 0;)
         {
-            Span<byte> span = _input.GetSpan(Math.Min(left, PlaceholderSpanSize));
+            // No size hint: the pool's own block. A hint above the pool's block size makes the pipe allocate an
+            // array of that size instead, a gen0 allocation per span, a gibibyte per gibibyte uploaded.
+            Span<byte> span = _input.GetSpan();
             int length = Math.Min(left, span.Length);
             span[..length].Clear(); // Zeros, not what the pool block last held: nothing of another request leaks.
             _input.Advance(length);
@@ -393,7 +392,7 @@ internal sealed class ReceivePump
     {
         while (!pipe.IsEmpty)
         {
-            Memory<byte> buffer = _input.GetMemory(Math.Min(pipe.Buffered, PlaceholderSpanSize));
+            Memory<byte> buffer = _input.GetMemory(); // The pool's block: see PublishPlaceholdersAsync.
             SyscallResult read = pipe.ReadInto(buffer.Span);
             if (!read.IsSuccess)
             {

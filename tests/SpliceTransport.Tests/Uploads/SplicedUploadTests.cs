@@ -181,4 +181,63 @@ public class SplicedUploadTests
         Assert.Empty(uploads.OpenDescriptorsInFolder());
         Assert.InRange(syscalls.OpenPipes(), 0, PipePool.DefaultMaxPooled);
     }
+
+    [Fact]
+    public async Task AppendOnlyHandleGetsTheBytesCopiedOutOfThePipe()
+    {
+        var syscalls = new FaultInjectingSyscalls();
+        await using UploadHost uploads = await StartAsync(syscalls);
+        string path = uploads.PathOf("append.bin");
+        File.WriteAllBytes(path, []);
+        using HttpClient client = uploads.Host.CreateClient();
+        byte[] body = UploadBodies.Random(BodySize);
+
+        using HttpResponseMessage response = await client.PutAsync($"/device?path={Uri.EscapeDataString(path)}&appendFlag=true", new ByteArrayContent(body))
+            .WaitAsync(Waits.Response);
+
+        Assert.Equal(System.Net.HttpStatusCode.Created, response.StatusCode);
+        UploadOutcome outcome = UploadOutcome.Parse(await response.Content.ReadAsStringAsync());
+        // splice into an O_APPEND file says EINVAL: the bytes still left the socket by splice, then were copied out.
+        Assert.Equal(new UploadOutcome(body.Length, false, "file_splice_unsupported", 0), outcome);
+        Assert.True(syscalls.Sockets.Sum(socket => socket.SplicedInBytes) > 0, "Nothing was spliced off the socket.");
+        Assert.Equal(TestFiles.Sha256(body), TestFiles.Sha256(path));
+    }
+
+    [Fact]
+    public async Task BodyReadBeforeIsCopiedWithTheReason()
+    {
+        await using UploadHost uploads = await StartAsync(new FaultInjectingSyscalls());
+        using HttpClient client = uploads.Host.CreateClient();
+        byte[] body = UploadBodies.Random(BodySize);
+
+        using HttpResponseMessage response = await client.PutAsync("/peeked/peeked.bin", new ByteArrayContent(body)).WaitAsync(Waits.Response);
+
+        Assert.Equal(System.Net.HttpStatusCode.Created, response.StatusCode);
+        Assert.Equal(new UploadOutcome(body.Length, false, "body_read_before", 0), UploadOutcome.Parse(await response.Content.ReadAsStringAsync()));
+        Assert.Equal(TestFiles.Sha256(body), TestFiles.Sha256(uploads.PathOf("peeked.bin")));
+    }
+
+    [Fact]
+    public async Task CanceledMidSpliceLeavesNoFileNoDescriptorAndNoPipeInUse()
+    {
+        var syscalls = new FaultInjectingSyscalls();
+        await using UploadHost uploads = await StartAsync(syscalls);
+        const string previous = "the file as it was before the upload";
+        File.WriteAllText(uploads.PathOf("kept.bin"), previous);
+        await using RawHttpConnection connection = await RawHttpConnection.ConnectAsync(uploads.Host.Port, timeouts: Waits.Raw);
+        byte[] body = UploadBodies.Random(4 * BodySize);
+
+        await connection.SendAsync(UploadBodies.PutHead("/cancellable/kept.bin", body.Length));
+        await connection.SendAsync(body.AsMemory(0, body.Length / 2));
+        await Bytes.EventuallyAsync(() => syscalls.Sockets.Sum(socket => socket.SplicedInBytes) > 0, "a spliced byte");
+        uploads.Cancel.Cancel();
+
+        Assert.IsAssignableFrom<OperationCanceledException>(await uploads.FirstFailure.Task.WaitAsync(Waits.Short));
+        // The app's save has returned: the pump has released the file, whatever it does with the rest of the body.
+        Assert.Equal(StatusCodes.Status500InternalServerError, (await connection.ReadResponseAsync()).StatusCode);
+        Assert.Equal(["kept.bin"], uploads.Entries());
+        Assert.Equal(previous, File.ReadAllText(uploads.PathOf("kept.bin")));
+        Assert.Empty(uploads.OpenDescriptorsInFolder());
+        Assert.InRange(syscalls.OpenPipes(), 0, PipePool.DefaultMaxPooled);
+    }
 }

@@ -9,7 +9,8 @@ namespace SpliceTransport.Tests.Uploads;
 /// <summary>
 /// A real Kestrel whose app saves request bodies with SaveBodyToFileAsync: <c>PUT /upload/{name}</c> into the
 /// host's folder (the path form, with its temporary file and rename), <c>PUT /gunzip/{name}</c> the same through a
-/// decompressing Request.Body, and <c>PUT /device?path=…[&amp;mode=Append]</c> into a file the app opens itself (the handle form). Each answers "length zeroCopy reason splicedBytes"; a failure is kept in
+/// decompressing Request.Body, <c>PUT /peeked/{name}</c> after a read of the body, <c>PUT /cancellable/{name}</c> with
+/// <see cref="Cancel"/>'s token, and <c>PUT /device?path=…[&amp;mode=Append][&amp;appendFlag=true]</c> into a file the app opens itself (the handle form). Each answers "length zeroCopy reason splicedBytes"; a failure is kept in
 /// <see cref="Failures"/> and rethrown, so that Kestrel answers it as it would for any app.
 /// </summary>
 internal sealed class UploadHost : IAsyncDisposable
@@ -25,6 +26,9 @@ internal sealed class UploadHost : IAsyncDisposable
     public TestFiles Folder { get; }
 
     public ConcurrentQueue<Exception> Failures { get; } = new();
+
+    /// <summary>The token of <c>PUT /cancellable/{name}</c>'s save: a test cancels the upload with it.</summary>
+    public CancellationTokenSource Cancel { get; } = new();
 
     /// <summary>Completes with the first failure the app saw.</summary>
     public TaskCompletionSource<Exception> FirstFailure { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -45,11 +49,26 @@ internal sealed class UploadHost : IAsyncDisposable
                 {
                     app.MapPut("/upload/{name}", (HttpContext context, string name) =>
                         self!.SaveAsync(context, () => context.Request.SaveBodyToFileAsync(Path.Combine(folder.Root, name), flushToDisk: true, context.RequestAborted)));
-                    app.MapPut("/device", (HttpContext context, string path, FileMode? mode) => self!.SaveAsync(context, async () =>
+                    app.MapPut("/device", (HttpContext context, string path, FileMode? mode, bool? appendFlag) => self!.SaveAsync(context, async () =>
                     {
                         using var file = File.OpenHandle(path, mode ?? FileMode.Open, FileAccess.Write);
+                        if (appendFlag == true)
+                        {
+                            // O_APPEND on the descriptor itself (.NET's FileMode.Append does not set it): every write
+                            // appends, and splice(2) into it says EINVAL.
+                            Assert.Equal(0, SpliceTransport.Interop.LibC.fcntl(file, SpliceTransport.Interop.LibC.F_SETFL, SpliceTransport.Interop.LibC.O_APPEND));
+                        }
                         return await context.Request.SaveBodyToFileAsync(file, context.RequestAborted);
                     }));
+                    app.MapPut("/peeked/{name}", async (HttpContext context, string name) =>
+                    {
+                        // Something reads the body first: the bytes it took cannot be counted by a splice.
+                        System.IO.Pipelines.ReadResult peek = await context.Request.BodyReader.ReadAsync();
+                        context.Request.BodyReader.AdvanceTo(peek.Buffer.Start);
+                        await self!.SaveAsync(context, () => context.Request.SaveBodyToFileAsync(Path.Combine(folder.Root, name), flushToDisk: false, context.RequestAborted));
+                    });
+                    app.MapPut("/cancellable/{name}", (HttpContext context, string name) =>
+                        self!.SaveAsync(context, () => context.Request.SaveBodyToFileAsync(Path.Combine(folder.Root, name), flushToDisk: false, self.Cancel.Token)));
                     app.MapPut("/gunzip/{name}", (HttpContext context, string name) =>
                     {
                         // A body wrapper, as request decompression installs one: what is saved is what it reads.
@@ -110,6 +129,7 @@ internal sealed class UploadHost : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        Cancel.Dispose();
         await Host.DisposeAsync();
         Folder.Dispose();
     }
