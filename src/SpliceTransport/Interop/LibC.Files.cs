@@ -76,6 +76,15 @@ internal static unsafe partial class LibC
     [LibraryImport(Library, SetLastError = true)]
     public static partial nint pwrite(SafeHandle fd, byte* buffer, nuint count, long offset);
 
+    /// <summary>
+    /// fallocate(2) mode: reserve the blocks without changing the file's size, so a reader sees only what was
+    /// written, and a file abandoned half-way shows no tail of zeros.
+    /// </summary>
+    public const int FALLOC_FL_KEEP_SIZE = 0x1;
+
+    [LibraryImport(Library, SetLastError = true)]
+    public static partial int fallocate(SafeHandle fd, int mode, long offset, long length);
+
     [LibraryImport(Library, SetLastError = true)]
     private static partial int fstatfs(SafeHandle fd, byte* buffer);
 

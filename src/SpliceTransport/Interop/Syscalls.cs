@@ -130,6 +130,14 @@ internal unsafe class Syscalls
     public virtual SyscallResult Splice(SafeHandle input, long? inputOffset, SafeHandle output, long? outputOffset, nuint length, uint flags) =>
         Run(new SpliceCall(input, inputOffset, output, outputOffset, length, flags));
 
+    /// <summary>
+    /// fallocate(2) with FALLOC_FL_KEEP_SIZE: reserves the blocks for <paramref name="length"/> bytes from
+    /// <paramref name="offset"/>, the file's size unchanged. ENOSPC or EDQUOT: the disk cannot hold them (said now,
+    /// not after they arrived); EOPNOTSUPP: the file system cannot reserve (nothing is lost: writes allocate as ever).
+    /// </summary>
+    public virtual SyscallResult Preallocate(SafeHandle file, long offset, long length) =>
+        Run(new PreallocateCall(file, offset, length));
+
     /// <summary>tee(2): copies up to <paramref name="length"/> bytes from one pipe into another without consuming them.</summary>
     public virtual SyscallResult Tee(SafeHandle input, SafeHandle output, nuint length, uint flags) =>
         Run(new TeeCall(input, output, length, flags));
@@ -309,6 +317,11 @@ internal unsafe class Syscalls
             long outputPosition = outputOffset.GetValueOrDefault();
             return LibC.splice(input, inputOffset.HasValue ? &inputPosition : null, output, outputOffset.HasValue ? &outputPosition : null, length, flags);
         }
+    }
+
+    private readonly struct PreallocateCall(SafeHandle fd, long offset, long length) : ICall
+    {
+        public nint Invoke() => LibC.fallocate(fd, LibC.FALLOC_FL_KEEP_SIZE, offset, length);
     }
 
     private readonly struct TeeCall(SafeHandle input, SafeHandle output, nuint length, uint flags) : ICall

@@ -19,6 +19,9 @@ internal interface IZeroCopyInputFeature
     /// <summary>True while nothing (TLS, connection middleware) has wrapped the transport pipe.</summary>
     bool IsTransportPipeOwned { get; }
 
+    /// <summary>The system calls of the data path (reserving the file's blocks goes through them too).</summary>
+    Interop.Syscalls Syscalls { get; }
+
     /// <summary>
     /// Kestrel's body reader of the connection's current request as the first middleware saw it (set for requests
     /// with a Content-Length): a request whose <c>BodyReader</c> is another object has had its body wrapped.

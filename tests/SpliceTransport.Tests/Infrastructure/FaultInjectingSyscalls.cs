@@ -196,6 +196,14 @@ internal sealed unsafe class FaultInjectingSyscalls : Syscalls
     /// <summary>When set, F_SETPIPE_SZ fails with this errno (EPERM past pipe-user-pages-soft) instead of being called.</summary>
     public int? SetPipeSizeErrno { get; set; }
 
+    /// <summary>When set, fallocate(2) fails with this errno (ENOSPC: a disk that cannot hold an upload).</summary>
+    public int? PreallocateErrno { get; set; }
+
+    /// <summary>fallocate calls made through the seam, injected ones included.</summary>
+    public int PreallocateCalls => Volatile.Read(ref _preallocateCalls);
+
+    private int _preallocateCalls;
+
     /// <summary>Bytes tee(2) really copied.</summary>
     public long TeedBytes => Interlocked.Read(ref _teedBytes);
 
@@ -473,6 +481,12 @@ internal sealed unsafe class FaultInjectingSyscalls : Syscalls
             }
         }
         return result;
+    }
+
+    public override SyscallResult Preallocate(SafeHandle file, long offset, long length)
+    {
+        Interlocked.Increment(ref _preallocateCalls);
+        return PreallocateErrno is int errno ? InjectedGlobal(SyscallResult.Failure(errno)) : base.Preallocate(file, offset, length);
     }
 
     public override SyscallResult SetPipeSize(SafeHandle pipe, int size) =>

@@ -240,4 +240,23 @@ public class SplicedUploadTests
         Assert.Empty(uploads.OpenDescriptorsInFolder());
         Assert.InRange(syscalls.OpenPipes(), 0, PipePool.DefaultMaxPooled);
     }
+
+    [Fact]
+    public async Task DiskThatCannotHoldTheBodySaysSoBeforeItIsReceived()
+    {
+        var syscalls = new FaultInjectingSyscalls { PreallocateErrno = Errno.ENOSPC };
+        await using UploadHost uploads = await StartAsync(syscalls);
+        using HttpClient client = uploads.Host.CreateClient();
+
+        using HttpResponseMessage response = await client.PutAsync("/upload/huge.bin", new ByteArrayContent(UploadBodies.Random(BodySize))).WaitAsync(Waits.Response);
+
+        Assert.Equal(System.Net.HttpStatusCode.InternalServerError, response.StatusCode);
+        IOException failure = Assert.IsAssignableFrom<IOException>(await uploads.FirstFailure.Task.WaitAsync(Waits.Short));
+        Assert.Contains("fallocate", failure.Message);
+        Assert.Contains("ENOSPC", failure.Message);
+        Assert.Contains(uploads.PathOf("huge.bin"), failure.Message);
+        Assert.Equal(1, syscalls.PreallocateCalls);
+        Assert.Equal(0, syscalls.Sockets.Sum(socket => socket.SplicedInBytes)); // Refused before the splice began.
+        Assert.Empty(uploads.Entries());
+    }
 }
