@@ -274,6 +274,9 @@ internal sealed unsafe class FaultInjectingSyscalls : Syscalls
     /// <summary>Every connection socket seen so far, in the order first seen (at accept, through TCP_NODELAY).</summary>
     public IReadOnlyList<SocketLog> Sockets => _allSockets.ToArray();
 
+    /// <summary>Bytes splice(2) took off every socket, into a pipe (an upload's or a forward's splices in).</summary>
+    public long SplicedInBytes => Sockets.Sum(socket => socket.SplicedInBytes);
+
     public int AcceptCalls => Volatile.Read(ref _acceptCalls);
 
     /// <summary>sendfile calls that really returned EAGAIN.</summary>

@@ -54,7 +54,7 @@ public class SaveBodyToFileTests
         Assert.Equal(["file.bin"], uploads.Entries());
         UploadOutcome outcome = UploadOutcome.Parse(await response.Content.ReadAsStringAsync());
         Assert.Equal(size, outcome.BytesWritten);
-        long splicedIn = syscalls.Sockets.Sum(socket => socket.SplicedInBytes);
+        long splicedIn = syscalls.SplicedInBytes;
         if (!useSplice)
         {
             Assert.Equal(new UploadOutcome(size, false, "other_transport", 0), outcome);
@@ -248,9 +248,7 @@ public class SaveBodyToFileTests
         Exception failure = await uploads.FirstFailure.Task.WaitAsync(Waits.Short);
         Assert.True(failure is IOException or BadHttpRequestException, $"The app saw {failure}");
         // The temporary file is gone and the old file is untouched: replaced atomically or not at all.
-        Assert.Equal(["victim.bin"], uploads.Entries());
-        Assert.Equal(previous, File.ReadAllText(uploads.PathOf("victim.bin")));
-        Assert.Empty(uploads.OpenDescriptorsInFolder());
+        uploads.AssertNothingLeft("victim.bin", previous);
     }
 
     [Fact]
@@ -268,8 +266,7 @@ public class SaveBodyToFileTests
         BadHttpRequestException rejected = Assert.IsAssignableFrom<BadHttpRequestException>(failure);
         Assert.Equal(StatusCodes.Status408RequestTimeout, rejected.StatusCode);
         Assert.True(await connection.WaitForCloseAsync(Waits.Short), "The stalled connection was not closed.");
-        Assert.Empty(uploads.Entries());
-        Assert.Empty(uploads.OpenDescriptorsInFolder());
+        uploads.AssertNothingLeft();
     }
 
     [Fact]

@@ -45,7 +45,7 @@ public class SplicedUploadTests
         Assert.Equal(StatusCodes.Status201Created, put.StatusCode);
         UploadOutcome outcome = UploadOutcome.Parse(put.BodyText);
         Assert.True(outcome.ZeroCopy, outcome.ToString());
-        Assert.Equal(outcome.SplicedBytes, syscalls.Sockets.Sum(socket => socket.SplicedInBytes));
+        Assert.Equal(outcome.SplicedBytes, syscalls.SplicedInBytes);
         Assert.Equal("after", (await connection.ReadResponseAsync()).BodyText);
         Assert.Equal(TestFiles.Sha256(body), TestFiles.Sha256(uploads.PathOf("first.bin")));
     }
@@ -104,7 +104,7 @@ public class SplicedUploadTests
         Assert.Equal(new UploadOutcome(body.Length, false, reason, 0), UploadOutcome.Parse(await response.Content.ReadAsStringAsync()));
         Assert.Equal(TestFiles.Sha256(body), TestFiles.Sha256(uploads.PathOf("refused.bin")));
         Assert.Equal(1, uploads.Fallbacks(reason));
-        Assert.Equal(0, syscalls.Sockets.Sum(socket => socket.SplicedInBytes));
+        Assert.Equal(0, syscalls.SplicedInBytes);
     }
 
     [Fact]
@@ -148,15 +148,12 @@ public class SplicedUploadTests
         await connection.SendAsync(UploadBodies.Random(16 * InputBuffer)); // Past what the input and the first reads take.
         await uploads.Started.Task.WaitAsync(Waits.Short);
         // Wait until the splice has begun, so that the reset meets it and not the copy before it.
-        await Bytes.EventuallyAsync(() => syscalls.Sockets.Sum(socket => socket.SplicedInBytes) > 0, "a spliced byte");
+        await Bytes.EventuallyAsync(() => syscalls.SplicedInBytes > 0, "a spliced byte");
         connection.Reset();
 
         Exception failure = await uploads.FirstFailure.Task.WaitAsync(Waits.Short);
         Assert.True(failure is IOException or BadHttpRequestException, $"The app saw {failure}");
-        Assert.Equal(["victim.bin"], uploads.Entries());
-        Assert.Equal(previous, File.ReadAllText(uploads.PathOf("victim.bin")));
-        Assert.Empty(uploads.OpenDescriptorsInFolder());
-        Assert.InRange(syscalls.OpenPipes(), 0, PipePool.DefaultMaxPooled);
+        uploads.AssertNothingLeft("victim.bin", previous, syscalls);
     }
 
     [Fact]
@@ -170,16 +167,14 @@ public class SplicedUploadTests
 
         await connection.SendAsync(UploadBodies.PutHead("/upload/slow.bin", 16L * BodySize)); // Under Kestrel's 30 MB limit.
         await connection.SendAsync(UploadBodies.Random(16 * InputBuffer)); // Past what the input and the first reads take.
-        await Bytes.EventuallyAsync(() => syscalls.Sockets.Sum(socket => socket.SplicedInBytes) > 0, "a spliced byte");
+        await Bytes.EventuallyAsync(() => syscalls.SplicedInBytes > 0, "a spliced byte");
 
         // Then nothing: Kestrel times the pending body read and gives up on the rate.
         Exception failure = await uploads.FirstFailure.Task.WaitAsync(Waits.Response);
         BadHttpRequestException rejected = Assert.IsAssignableFrom<BadHttpRequestException>(failure);
         Assert.Equal(StatusCodes.Status408RequestTimeout, rejected.StatusCode);
         Assert.True(await connection.WaitForCloseAsync(Waits.Short), "The stalled connection was not closed.");
-        Assert.Empty(uploads.Entries());
-        Assert.Empty(uploads.OpenDescriptorsInFolder());
-        Assert.InRange(syscalls.OpenPipes(), 0, PipePool.DefaultMaxPooled);
+        uploads.AssertNothingLeft(syscalls: syscalls);
     }
 
     [Fact]
@@ -199,7 +194,7 @@ public class SplicedUploadTests
         UploadOutcome outcome = UploadOutcome.Parse(await response.Content.ReadAsStringAsync());
         // splice into an O_APPEND file says EINVAL: the bytes still left the socket by splice, then were copied out.
         Assert.Equal(new UploadOutcome(body.Length, false, "file_splice_unsupported", 0), outcome);
-        Assert.True(syscalls.Sockets.Sum(socket => socket.SplicedInBytes) > 0, "Nothing was spliced off the socket.");
+        Assert.True(syscalls.SplicedInBytes > 0, "Nothing was spliced off the socket.");
         Assert.Equal(TestFiles.Sha256(body), TestFiles.Sha256(path));
     }
 
@@ -229,16 +224,13 @@ public class SplicedUploadTests
 
         await connection.SendAsync(UploadBodies.PutHead("/cancellable/kept.bin", body.Length));
         await connection.SendAsync(body.AsMemory(0, body.Length / 2));
-        await Bytes.EventuallyAsync(() => syscalls.Sockets.Sum(socket => socket.SplicedInBytes) > 0, "a spliced byte");
+        await Bytes.EventuallyAsync(() => syscalls.SplicedInBytes > 0, "a spliced byte");
         uploads.Cancel.Cancel();
 
         Assert.IsAssignableFrom<OperationCanceledException>(await uploads.FirstFailure.Task.WaitAsync(Waits.Short));
         // The app's save has returned: the pump has released the file, whatever it does with the rest of the body.
         Assert.Equal(StatusCodes.Status500InternalServerError, (await connection.ReadResponseAsync()).StatusCode);
-        Assert.Equal(["kept.bin"], uploads.Entries());
-        Assert.Equal(previous, File.ReadAllText(uploads.PathOf("kept.bin")));
-        Assert.Empty(uploads.OpenDescriptorsInFolder());
-        Assert.InRange(syscalls.OpenPipes(), 0, PipePool.DefaultMaxPooled);
+        uploads.AssertNothingLeft("kept.bin", previous, syscalls);
     }
 
     [Fact]
@@ -256,7 +248,7 @@ public class SplicedUploadTests
         Assert.Contains("ENOSPC", failure.Message);
         Assert.Contains(uploads.PathOf("huge.bin"), failure.Message);
         Assert.Equal(1, syscalls.PreallocateCalls);
-        Assert.Equal(0, syscalls.Sockets.Sum(socket => socket.SplicedInBytes)); // Refused before the splice began.
+        Assert.Equal(0, syscalls.SplicedInBytes); // Refused before the splice began.
         Assert.Empty(uploads.Entries());
     }
 }

@@ -125,6 +125,24 @@ internal sealed class UploadHost : IAsyncDisposable
             .Where(target => target is not null && target.StartsWith(Folder.Root, StringComparison.Ordinal))
             .ToArray()!;
 
+    /// <summary>
+    /// After a failed upload: the folder holds exactly <paramref name="kept"/> (none when null), with its old content
+    /// <paramref name="previous"/>; no descriptor is open in it; and no pipe is in use beyond the pool's idle ones.
+    /// </summary>
+    public void AssertNothingLeft(string? kept = null, string? previous = null, FaultInjectingSyscalls? syscalls = null)
+    {
+        Assert.Equal(kept is null ? [] : [kept], Entries());
+        if (kept is not null && previous is not null)
+        {
+            Assert.Equal(previous, File.ReadAllText(PathOf(kept)));
+        }
+        Assert.Empty(OpenDescriptorsInFolder());
+        if (syscalls is not null)
+        {
+            Assert.InRange(syscalls.OpenPipes(), 0, SpliceTransport.Splice.PipePool.DefaultMaxPooled);
+        }
+    }
+
     public long Fallbacks(string reason) => Host.Metrics.Total("splice.upload.fallbacks", "splice.upload.fallback.reason", reason);
 
     public async ValueTask DisposeAsync()
