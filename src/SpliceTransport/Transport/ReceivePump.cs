@@ -289,15 +289,12 @@ internal sealed class ReceivePump
                 FileWrite written;
                 try
                 {
-                    SplicePipe loaded = pipe;
-                    long offset = segment.FileOffset + segment.Published;
-                    written = await _connection.DiskThreads.RunAsync(() => WriteToFile(loaded, segment, offset));
+                    written = await WriteToFileOffLoopAsync(pipe, segment, segment.FileOffset + segment.Published);
                 }
                 finally
                 {
                     segment.EndWrite();
                 }
-                await _connection.Loop.Yield(); // Back on the loop: the socket and the input are its.
 
                 if (written.Moved > 0)
                 {
@@ -330,6 +327,37 @@ internal sealed class ReceivePump
             _waiting = Waiting.None;
             segment.End(connectionClosed: end != SegmentEnd.Continue);
         }
+    }
+
+    /// <summary>
+    /// Runs a pipe load's file write on a disk thread and continues on the loop, where the socket and the input are
+    /// used: the disk thread hands the result to the loop itself, so no thread-pool worker is woken in between (a
+    /// hop per pipe load, and on a server given one core a worker's spin after it).
+    /// </summary>
+    private Task<FileWrite> WriteToFileOffLoopAsync(SplicePipe pipe, ReceiveSegment segment, long offset)
+    {
+        // Continuations inline: the pump goes on in the loop's work item that completes this.
+        var written = new TaskCompletionSource<FileWrite>();
+        EventLoop loop = _connection.Loop;
+        _ = _connection.DiskThreads.RunAsync(() =>
+        {
+            Task<FileWrite> result;
+            try
+            {
+                result = Task.FromResult(WriteToFile(pipe, segment, offset));
+            }
+            catch (Exception ex)
+            {
+                result = Task.FromException<FileWrite>(ex);
+            }
+            loop.Schedule(static state =>
+            {
+                var (written, result) = ((TaskCompletionSource<FileWrite>, Task<FileWrite>))state!;
+                written.SetFromTask(result);
+            }, (written, result));
+            return true;
+        });
+        return written.Task;
     }
 
     /// <summary>What one pipe load's write to the file did: bytes written, by splice or copied, and the file's error.</summary>
