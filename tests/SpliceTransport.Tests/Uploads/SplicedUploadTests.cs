@@ -251,4 +251,22 @@ public class SplicedUploadTests
         Assert.Equal(0, syscalls.SplicedInBytes); // Refused before the splice began.
         Assert.Empty(uploads.Entries());
     }
+
+    [Fact]
+    public async Task ClientFinMidSpliceIsAShortBodyWithNoFileLeft()
+    {
+        var syscalls = new FaultInjectingSyscalls();
+        await using UploadHost uploads = await StartAsync(syscalls);
+        await using RawHttpConnection connection = await RawHttpConnection.ConnectAsync(uploads.Host.Port, timeouts: Waits.Raw);
+
+        await connection.SendAsync(UploadBodies.PutHead("/upload/short.bin", 16L * BodySize));
+        await connection.SendAsync(UploadBodies.Random(16 * InputBuffer));
+        await Bytes.EventuallyAsync(() => syscalls.SplicedInBytes > 0, "a spliced byte");
+        // A FIN where the body should go on: the splice reads 0, and Kestrel reports the body as cut short.
+        connection.Socket.Shutdown(System.Net.Sockets.SocketShutdown.Send);
+
+        Exception failure = await uploads.FirstFailure.Task.WaitAsync(Waits.Short);
+        Assert.True(failure is IOException or BadHttpRequestException, $"The app saw {failure}");
+        uploads.AssertNothingLeft(syscalls: syscalls);
+    }
 }
