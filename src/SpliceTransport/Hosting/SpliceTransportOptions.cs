@@ -120,6 +120,13 @@ public sealed class SpliceTransportOptions
     public bool ZeroCopyFiles { get; set; } = true;
 
     /// <summary>
+    /// Splices request bodies that <c>SaveBodyToFileAsync</c> saves from the socket into the file (splice(2) through a
+    /// kernel pipe) where the connection and the request allow it; false copies them through Kestrel's body reader,
+    /// reported as <c>disabled</c>. Default: true.
+    /// </summary>
+    public bool ZeroCopyUploads { get; set; } = true;
+
+    /// <summary>
     /// The most file bytes one sendfile call may send. Smaller values return to the event loop more often,
     /// so that one large download cannot delay the loop's other connections. From 1 to 0x7ffff000
     /// (2,147,479,552), the most Linux sends in one sendfile call. Default: 2 MiB.

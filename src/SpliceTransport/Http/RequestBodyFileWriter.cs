@@ -365,7 +365,8 @@ internal static class RequestBodyFileWriter
         {
             return UploadFallbackReasons.OtherTransport;
         }
-        string? reason = ZeroCopyEligibility.ConnectionFallbackReason(context, input.IsTransportPipeOwned)
+        string? reason = !input.ZeroCopyUploads ? UploadFallbackReasons.Disabled
+            : ZeroCopyEligibility.ConnectionFallbackReason(context, input.IsTransportPipeOwned)
             ?? (request.ContentLength is not { } contentLength ? UploadFallbackReasons.Chunked
                 : contentLength < MinimumSplicedBody ? UploadFallbackReasons.SmallBody
                 : context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: true } ? UploadFallbackReasons.BodyReadBefore

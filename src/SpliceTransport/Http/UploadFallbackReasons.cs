@@ -26,6 +26,9 @@ internal static class UploadFallbackReasons
     /// </summary>
     public const string Chunked = FallbackReasons.Chunked;
 
+    /// <summary>Splicing request bodies is turned off (<see cref="SpliceTransportOptions.ZeroCopyUploads"/> false).</summary>
+    public const string Disabled = "disabled";
+
     /// <summary>
     /// Less of the body was left after the first read than a splice is worth (<see cref="RequestBodyFileWriter.MinimumSplicedBody"/>):
     /// renting a pipe, parking the receive pump and the hops to the disk threads cost more than copying it.

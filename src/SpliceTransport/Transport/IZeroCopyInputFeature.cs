@@ -19,6 +19,9 @@ internal interface IZeroCopyInputFeature
     /// <summary>True while nothing (TLS, connection middleware) has wrapped the transport pipe.</summary>
     bool IsTransportPipeOwned { get; }
 
+    /// <summary>Whether the transport splices request bodies at all (<see cref="SpliceTransportOptions.ZeroCopyUploads"/>).</summary>
+    bool ZeroCopyUploads { get; }
+
     /// <summary>The system calls of the data path (reserving the file's blocks goes through them too).</summary>
     Interop.Syscalls Syscalls { get; }
 

@@ -48,6 +48,9 @@ internal sealed partial class SpliceConnection : ISocketHandoffFeature
     /// <inheritdoc />
     public System.IO.Pipelines.PipeReader? RequestBodyReaderAtStart { get; set; }
 
+    /// <inheritdoc />
+    public bool ZeroCopyUploads => _context.Options.ZeroCopyUploads;
+
     /// <summary>
     /// <see cref="IZeroCopyInputFeature"/>: the pump continues on the loop, into the segment first when there is one,
     /// with reads watched again.

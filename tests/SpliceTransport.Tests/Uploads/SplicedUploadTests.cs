@@ -269,4 +269,25 @@ public class SplicedUploadTests
         Assert.True(failure is IOException or BadHttpRequestException, $"The app saw {failure}");
         uploads.AssertNothingLeft(syscalls: syscalls);
     }
+
+    [Fact]
+    public async Task TurnedOffUploadsAreCopiedWithTheReason()
+    {
+        var syscalls = new FaultInjectingSyscalls();
+        await using UploadHost uploads = await UploadHost.StartAsync(configureTransport: options =>
+        {
+            options.Syscalls = syscalls;
+            options.MaxReadBufferSize = InputBuffer;
+            options.ZeroCopyUploads = false;
+        });
+        using HttpClient client = uploads.Host.CreateClient();
+        byte[] body = UploadBodies.Random(BodySize);
+
+        using HttpResponseMessage response = await client.PutAsync("/upload/off.bin", new ByteArrayContent(body)).WaitAsync(Waits.Response);
+
+        Assert.Equal(System.Net.HttpStatusCode.Created, response.StatusCode);
+        Assert.Equal(new UploadOutcome(body.Length, false, "disabled", 0), UploadOutcome.Parse(await response.Content.ReadAsStringAsync()));
+        Assert.Equal(0, syscalls.SplicedInBytes);
+        Assert.Equal(TestFiles.Sha256(body), TestFiles.Sha256(uploads.PathOf("off.bin")));
+    }
 }
