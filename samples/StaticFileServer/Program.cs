@@ -10,7 +10,7 @@ using Microsoft.Extensions.FileProviders;
 //   --transport splice|sockets   splice (default) or Kestrel's own socket transport, for side-by-side comparison
 //   --uploads <dir>              enables PUT /upload/{name}: the body is saved as <dir>/{name} (replacing a file
 //                                atomically), answered 201 {"name","length","zeroCopy","splicedBytes","fallbackReason"};
-//                                on SpliceTransport a body over 64 KiB is spliced from the socket into the file; off
+//                                on SpliceTransport a body over 128 KiB is spliced from the socket into the file; off
 //                                by default
 //   --max-upload-bytes <n>       the largest upload body, 413 above it (default 10 GiB)
 //   --upload-fsync true|false    fsync each upload (and its folder) before answering 201 (default true)

@@ -46,11 +46,13 @@ internal static class RequestBodyFileWriter
     private const string TemporaryNameSuffix = ".upload";
 
     /// <summary>
-    /// The least body left after the first read that is spliced: one default kernel pipe's worth (16 pages). Below
-    /// it, pausing the pump, renting a pipe and two thread hops per pipe load (the file write runs on a disk thread)
-    /// cost more than the copy they save. Not yet measured against other values (perf/uploads.sh).
+    /// The least body left after the first read that is spliced: 128 KiB. Below it, pausing the pump, reserving the
+    /// file, renting a pipe and the hops to the disk threads cost more than the copy they save. Measured
+    /// (perf/results/upload-threshold.md, the sample, 4 connections, the input's read-ahead 16 KiB): a 128 KiB body
+    /// (about 112 KiB left) cost 750–862 µs of CPU spliced against 685–727 copied; 256 KiB (about 240 KiB left) 865
+    /// against 1,163; 1 MiB 1,640 against 3,834.
     /// </summary>
-    internal const long MinimumSplicedBody = 64 * 1024;
+    internal const long MinimumSplicedBody = 128 * 1024;
 
     public static async Task<UploadResult> SaveAsync(HttpRequest request, SafeFileHandle file, CancellationToken cancellationToken)
     {
