@@ -187,6 +187,13 @@ internal sealed class ReceivePump
         finally
         {
             _waiting = Waiting.None;
+            // A segment handed over as the pump ended (the connection shut down while its reader held the socket):
+            // it never started, and its reader learns that from the input's end; its file is not the pump's.
+            if (_segment is { } pending)
+            {
+                _segment = null;
+                pending.End(connectionClosed: true);
+            }
             Gate.End();
             // A shutdown we started is the reason the pump ended, whatever recv said after it.
             _input.Complete(_connection.ShutdownReason ?? error);
