@@ -99,10 +99,22 @@ internal static class RequestBodyFileWriter
         }
 
         string temporary = Path.Combine(folder, $".{name[..Math.Min(name.Length, TemporaryNameStemLength)]}.{Guid.NewGuid():N}{TemporaryNameSuffix}");
+        SafeFileHandle opened;
+        try
+        {
+            opened = File.OpenHandle(temporary, FileMode.CreateNew, FileAccess.Write, FileShare.None);
+        }
+        catch
+        {
+            // Give the first read back before failing: Kestrel drains the body for the next request only from a
+            // reader that is not in the middle of a read.
+            body.AdvanceTo(first.Buffer.Start);
+            throw;
+        }
         try
         {
             UploadResult result;
-            using (SafeFileHandle file = File.OpenHandle(temporary, FileMode.CreateNew, FileAccess.Write, FileShare.None))
+            using (SafeFileHandle file = opened)
             {
                 result = await SaveBodyAsync(request, body, first, file, target, reason, cancellationToken).ConfigureAwait(false);
                 if (flushToDisk)
@@ -372,7 +384,8 @@ internal static class RequestBodyFileWriter
             ?? (request.ContentLength is not { } contentLength ? UploadFallbackReasons.Chunked
                 : contentLength < MinimumSplicedBody ? UploadFallbackReasons.SmallBody
                 : context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: true } ? UploadFallbackReasons.BodyReadBefore
-                : !ReferenceEquals(request.BodyReader, input.RequestBodyReaderAtStart) ? UploadFallbackReasons.BodyWrapped
+                : request.Headers.TransferEncoding.Count > 0 ? UploadFallbackReasons.Chunked
+                : !input.IsRequestBodyAsAtStart(request.BodyReader, contentLength) ? UploadFallbackReasons.BodyWrapped
                 : file is not null && !LibC.Stat(file).IsRegularFile ? UploadFallbackReasons.NotRegularFile
                 : null);
         return reason;

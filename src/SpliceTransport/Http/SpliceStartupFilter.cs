@@ -24,11 +24,13 @@ internal sealed class SpliceStartupFilter(IOptions<SpliceTransportOptions> optio
         {
             app.Use((context, nextMiddleware) =>
             {
-                if (context.Request.ContentLength > 0 && context.Features.Get<IZeroCopyInputFeature>() is { } input)
+                if (context.Features.Get<IZeroCopyInputFeature>() is { } input)
                 {
-                    // Kestrel's own body reader, before any middleware could wrap the body: an upload whose reader
-                    // is another object later reads through a wrapper, and must not be spliced.
-                    input.RequestBodyReaderAtStart = context.Request.BodyReader;
+                    // Kestrel's own body reader and framing, before any middleware could wrap the body or change its
+                    // Content-Length: an upload that later finds either different must not be spliced. Every request,
+                    // so that an earlier request's never stands for this one's.
+                    long? contentLength = context.Request.ContentLength;
+                    input.RecordRequestBodyAtStart(contentLength > 0 ? context.Request.BodyReader : null, contentLength);
                 }
                 if (zeroCopyFiles
                     && context.Features.Get<IZeroCopyOutputFeature>() is { } connection

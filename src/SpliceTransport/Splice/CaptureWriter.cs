@@ -194,7 +194,7 @@ internal sealed class CaptureWriter : IAsyncDisposable
             while (!pipe.IsEmpty && !_failed)
             {
                 TransferResult moved = _copyOut
-                    ? pipe.CopyOut(_file, _written, _copyOutBuffer ??= new byte[CopyOutBufferSize])
+                    ? pipe.CopyOut(_file, _written, _copyOutBuffer ??= new byte[CopyOutBufferSize], out _) // A capture drops what fails.
                     : pipe.DrainTo(_file, _written);
                 Volatile.Write(ref _written, _written + moved.Moved);
                 if (moved.Status == TransferStatus.Unsupported)

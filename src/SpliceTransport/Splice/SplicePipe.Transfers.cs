@@ -94,11 +94,14 @@ internal sealed partial class SplicePipe
     /// Files only: a regular file never says EAGAIN, so every byte read from the pipe is written before the next
     /// is read; a socket could take part of a chunk and leave the rest with nowhere to go. Invariant:
     /// <see cref="Buffered"/> falls by what is read, <see cref="TransferResult.Moved"/> counts what was written;
-    /// on Failed, bytes read but not written are lost with the transfer (the destination failed).
+    /// on Failed, the bytes read but not written are <paramref name="buffer"/>[<paramref name="unwritten"/>], so a
+    /// caller that must lose nothing (an upload, whose bytes go back to Kestrel) can take them, ahead of what the
+    /// pipe still holds.
     /// </summary>
-    public TransferResult CopyOut(SafeHandle file, long? offset, Span<byte> buffer)
+    public TransferResult CopyOut(SafeHandle file, long? offset, Span<byte> buffer, out Range unwritten)
     {
         ArgumentOutOfRangeException.ThrowIfZero(buffer.Length, nameof(buffer));
+        unwritten = default;
         int moved = 0;
         while (!IsEmpty)
         {
@@ -108,12 +111,14 @@ internal sealed partial class SplicePipe
                 return new TransferResult(moved, TransferStatus.Failed, read.Errno);
             }
 
-            ReadOnlySpan<byte> pending = buffer[..(int)read.Count];
-            while (!pending.IsEmpty)
+            int start = 0;
+            int end = (int)read.Count;
+            while (start < end)
             {
-                SyscallResult written = _syscalls.WriteFile(file, pending, offset + moved);
+                SyscallResult written = _syscalls.WriteFile(file, buffer[start..end], offset + moved);
                 if (!written.IsSuccess)
                 {
+                    unwritten = start..end;
                     return new TransferResult(moved, TransferStatus.Failed, written.Errno);
                 }
                 if (written.Count == 0)
@@ -122,7 +127,7 @@ internal sealed partial class SplicePipe
                     throw new IOException("write(2) wrote nothing to the file.");
                 }
                 moved += (int)written.Count;
-                pending = pending[(int)written.Count..];
+                start += (int)written.Count;
             }
         }
         return new TransferResult(moved, TransferStatus.Completed);

@@ -26,10 +26,17 @@ internal interface IZeroCopyInputFeature
     Interop.Syscalls Syscalls { get; }
 
     /// <summary>
-    /// Kestrel's body reader of the connection's current request as the first middleware saw it (set for requests
-    /// with a Content-Length): a request whose <c>BodyReader</c> is another object has had its body wrapped.
+    /// Records the current request's body as the first middleware sees it (Kestrel's body reader, and the
+    /// Content-Length Kestrel framed it by), every request, so that nothing of an earlier request's stays behind.
     /// </summary>
-    PipeReader? RequestBodyReaderAtStart { get; set; }
+    void RecordRequestBodyAtStart(PipeReader? bodyReader, long? contentLength);
+
+    /// <summary>
+    /// True when <paramref name="bodyReader"/> and <paramref name="contentLength"/> are what the first middleware saw:
+    /// the body is not wrapped, and the Content-Length the rest of a splice is counted from is the one Kestrel frames
+    /// the body by (a middleware that changed the header would make the pump read past the body).
+    /// </summary>
+    bool IsRequestBodyAsAtStart(PipeReader bodyReader, long contentLength);
 
     /// <summary>
     /// Stops the receive pump before its next recv(2). True once it is stopped; false if receiving has already

@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.IO.Pipelines;
 using Microsoft.AspNetCore.Connections;
 using SpliceTransport.Engine;
@@ -287,7 +288,7 @@ internal sealed class ReceivePump
                 {
                     // The reader stopped the segment while these bytes were on their way: they are real bytes now.
                     segment.FallBack(UploadFallbackReasons.Canceled);
-                    if (!await MovePipeToInputAsync(pipe))
+                    if (!await MovePipeToInputAsync(pipe, unwritten: null))
                     {
                         return end = SegmentEnd.Stop;
                     }
@@ -316,7 +317,7 @@ internal sealed class ReceivePump
                     // The file failed (a full disk): what the pipe still holds goes to the input as real bytes, then
                     // the rest of the body through recv, so Kestrel can drain it and keep the connection.
                     segment.FallBack(UploadFallbackReasons.FileFailed, written.Failure);
-                    if (!await MovePipeToInputAsync(pipe))
+                    if (!await MovePipeToInputAsync(pipe, written.Unwritten))
                     {
                         return end = SegmentEnd.Stop;
                     }
@@ -367,13 +368,17 @@ internal sealed class ReceivePump
         return written.Task;
     }
 
-    /// <summary>What one pipe load's write to the file did: bytes written, by splice or copied, and the file's error.</summary>
-    private readonly record struct FileWrite(int Moved, bool Spliced, Exception? Failure);
+    /// <summary>
+    /// What one pipe load's write to the file did: bytes written, by splice or copied, the file's error, and the bytes a
+    /// failed copy had read out of the pipe but not written (they go to the input first, then the pipe's rest).
+    /// </summary>
+    private readonly record struct FileWrite(int Moved, bool Spliced, Exception? Failure, byte[]? Unwritten = null);
 
     /// <summary>
     /// Writes the whole pipe load into the file at <paramref name="offset"/>, on a disk thread. A file that cannot take
     /// a splice (EINVAL: opened with O_APPEND, or a file system without splice support) gets the bytes copied out of
-    /// the pipe instead; any other error stops the write with the pipe's rest still in it.
+    /// the pipe instead; any other error stops the write with the rest still in the pipe (or, for a copy, in
+    /// <see cref="FileWrite.Unwritten"/> first).
     /// </summary>
     private static FileWrite WriteToFile(SplicePipe pipe, ReceiveSegment segment, long offset)
     {
@@ -382,22 +387,23 @@ internal sealed class ReceivePump
         {
             return new FileWrite(drained.Moved, Spliced: true, null);
         }
-        if (drained.Status == TransferStatus.Unsupported)
+        if (drained.Status != TransferStatus.Unsupported)
         {
-            byte[] buffer = System.Buffers.ArrayPool<byte>.Shared.Rent(CopyOutBufferSize);
-            try
-            {
-                TransferResult copied = pipe.CopyOut(segment.File, offset + drained.Moved, buffer);
-                segment.FallBack(UploadFallbackReasons.FileSpliceUnsupported);
-                return new FileWrite(drained.Moved + copied.Moved, Spliced: false,
-                    copied.Status == TransferStatus.Completed ? null : new SyscallException("pwrite", copied.Errno, segment.Path));
-            }
-            finally
-            {
-                System.Buffers.ArrayPool<byte>.Shared.Return(buffer);
-            }
+            return new FileWrite(drained.Moved, Spliced: true, new SyscallException("splice", drained.Errno, segment.Path));
         }
-        return new FileWrite(drained.Moved, Spliced: true, new SyscallException("splice", drained.Errno, segment.Path));
+        byte[] buffer = ArrayPool<byte>.Shared.Rent(CopyOutBufferSize);
+        try
+        {
+            TransferResult copied = pipe.CopyOut(segment.File, offset + drained.Moved, buffer, out Range unwritten);
+            segment.FallBack(UploadFallbackReasons.FileSpliceUnsupported);
+            return copied.Status == TransferStatus.Completed
+                ? new FileWrite(drained.Moved + copied.Moved, Spliced: false, null)
+                : new FileWrite(drained.Moved + copied.Moved, Spliced: false, new SyscallException("pwrite", copied.Errno, segment.Path), buffer[unwritten]);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
     }
 
     /// <summary>
@@ -421,10 +427,15 @@ internal sealed class ReceivePump
 
     /// <summary>
     /// Moves what a stopped segment's pipe still holds into the input as real bytes (read(2)), in order, ahead of
-    /// anything the pump reads next. False if the application completed the input or the connection is shutting down.
+    /// anything the pump reads next; <paramref name="unwritten"/>, bytes a failed copy had already taken out of the
+    /// pipe, go first. False if the application completed the input or the connection is shutting down.
     /// </summary>
-    private async ValueTask<bool> MovePipeToInputAsync(SplicePipe pipe)
+    private async ValueTask<bool> MovePipeToInputAsync(SplicePipe pipe, byte[]? unwritten)
     {
+        if (unwritten is not null)
+        {
+            _input.Write(unwritten);
+        }
         while (!pipe.IsEmpty)
         {
             Memory<byte> buffer = _input.GetMemory(); // The pool's block: see PublishPlaceholdersAsync.

@@ -45,8 +45,16 @@ internal sealed partial class SpliceConnection : ISocketHandoffFeature
             connection._receivePump.Gate.Resume(failure);
         }, failure);
 
+    /// <summary>The current request's body reader and Content-Length as the first middleware saw them (HTTP/1.x: one request at a time).</summary>
+    private (System.IO.Pipelines.PipeReader? Reader, long? ContentLength) _requestBodyAtStart;
+
     /// <inheritdoc />
-    public System.IO.Pipelines.PipeReader? RequestBodyReaderAtStart { get; set; }
+    public void RecordRequestBodyAtStart(System.IO.Pipelines.PipeReader? bodyReader, long? contentLength) =>
+        _requestBodyAtStart = (bodyReader, contentLength);
+
+    /// <inheritdoc />
+    public bool IsRequestBodyAsAtStart(System.IO.Pipelines.PipeReader bodyReader, long contentLength) =>
+        _requestBodyAtStart is { Reader: { } reader, ContentLength: { } recorded } && ReferenceEquals(reader, bodyReader) && recorded == contentLength;
 
     /// <inheritdoc />
     public bool ZeroCopyUploads => _context.Options.ZeroCopyUploads;

@@ -178,6 +178,9 @@ internal sealed unsafe class FaultInjectingSyscalls : Syscalls
 
     public ReadFileFaultHandler? ReadFileFault { get; init; }
 
+    /// <summary>Before a write(2) or pwrite(2) to a file (a pipe's bytes copied out): a result to return instead, or null.</summary>
+    public Func<SyscallResult?>? WriteFileFault { get; init; }
+
     /// <summary>Consulted before every splice (see <see cref="SpliceFaultHandler"/>).</summary>
     public SpliceFaultHandler? SpliceFault { get; init; }
 
@@ -410,6 +413,16 @@ internal sealed unsafe class FaultInjectingSyscalls : Syscalls
     {
         Interlocked.Increment(ref _readFileIfCachedCalls);
         return ReadFileIfCachedFault?.Invoke(offset) ?? base.ReadFileIfCached(file, buffer, offset);
+    }
+
+    public override SyscallResult WriteFile(SafeHandle file, ReadOnlySpan<byte> buffer, long? offset)
+    {
+        if (WriteFileFault?.Invoke() is { } injected)
+        {
+            Interlocked.Increment(ref _injectedFaults);
+            return injected;
+        }
+        return base.WriteFile(file, buffer, offset);
     }
 
     public override SyscallResult ReadFile(SafeHandle file, Span<byte> buffer, long offset)

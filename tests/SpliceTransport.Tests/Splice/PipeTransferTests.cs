@@ -224,7 +224,7 @@ public sealed class PipeTransferTests(ITestOutputHelper output) : IDisposable
 
         using (SafeHandle scratch = OpenScratch(out string path))
         {
-            Assert.Equal(new TransferResult(10, TransferStatus.Completed), pipe.CopyOut(scratch, 0, new byte[10]));
+            Assert.Equal(new TransferResult(10, TransferStatus.Completed), pipe.CopyOut(scratch, 0, new byte[10], out _));
             Assert.Equal(sent, TestFiles.Sha256(path));
         }
         Assert.Equal(new TransferResult(0, TransferStatus.EndOfSource), pipe.FillFrom(pair.Handle, null, int.MaxValue));
@@ -348,7 +348,7 @@ public sealed class PipeTransferTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(new TransferResult(0, TransferStatus.Unsupported, Errno.EINVAL), pipe.DrainTo(destination, null));
         Assert.Equal(held, pipe.Buffered);
 
-        Assert.Equal(new TransferResult(held, TransferStatus.Completed), pipe.CopyOut(destination, null, new byte[4096]));
+        Assert.Equal(new TransferResult(held, TransferStatus.Completed), pipe.CopyOut(destination, null, new byte[4096], out _));
         Assert.True(pipe.IsEmpty);
         Assert.Equal(0, Kernel.BytesInPipe(pipe));
         pool.Return(pipe);
@@ -370,7 +370,7 @@ public sealed class PipeTransferTests(ITestOutputHelper output) : IDisposable
         Assert.True(pool.TryRent(out SplicePipe? pipe, out _));
         Assert.Equal(new TransferResult(Size, TransferStatus.Completed), pipe.FillFrom(source, 0, Size));
 
-        Assert.Equal(new TransferResult(Size, TransferStatus.Completed), pipe.CopyOut(destination, 1000, new byte[777]));
+        Assert.Equal(new TransferResult(Size, TransferStatus.Completed), pipe.CopyOut(destination, 1000, new byte[777], out _));
         pool.Return(pipe);
         Assert.False(pipe.IsClosed);
 

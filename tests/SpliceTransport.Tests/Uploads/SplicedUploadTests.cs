@@ -290,4 +290,62 @@ public class SplicedUploadTests
         Assert.Equal(0, syscalls.SplicedInBytes);
         Assert.Equal(TestFiles.Sha256(body), TestFiles.Sha256(uploads.PathOf("off.bin")));
     }
+
+    [Fact]
+    public async Task FailedCopyOutLosesNoByteAndTheConnectionGoesOn()
+    {
+        // An O_APPEND file takes the bytes copied out of the pipe; the second copy's write fails: what that copy had
+        // read out of the pipe must reach Kestrel ahead of the pipe's rest, or Kestrel would take the next request's
+        // bytes for the body's.
+        int writes = 0;
+        var syscalls = new FaultInjectingSyscalls { WriteFileFault = () => Interlocked.Increment(ref writes) == 2 ? SyscallResult.Failure(Errno.ENOSPC) : null };
+        await using UploadHost uploads = await StartAsync(syscalls);
+        string path = uploads.PathOf("append.bin");
+        File.WriteAllBytes(path, []);
+        await using RawHttpConnection connection = await RawHttpConnection.ConnectAsync(uploads.Host.Port, timeouts: Waits.Raw);
+        byte[] body = UploadBodies.Random(BodySize);
+
+        await connection.SendAsync(UploadBodies.PutHead($"/device?path={Uri.EscapeDataString(path)}&appendFlag=true", body.Length));
+        await connection.SendAsync(body);
+
+        Assert.Equal(StatusCodes.Status500InternalServerError, (await connection.ReadResponseAsync()).StatusCode);
+        IOException failure = Assert.IsAssignableFrom<IOException>(await uploads.FirstFailure.Task.WaitAsync(Waits.Short));
+        Assert.Contains("ENOSPC", failure.Message);
+        await connection.SendAsync(RawHttpConnection.Get("/after"));
+        Assert.Equal("after", (await connection.ReadResponseAsync()).BodyText);
+    }
+
+    [Fact]
+    public async Task FolderThatCannotBeWrittenIsAFailureAndTheConnectionGoesOn()
+    {
+        await using UploadHost uploads = await StartAsync(new FaultInjectingSyscalls());
+        await using RawHttpConnection connection = await RawHttpConnection.ConnectAsync(uploads.Host.Port, timeouts: Waits.Raw);
+        byte[] body = UploadBodies.Random(BodySize);
+
+        await connection.SendAsync(UploadBodies.PutHead("/nofolder/lost.bin", body.Length));
+        await connection.SendAsync(body);
+
+        Assert.Equal(StatusCodes.Status500InternalServerError, (await connection.ReadResponseAsync()).StatusCode);
+        Assert.IsAssignableFrom<IOException>(await uploads.FirstFailure.Task.WaitAsync(Waits.Short));
+        // The first read was given back before the failure, so Kestrel drained the body and kept the connection.
+        await connection.SendAsync(RawHttpConnection.Get("/after"));
+        Assert.Equal("after", (await connection.ReadResponseAsync()).BodyText);
+    }
+
+    [Fact]
+    public async Task ChangedContentLengthIsNeverSpliced()
+    {
+        var syscalls = new FaultInjectingSyscalls();
+        await using UploadHost uploads = await StartAsync(syscalls);
+        using HttpClient client = uploads.Host.CreateClient();
+        byte[] body = UploadBodies.Random(BodySize);
+
+        using HttpResponseMessage response = await client.PutAsync("/relength/relength.bin", new ByteArrayContent(body)).WaitAsync(Waits.Response);
+
+        // Splicing by the changed header would have read past the body; Kestrel's framing is what is saved.
+        Assert.Equal(System.Net.HttpStatusCode.Created, response.StatusCode);
+        Assert.Equal(new UploadOutcome(body.Length, false, "body_wrapped", 0), UploadOutcome.Parse(await response.Content.ReadAsStringAsync()));
+        Assert.Equal(0, syscalls.SplicedInBytes);
+        Assert.Equal(TestFiles.Sha256(body), TestFiles.Sha256(uploads.PathOf("relength.bin")));
+    }
 }

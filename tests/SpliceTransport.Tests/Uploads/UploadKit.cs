@@ -9,7 +9,8 @@ namespace SpliceTransport.Tests.Uploads;
 /// <summary>
 /// A real Kestrel whose app saves request bodies with SaveBodyToFileAsync: <c>PUT /upload/{name}</c> into the
 /// host's folder (the path form, with its temporary file and rename), <c>PUT /gunzip/{name}</c> the same through a
-/// decompressing Request.Body, <c>PUT /peeked/{name}</c> after a read of the body, <c>PUT /cancellable/{name}</c> with
+/// decompressing Request.Body, <c>PUT /peeked/{name}</c> after a read of the body, <c>PUT /nofolder/{name}</c> into a folder that does not exist,
+/// <c>PUT /relength/{name}</c> with a Content-Length header changed by the app, <c>PUT /cancellable/{name}</c> with
 /// <see cref="Cancel"/>'s token, and <c>PUT /device?path=…[&amp;mode=Append][&amp;appendFlag=true]</c> into a file the app opens itself (the handle form). Each answers "length zeroCopy reason splicedBytes"; a failure is kept in
 /// <see cref="Failures"/> and rethrown, so that Kestrel answers it as it would for any app.
 /// </summary>
@@ -66,6 +67,14 @@ internal sealed class UploadHost : IAsyncDisposable
                         System.IO.Pipelines.ReadResult peek = await context.Request.BodyReader.ReadAsync();
                         context.Request.BodyReader.AdvanceTo(peek.Buffer.Start);
                         await self!.SaveAsync(context, () => context.Request.SaveBodyToFileAsync(Path.Combine(folder.Root, name), flushToDisk: false, context.RequestAborted));
+                    });
+                    app.MapPut("/nofolder/{name}", (HttpContext context, string name) =>
+                        self!.SaveAsync(context, () => context.Request.SaveBodyToFileAsync(Path.Combine(folder.Root, "missing", name), flushToDisk: false, context.RequestAborted)));
+                    app.MapPut("/relength/{name}", (HttpContext context, string name) =>
+                    {
+                        // A middleware that changes the announced length: Kestrel still frames the body by the original.
+                        context.Request.ContentLength += 1000;
+                        return self!.SaveAsync(context, () => context.Request.SaveBodyToFileAsync(Path.Combine(folder.Root, name), flushToDisk: false, context.RequestAborted));
                     });
                     app.MapPut("/cancellable/{name}", (HttpContext context, string name) =>
                         self!.SaveAsync(context, () => context.Request.SaveBodyToFileAsync(Path.Combine(folder.Root, name), flushToDisk: false, self.Cancel.Token)));
