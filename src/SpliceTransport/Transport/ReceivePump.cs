@@ -31,6 +31,9 @@ internal sealed class ReceivePump
     /// <summary>A request body to splice into a file before reading on (see <see cref="ResumeInto"/>). Loop thread.</summary>
     private ReceiveSegment? _segment;
 
+    /// <summary>The segment being spliced now, if any. Loop thread.</summary>
+    private ReceiveSegment? _splicing;
+
     private enum Waiting
     {
         /// <summary>Running, or not started.</summary>
@@ -60,6 +63,13 @@ internal sealed class ReceivePump
     /// </summary>
     public Task<bool> PauseOnLoop()
     {
+        if (_splicing is { } segment)
+        {
+            // The segment's loop does not look at the gate: a holder would share the socket with it. Nothing pauses
+            // a connection in the middle of an upload (its own reader waits for it), so this is a caller's mistake.
+            return Task.FromException<bool>(new InvalidOperationException(
+                $"The socket is splicing a request body into '{segment.Path}'; pause it after the upload has ended."));
+        }
         Task<bool> stopped = Gate.RequestPause();
         switch (_waiting)
         {
@@ -126,7 +136,9 @@ internal sealed class ReceivePump
                 {
                     // Before the edge wait, as the gate: the segment's bytes may be in the socket already.
                     _segment = null;
+                    _splicing = segment;
                     SegmentEnd end = await ReceiveIntoFileAsync(segment);
+                    _splicing = null;
                     if (end != SegmentEnd.Continue)
                     {
                         if (end == SegmentEnd.Failed)
