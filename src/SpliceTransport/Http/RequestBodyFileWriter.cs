@@ -176,13 +176,10 @@ internal static class RequestBodyFileWriter
                 {
                     return await SpliceRestAsync(request, body, segment, file, cancellationToken).ConfigureAwait(false);
                 }
-                if (reason is null)
-                {
-                    return new UploadResult(written, 0, null); // Unreachable: a hold without a segment has a reason.
-                }
             }
         }
-        Report(request.HttpContext, reason);
+        // Every way here has decided a reason: a hold without a segment gives one.
+        Report(request.HttpContext, reason!);
         if (!first.IsCompleted)
         {
             written = await CopyRestAsync(body, file, written, target, cancellationToken).ConfigureAwait(false);
@@ -309,10 +306,11 @@ internal static class RequestBodyFileWriter
     /// <summary>Writes the rest of the body, read by read, from <paramref name="offset"/>; returns where it ended.</summary>
     private static async Task<long> CopyRestAsync(PipeReader body, SafeFileHandle file, long offset, string? target, CancellationToken cancellationToken)
     {
+        var segments = new List<ReadOnlyMemory<byte>>(); // One list for every read's pwritev.
         while (true)
         {
             ReadResult result = await body.ReadAsync(cancellationToken).ConfigureAwait(false);
-            offset += await WriteReadAsync(body, result, file, offset, target, cancellationToken).ConfigureAwait(false);
+            offset += await WriteReadAsync(body, result, file, offset, target, cancellationToken, segments).ConfigureAwait(false);
             if (result.IsCompleted)
             {
                 return offset;
@@ -324,7 +322,8 @@ internal static class RequestBodyFileWriter
     /// Writes one read's bytes at <paramref name="offset"/> (one pwritev) and releases them to Kestrel; returns how
     /// many. A canceled read (nobody here cancels one) throws.
     /// </summary>
-    private static async Task<long> WriteReadAsync(PipeReader body, ReadResult result, SafeFileHandle file, long offset, string? target, CancellationToken cancellationToken)
+    private static async Task<long> WriteReadAsync(PipeReader body, ReadResult result, SafeFileHandle file, long offset, string? target, CancellationToken cancellationToken,
+        List<ReadOnlyMemory<byte>>? segments = null)
     {
         ReadOnlySequence<byte> buffer = result.Buffer;
         long length = buffer.Length; // Before AdvanceTo, which gives the segments back.
@@ -332,7 +331,7 @@ internal static class RequestBodyFileWriter
         {
             if (length != 0)
             {
-                await WriteAsync(file, buffer, offset, segments: null, target, cancellationToken).ConfigureAwait(false);
+                await WriteAsync(file, buffer, offset, segments, target, cancellationToken).ConfigureAwait(false);
             }
         }
         finally

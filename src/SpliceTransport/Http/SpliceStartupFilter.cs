@@ -10,8 +10,8 @@ namespace SpliceTransport.Http;
 
 /// <summary>
 /// Puts the zero-copy <see cref="IHttpResponseBodyFeature"/> on every request that arrived through
-/// SpliceTransport, ahead of all other middleware, so that middleware wrapping the body wraps ours; and records
-/// Kestrel's request body reader of a request with a body, so that an upload can tell a wrapped body from it.
+/// SpliceTransport, ahead of all other middleware, so that middleware wrapping the body wraps ours; and records, for
+/// every request, Kestrel's body reader and Content-Length, so that an upload can tell a wrapped or re-framed body.
 /// </summary>
 internal sealed class SpliceStartupFilter(IOptions<SpliceTransportOptions> options, SpliceMetrics metrics, ILoggerFactory loggerFactory) : IStartupFilter
 {
@@ -19,12 +19,17 @@ internal sealed class SpliceStartupFilter(IOptions<SpliceTransportOptions> optio
     {
         SpliceTransportOptions transportOptions = options.Value;
         bool zeroCopyFiles = transportOptions.ZeroCopyFiles;
+        bool zeroCopyUploads = transportOptions.ZeroCopyUploads;
+        if (!zeroCopyFiles && !zeroCopyUploads)
+        {
+            return next; // Nothing to do per request.
+        }
         ILogger logger = loggerFactory.CreateLogger("SpliceTransport.Http");
         return app =>
         {
             app.Use((context, nextMiddleware) =>
             {
-                if (context.Features.Get<IZeroCopyInputFeature>() is { } input)
+                if (zeroCopyUploads && context.Features.Get<IZeroCopyInputFeature>() is { } input)
                 {
                     // Kestrel's own body reader and framing, before any middleware could wrap the body or change its
                     // Content-Length: an upload that later finds either different must not be spliced. Every request,
