@@ -193,6 +193,16 @@ server_cpu_ticks() {
   echo "$total"
 }
 
+# Busy time (user, nice, system, irq, softirq) of the given cores together, in clock ticks (/proc/stat).
+# Over loopback the kernel charges the TCP work of one connection to whichever side's context runs it (the
+# receive path and the ACKs a sender processes under its socket lock), so a server's own CPU can move with its
+# timing while the machine's total does not: CPU per GB is also reported for both cores.
+cores_busy_ticks() {
+  local cores="$*"
+  awk -v cores=" $cores " '$1 ~ /^cpu[0-9]+$/ && index(cores, " " substr($1, 4) " ") { busy += $2 + $3 + $4 + $7 + $8 }
+                          END { print busy + 0 }' /proc/stat
+}
+
 # Reads the WRK_RESULT line perf/report.lua prints (requests, bytes, duration_us, p50_us, p99_us, max_us and wrk's
 # error counts) from wrk's output file into the associative array named <array>; dies naming <what> without it.
 #   declare -A r=(); read_wrk_result <out> r "<what>"

@@ -290,6 +290,8 @@ def write_markdown(path, rows, meta, commands, warmup_path, svg_name):
     p99 = group(rows, load, "p99_ms")
     cpu = group([r for r in rows if r["kind"] == "file" and int(r["size_bytes"]) >= CPU_PER_GB_MIN_BYTES],
                 {"file"}, "cpu_s_per_gb")
+    both_cores = group([r for r in rows if r["kind"] == "file" and int(r["size_bytes"]) >= CPU_PER_GB_MIN_BYTES
+                        and r.get("both_cores_cpu_s_per_gb")], {"file"}, "both_cores_cpu_s_per_gb")
 
     only = f", only the scenarios starting with `{meta['only']}`" if meta.get("only") else ""
     took = f", took {int(meta['run_seconds']) / 60:.1f} min" if meta.get("run_seconds") else ""
@@ -334,6 +336,13 @@ def write_markdown(path, rows, meta, commands, warmup_path, svg_name):
         out += ["## Server CPU seconds per GB served", ""]
         out += metric_table(cpu, info, "(utime + stime of the server's processes during the run) ÷ GB read by "
                                        "wrk. Lower is better.")
+    if both_cores:
+        out += ["## CPU seconds per GB served, both cores (server, client and the kernel's work for both)", ""]
+        out += metric_table(both_cores, info, "Busy time of the server's and the client's core ÷ GB read by wrk. "
+                                              "Over loopback the kernel charges a connection's TCP work (the receive "
+                                              "path, the ACKs a sender handles under its socket lock) to whichever "
+                                              "side runs it, so the server's own figure moves with its timing; this "
+                                              "one counts all of it. Lower is better.")
     if any(r["kind"] == "idle" for r in rows):
         rounds = len({r["round"] for r in rows if r["kind"] == "idle"})
         out += [f"## Memory holding {meta['idle_connections']} idle keep-alive connections", "",

@@ -224,7 +224,7 @@ cleanup() {
 
 # ------------------------------------------------------------------------------------------ measuring
 
-readonly CSV_HEADER="round,server,scenario,kind,size_bytes,connections,pipeline,requests,bytes,duration_s,requests_per_s,mb_per_s,p99_ms,cpu_s,cpu_s_per_gb,errors_connect,errors_read,errors_write,errors_status,errors_timeout,rss_before_kib,rss_held_kib,connections_held,rss_before_gc_kib,rss_held_gc_kib,managed_before_bytes,managed_held_bytes,file_cached_pct"
+readonly CSV_HEADER="round,server,scenario,kind,size_bytes,connections,pipeline,requests,bytes,duration_s,requests_per_s,mb_per_s,p99_ms,cpu_s,cpu_s_per_gb,errors_connect,errors_read,errors_write,errors_status,errors_timeout,rss_before_kib,rss_held_kib,connections_held,rss_before_gc_kib,rss_held_gc_kib,managed_before_bytes,managed_held_bytes,file_cached_pct,both_cores_cpu_s_per_gb"
 readonly WARMUP_CSV_HEADER="server,window,elapsed_s,requests_per_s,steady,jit_compiled_methods"
 
 # How much of a test file is in the page cache (fincore), in percent; empty for /plaintext. This VM reclaims
@@ -250,10 +250,10 @@ measure_wrk() {
   ((round == 1)) && echo "client $name $scenario: taskset -c $CLIENT_CORE ${args[*]}" >>"$COMMANDS_FILE"
 
   require_alive "$name" "before $scenario"
-  local ticks_before ticks_after
-  ticks_before=$(server_cpu_ticks "$name")
+  local ticks_before ticks_after cores_before cores_after
+  ticks_before=$(server_cpu_ticks "$name"); cores_before=$(cores_busy_ticks $SERVER_CORE $CLIENT_CORE)
   run_client "$out" "${args[@]}" || { cat "$out" >&2; die "wrk failed against '$name' in $scenario"; }
-  ticks_after=$(server_cpu_ticks "$name")
+  ticks_after=$(server_cpu_ticks "$name"); cores_after=$(cores_busy_ticks $SERVER_CORE $CLIENT_CORE)
   require_alive "$name" "after $scenario (it died under load)"
 
   declare -A r=(); read_wrk_result "$out" r "wrk against '$name' in $scenario"
@@ -264,14 +264,15 @@ measure_wrk() {
       -v conns="$conns" -v depth="$depth" -v req="${r[requests]}" -v bytes="${r[bytes]}" \
       -v dur_us="${r[duration_us]}" -v p99_us="${r[p99_us]}" -v ticks=$((ticks_after - ticks_before)) \
       -v hz="$CLK_TCK" -v ec="${r[connect]}" -v er="${r[read]}" -v ew="${r[write]}" -v es="${r[status]}" \
-      -v et="${r[timeout]}" -v cached="$(file_cached_pct "$kind" "$path")" 'BEGIN {
+      -v et="${r[timeout]}" -v cached="$(file_cached_pct "$kind" "$path")" \
+      -v cores_ticks=$((cores_after - cores_before)) 'BEGIN {
         secs = dur_us / 1e6; cpu = ticks / hz; gb = bytes / 1e9
         # wrk gives a p99 of 0 when it has no usable latency samples (e.g. no request completed): left empty.
-        printf "%s,%s,%s,%s,%s,%s,%s,%d,%d,%.3f,%.1f,%.2f,%s,%.2f,%s,%s,%s,%s,%s,%s,,,,,,,,%s\n",
+        printf "%s,%s,%s,%s,%s,%s,%s,%d,%d,%.3f,%.1f,%.2f,%s,%.2f,%s,%s,%s,%s,%s,%s,,,,,,,,%s,%s\n",
           round, name, scenario, kind, size, conns, depth, req, bytes, secs, req / secs,
           bytes / secs / 1e6, (p99_us > 0 ? sprintf("%.3f", p99_us / 1000) : ""), cpu,
           (gb > 0 ? sprintf("%.3f", cpu / gb) : ""),
-          ec, er, ew, es, et, cached }' >>"$RAW_CSV"
+          ec, er, ew, es, et, cached, (gb > 0 ? sprintf("%.3f", cores_ticks / hz / gb) : "") }' >>"$RAW_CSV"
 
   local errors=$((r[connect] + r[read] + r[write] + r[timeout]))
   ((errors == 0)) || log "  note: wrk counted $errors socket errors against $name in $scenario"
@@ -350,7 +351,7 @@ measure_idle_memory() {
   ((held == IDLE_CONNECTIONS)) || { log "  note: $name held only $held of $IDLE_CONNECTIONS connections: $ready"; cat "$out" >&2; }
   # The baseline RSS is read after the forced GC, so for .NET it is also the "before" of the after-GC pair.
   local rss_before_gc=""; ((dotnet)) && rss_before_gc=$rss_before
-  echo "$round,$name,$scenario,idle,,$IDLE_CONNECTIONS,,,,,,,,,,,,,,,$rss_before,$rss_held,$held,$rss_before_gc,$rss_held_gc,$managed_before,$managed_held," >>"$RAW_CSV"
+  echo "$round,$name,$scenario,idle,,$IDLE_CONNECTIONS,,,,,,,,,,,,,,,$rss_before,$rss_held,$held,$rss_before_gc,$rss_held_gc,$managed_before,$managed_held,," >>"$RAW_CSV"
   log "  $name: $(awk -v b="$rss_before" -v h="$rss_held" -v n="$held" 'BEGIN {printf "%.2f", (h - b) / n}') KiB RSS per connection"
   sleep "$PAUSE_BETWEEN_RUNS_S"
 }
