@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # perf/uploads.sh — 4 parallel 1 GiB uploads (curl -T), side by side (issue #11).
 #
-# For each server, pinned to core 0 (the 4 curl clients on core 1), in one run:
+# Every server runs at once, pinned to core 0 (the 4 curl clients on core 1); each round measures them in turn:
 #   splice   the sample on SpliceTransport, --uploads (SaveBodyToFileAsync: after what has arrived when the app
 #            asks, the body is spliced socket -> kernel pipe -> file, with placeholders through Kestrel)
 #   sockets  the same sample on Kestrel's socket transport
@@ -145,15 +145,6 @@ start_server() {
   done
 }
 
-# utime + stime of the server's processes (nginx: master and worker), in clock ticks.
-server_cpu_ticks() {
-  local total=0 pid
-  for pid in ${SERVER_PID[$1]} $(pgrep -P "${SERVER_PID[$1]}" || true); do
-    total=$((total + $(sed 's/^.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')))
-  done
-  echo "$total"
-}
-
 # Uploads <file> CLIENTS times in parallel as <prefix>1…; checks 201 (nginx: 201 or 204) and each saved size.
 upload_all() {
   local name=$1 file=$2 prefix=$3 i status size
@@ -172,12 +163,22 @@ upload_all() {
   done
 }
 
+# Deletes every server's saved files of the measured rounds (r<round>-<client>).
+remove_measured_uploads() {
+  local name
+  for name in "${SERVERS[@]}"; do rm -f "$TMP_DIR/$name"/r*; done
+}
+
 measure() {
   TMP_DIR=$(mktemp -d /tmp/splice-uploads.XXXXXX)
   trap cleanup EXIT INT TERM
   local clk name round t0 t1 c0 c1
   clk=$(getconf CLK_TCK)
   echo "server,round,cpu_s,wall_s,bytes" >"$TMP_DIR/results.csv"
+  # Every server is started and warmed first; then each round measures them one after another (the order
+  # rotating by round), so a slow drift of a shared machine hits all alike. Before each measured upload the
+  # previous one's files are deleted and the dirty page cache written back (sync): otherwise the writeback of one
+  # server's 4 GiB would throttle the next one's writes and charge it CPU.
   for name in "${SERVERS[@]}"; do
     log "$name: starting on 127.0.0.1:${PORT[$name]} (core $SERVER_CORE)"
     start_server "$name"
@@ -189,17 +190,22 @@ measure() {
       rm -f "$TMP_DIR/$name"/warm*
       ((SECONDS < warm_until)) || break
     done
-    for ((round = 1; round <= ROUNDS; round++)); do
+  done
+  local i count=${#SERVERS[@]}
+  for ((round = 1; round <= ROUNDS; round++)); do
+    for ((i = 0; i < count; i++)); do
+      name=${SERVERS[$(((i + round - 1) % count))]}
+      remove_measured_uploads; sync
       c0=$(server_cpu_ticks "$name"); t0=$(date +%s.%N)
       upload_all "$name" "$DATA_DIR/source.bin" "r${round}-"
       t1=$(date +%s.%N); c1=$(server_cpu_ticks "$name")
       echo "$name,$round,$(awk -v a="$c0" -v b="$c1" -v k="$clk" 'BEGIN{printf "%.2f", (b-a)/k}'),$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", b-a}'),$((CLIENTS * UPLOAD_SIZE))" >>"$TMP_DIR/results.csv"
       log "$name round $round: $(tail -n 1 "$TMP_DIR/results.csv")"
       ((round == 1)) && { cmp -s "$DATA_DIR/source.bin" "$TMP_DIR/$name/r1-1" || die "$name: the saved file differs from the source"; }
-      rm -f "$TMP_DIR/$name"/r*
     done
-    stop_pid "${SERVER_PID[$name]}"; unset "SERVER_PID[$name]"
   done
+  remove_measured_uploads
+  for name in "${SERVERS[@]}"; do stop_pid "${SERVER_PID[$name]}"; unset "SERVER_PID[$name]"; done
   write_report
 }
 

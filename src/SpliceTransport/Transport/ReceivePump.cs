@@ -426,11 +426,14 @@ internal sealed class ReceivePump
     {
         for (int left = count; left > 0;)
         {
-            // No size hint: the pool's own block. A hint above the pool's block size makes the pipe allocate an
-            // array of that size instead, a gen0 allocation per span, a gibibyte per gibibyte uploaded.
-            Span<byte> span = _input.GetSpan();
+            // A slice of the zeroed scratch memory, as long as the pipe load (see InputMemoryPool); only room the
+            // pipe's write head already had, or a count below a block, comes as a pool block.
+            Span<byte> span = InputMemoryPool.GetPlaceholderSpan(_input, left, out bool zeroed);
             int length = Math.Min(left, span.Length);
-            span[..length].Clear(); // Zeros, not what the pool block last held: nothing of another request leaks.
+            if (!zeroed)
+            {
+                span[..length].Clear(); // Zeros, not what the pool block last held: nothing of another request leaks.
+            }
             _input.Advance(length);
             left -= length;
         }
@@ -450,7 +453,7 @@ internal sealed class ReceivePump
         }
         while (!pipe.IsEmpty)
         {
-            Memory<byte> buffer = _input.GetMemory(); // The pool's block: see PublishPlaceholdersAsync.
+            Memory<byte> buffer = _input.GetMemory(); // No size hint: the pool's own block.
             SyscallResult read = pipe.ReadInto(buffer.Span);
             if (!read.IsSuccess)
             {

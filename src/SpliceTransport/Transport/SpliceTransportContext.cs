@@ -32,11 +32,12 @@ internal sealed class SpliceTransportContext : IDisposable
         long maxRead = options.MaxReadBufferSize ?? 0;
         long maxWrite = options.MaxWriteBufferSize ?? 0;
         int minimumSegmentSize = memoryPool.MaxBufferSize is > 0 and < DefaultMinimumSegmentSize ? memoryPool.MaxBufferSize : DefaultMinimumSegmentSize;
+        var inputPool = new InputMemoryPool(memoryPool);
         _inputOptions = new PipeOptions[loops.Loops.Count];
         _outputOptions = new PipeOptions[loops.Loops.Count];
         foreach (EventLoop loop in loops.Loops)
         {
-            _inputOptions[loop.Index] = new PipeOptions(memoryPool, readerScheduler: ApplicationScheduler, writerScheduler: loop,
+            _inputOptions[loop.Index] = new PipeOptions(inputPool, readerScheduler: ApplicationScheduler, writerScheduler: loop,
                 pauseWriterThreshold: maxRead, resumeWriterThreshold: maxRead / 2, minimumSegmentSize: minimumSegmentSize, useSynchronizationContext: false);
             // The send pump continues on the thread that flushed, once that thread has finished what it is doing
             // (see SendScheduler); it moves to the loop thread only when it must wait for the socket to drain.

@@ -36,6 +36,50 @@ public class EnginePieceTests
     }
 
     [Fact]
+    public async Task PlaceholdersAreSlicesOfTheZeroedScratchThatNoLaterWriteReaches()
+    {
+        using var blocks = new PinnedMemoryPool();
+        var input = new Pipe(new PipeOptions(new InputMemoryPool(blocks), minimumSegmentSize: 4096, pauseWriterThreshold: 0, useSynchronizationContext: false));
+
+        // A pipe load's worth: one slice of the scratch, exactly that long, nothing written.
+        Span<byte> placeholders = InputMemoryPool.GetPlaceholderSpan(input.Writer, 65536, out bool zeroed);
+        Assert.True(zeroed);
+        Assert.Equal(65536, placeholders.Length);
+        input.Writer.Advance(placeholders.Length);
+
+        // The next real bytes get a block of their own: the slice has no room left for them.
+        Memory<byte> real = input.Writer.GetMemory(2048);
+        Assert.False(ScratchMemory.Shared.Contains(real.Span));
+        real.Span[..3].Fill(7);
+        input.Writer.Advance(3);
+
+        // Room the write head already has, or a count below a block, is a pool block the pump must zero.
+        Span<byte> small = InputMemoryPool.GetPlaceholderSpan(input.Writer, 100, out zeroed);
+        Assert.False(zeroed);
+        Assert.False(ScratchMemory.Shared.Contains(small));
+        small[..100].Clear();
+        input.Writer.Advance(100);
+
+        // More than a slice carries comes in slices.
+        Span<byte> big = InputMemoryPool.GetPlaceholderSpan(input.Writer, 3 * InputMemoryPool.MaxPlaceholderSlice, out zeroed);
+        Assert.True(zeroed);
+        Assert.Equal(InputMemoryPool.MaxPlaceholderSlice, big.Length);
+        input.Writer.Advance(big.Length);
+        await input.Writer.FlushAsync();
+
+        ReadResult read = await input.Reader.ReadAsync();
+        byte[] all = read.Buffer.ToArray();
+        Assert.Equal(65536 + 3 + 100 + InputMemoryPool.MaxPlaceholderSlice, all.Length);
+        Assert.Equal(-1, all.AsSpan(0, 65536).IndexOfAnyExcept((byte)0));
+        Assert.Equal(new byte[] { 7, 7, 7 }, all[65536..65539]);
+        Assert.Equal(-1, all.AsSpan(65539).IndexOfAnyExcept((byte)0));
+        input.Reader.AdvanceTo(read.Buffer.End);
+        input.Writer.Complete();
+        input.Reader.Complete();
+        Assert.Equal(-1, ScratchMemory.Shared.GetSpan().IndexOfAnyExcept((byte)0));
+    }
+
+    [Fact]
     public async Task FilesAreQueuedAtTheirPipePositionInOrder()
     {
         var pipe = new Pipe();

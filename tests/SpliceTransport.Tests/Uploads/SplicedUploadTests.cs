@@ -65,6 +65,8 @@ public class SplicedUploadTests
         Assert.Equal(outcome.SplicedBytes, syscalls.SplicedInBytes);
         Assert.Equal("after", (await connection.ReadResponseAsync()).BodyText);
         Assert.Equal(TestFiles.Sha256(body), TestFiles.Sha256(uploads.PathOf("first.bin")));
+        // The placeholders were slices of the shared scratch, and neither the body nor the GET behind it was written there.
+        Assert.Equal(-1, SpliceTransport.Transport.ScratchMemory.Shared.GetSpan().IndexOfAnyExcept((byte)0));
     }
 
     [Fact]
