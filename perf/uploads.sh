@@ -150,7 +150,7 @@ upload_all() {
   local name=$1 file=$2 prefix=$3 i status size
   local -a pids=()
   for ((i = 1; i <= CLIENTS; i++)); do
-    taskset -c $CLIENT_CORE curl -sS --max-time 300 -o /dev/null -w '%{http_code}' -T "$file" \
+    taskset -c $CLIENT_CORE curl -sS --max-time 300 -o "$TMP_DIR/response-$i" -w '%{http_code}' -T "$file" \
       "http://127.0.0.1:${PORT[$name]}/upload/$prefix$i" >"$TMP_DIR/status-$i" 2>"$TMP_DIR/curl-$i.log" &
     pids+=($!)
   done
@@ -161,6 +161,11 @@ upload_all() {
     size=$(stat -c %s "$TMP_DIR/$name/$prefix$i")
     [[ $size == $(stat -c %s "$file") ]] || die "$name: $prefix$i has $size bytes"
   done
+}
+
+# The bytes the last upload_all's responses say were spliced (the sample's "splicedBytes"; empty for the others).
+spliced_bytes() {
+  cat "$TMP_DIR"/response-* | { grep -o '"splicedBytes":[0-9]*' || true; } | awk -F: '{ s += $2; n++ } END { if (n) printf "%.0f\n", s }'
 }
 
 # Deletes every server's saved files of the measured rounds (r<round>-<client>).
@@ -174,7 +179,7 @@ measure() {
   trap cleanup EXIT INT TERM
   local clk name round t0 t1 c0 c1
   clk=$(getconf CLK_TCK)
-  echo "server,round,cpu_s,wall_s,bytes" >"$TMP_DIR/results.csv"
+  echo "server,round,cpu_s,wall_s,bytes,spliced_bytes" >"$TMP_DIR/results.csv"
   # Every server is started and warmed first; then each round measures them one after another (the order
   # rotating by round), so a slow drift of a shared machine hits all alike. Before each measured upload the
   # previous one's files are deleted and the dirty page cache written back (sync): otherwise the writeback of one
@@ -195,11 +200,14 @@ measure() {
   for ((round = 1; round <= ROUNDS; round++)); do
     for ((i = 0; i < count; i++)); do
       name=${SERVERS[$(((i + round - 1) % count))]}
+      # One unmeasured warm-up upload first: a server idle while the others ran may have had pages taken away
+      # (this VM's DAMON pages out what goes unused for a minute), and the first server of a round would pay.
+      upload_all "$name" "$DATA_DIR/warmup.bin" warm; rm -f "$TMP_DIR/$name"/warm*
       remove_measured_uploads; sync
       c0=$(server_cpu_ticks "$name"); t0=$(date +%s.%N)
       upload_all "$name" "$DATA_DIR/source.bin" "r${round}-"
       t1=$(date +%s.%N); c1=$(server_cpu_ticks "$name")
-      echo "$name,$round,$(awk -v a="$c0" -v b="$c1" -v k="$clk" 'BEGIN{printf "%.2f", (b-a)/k}'),$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", b-a}'),$((CLIENTS * UPLOAD_SIZE))" >>"$TMP_DIR/results.csv"
+      echo "$name,$round,$(awk -v a="$c0" -v b="$c1" -v k="$clk" 'BEGIN{printf "%.2f", (b-a)/k}'),$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", b-a}'),$((CLIENTS * UPLOAD_SIZE)),$(spliced_bytes)" >>"$TMP_DIR/results.csv"
       log "$name round $round: $(tail -n 1 "$TMP_DIR/results.csv")"
       ((round == 1)) && { cmp -s "$DATA_DIR/source.bin" "$TMP_DIR/$name/r1-1" || die "$name: the saved file differs from the source"; }
     done
