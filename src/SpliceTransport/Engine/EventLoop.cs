@@ -45,6 +45,7 @@ internal sealed unsafe class EventLoop : PipeScheduler, IDisposable
     private readonly ConcurrentQueue<WorkItem> _work = new();
     private readonly Thread _thread;
     private readonly ILogger _logger;
+    private readonly Syscalls _syscalls;
     private IEpollHandler?[] _handlers = new IEpollHandler?[1024];
 
     /// <summary>
@@ -60,15 +61,20 @@ internal sealed unsafe class EventLoop : PipeScheduler, IDisposable
     private const int Stopping = 1;
     private const int Stopped = 2;
 
-    public EventLoop(int index, ILogger logger)
+    public EventLoop(int index, ILogger logger, Syscalls? syscalls = null)
     {
         Index = index;
         _logger = logger;
-        _epoll = new FileDescriptorHandle(LibC.ThrowIfFailed(LibC.epoll_create1(LibC.EPOLL_CLOEXEC), "epoll_create1"));
+        _syscalls = syscalls ?? Syscalls.Default;
+        _epoll = NewDescriptor(_syscalls.CreateEpoll(), "epoll_create1");
         try
         {
-            _wakeEvent = new FileDescriptorHandle(LibC.ThrowIfFailed(LibC.eventfd(0, LibC.EFD_NONBLOCK | LibC.EFD_CLOEXEC), "eventfd"));
-            LibC.ThrowIfFailed(LibC.epoll_ctl(_epoll, LibC.EPOLL_CTL_ADD, _wakeEvent.Fd, LibC.EPOLLIN | LibC.EPOLLET, WakeToken), "epoll_ctl", "eventfd");
+            _wakeEvent = NewDescriptor(_syscalls.CreateWakeEvent(), "eventfd");
+            SyscallResult added = _syscalls.ControlEpoll(_epoll, LibC.EPOLL_CTL_ADD, _wakeEvent.Fd, LibC.EPOLLIN | LibC.EPOLLET, WakeToken);
+            if (!added.IsSuccess)
+            {
+                throw added.ToException("epoll_ctl", "eventfd");
+            }
         }
         catch
         {
@@ -80,6 +86,10 @@ internal sealed unsafe class EventLoop : PipeScheduler, IDisposable
         _thread = new Thread(Run) { IsBackground = true, Name = $"splice-loop-{index}" };
         SendScheduler = new SendScheduler(this);
     }
+
+    /// <summary>A descriptor the loop owns, from a call that returns one, or the call's failure as an exception.</summary>
+    private static FileDescriptorHandle NewDescriptor(SyscallResult created, string syscall) =>
+        created.IsSuccess ? new FileDescriptorHandle((int)created.Count) : throw created.ToException(syscall);
 
     /// <summary>Where the send pumps of this loop's connections continue after a flush.</summary>
     public SendScheduler SendScheduler { get; }
@@ -128,10 +138,11 @@ internal sealed unsafe class EventLoop : PipeScheduler, IDisposable
             Array.Resize(ref _handlers, Math.Max(number + 1, _handlers.Length * 2));
         }
         _handlers[number] = handler;
-        if (LibC.epoll_ctl(_epoll, LibC.EPOLL_CTL_ADD, number, events | LibC.EPOLLET, (ulong)number) != 0)
+        SyscallResult added = _syscalls.ControlEpoll(_epoll, LibC.EPOLL_CTL_ADD, number, events | LibC.EPOLLET, (ulong)number);
+        if (!added.IsSuccess)
         {
             _handlers[number] = null;
-            throw LibC.Fail("epoll_ctl", "EPOLL_CTL_ADD");
+            throw added.ToException("epoll_ctl", "EPOLL_CTL_ADD");
         }
     }
 
@@ -153,7 +164,8 @@ internal sealed unsafe class EventLoop : PipeScheduler, IDisposable
         }
         // Closing the descriptor removes it from the epoll set anyway; deleting first makes that immediate
         // even when a duplicate of the descriptor (an IConnectionSocketFeature user's) keeps the file open.
-        LibC.epoll_ctl(_epoll, LibC.EPOLL_CTL_DEL, number, 0, 0);
+        // The result is not needed: ENOENT or EBADF say it is out of the set already, which is all this is for.
+        _ = _syscalls.ControlEpoll(_epoll, LibC.EPOLL_CTL_DEL, number, 0, 0);
     }
 
     /// <summary>
@@ -165,7 +177,7 @@ internal sealed unsafe class EventLoop : PipeScheduler, IDisposable
     {
         Debug.Assert(IsOnLoopThread);
         int number = fd.Fd;
-        return LibC.epoll_ctl(_epoll, LibC.EPOLL_CTL_MOD, number, events | LibC.EPOLLET, (ulong)number) == 0 ? 0 : LibC.LastErrno;
+        return _syscalls.ControlEpoll(_epoll, LibC.EPOLL_CTL_MOD, number, events | LibC.EPOLLET, (ulong)number).Errno;
     }
 
     /// <summary>An awaitable that continues on the loop thread after the work queued so far: a fair yield.</summary>
@@ -173,11 +185,10 @@ internal sealed unsafe class EventLoop : PipeScheduler, IDisposable
 
     private void Wake()
     {
-        ulong one = 1;
         try
         {
-            // EAGAIN means the counter is already non-zero, so a wake-up is pending anyway.
-            LibC.write(_wakeEvent, (byte*)&one, sizeof(ulong));
+            // The result is not needed: EAGAIN means the counter is already non-zero, so a wake-up is pending anyway.
+            _ = _syscalls.SignalWakeEvent(_wakeEvent);
         }
         catch (ObjectDisposedException)
         {
@@ -205,19 +216,15 @@ internal sealed unsafe class EventLoop : PipeScheduler, IDisposable
                     mayBlock = _work.IsEmpty;
                 }
 
-                int count = mayBlock ? WaitForEvents(events) : LibC.epoll_wait(_epoll, events, MaxEventsPerWait, 0);
+                SyscallResult waited = mayBlock ? WaitForEvents(events) : _syscalls.WaitForEvents(_epoll, events, MaxEventsPerWait, 0);
                 Volatile.Write(ref _awake, 1);
-                if (count < 0)
+                if (!waited.IsSuccess)
                 {
-                    int errno = LibC.LastErrno;
-                    if (errno != Errno.EINTR)
-                    {
-                        Log.EpollWaitFailed(_logger, Index, new SyscallException("epoll_wait", errno));
-                        Thread.Sleep(FailureBackoff);
-                    }
+                    Log.EpollWaitFailed(_logger, Index, waited.ToException("epoll_wait"));
+                    Thread.Sleep(FailureBackoff);
                     continue;
                 }
-                DispatchEvents(events, count);
+                DispatchEvents(events, (int)waited.Count);
             }
             RunQueuedWork();
         }
@@ -236,7 +243,7 @@ internal sealed unsafe class EventLoop : PipeScheduler, IDisposable
     {
         for (int i = 0; i < count; i++)
         {
-            LibC.ReadEpollEvent(events, i, out uint flags, out ulong data);
+            Syscalls.ReadEpollEvent(events, i, out uint flags, out ulong data);
             if (data == WakeToken)
             {
                 DrainWakeEvent();
@@ -265,11 +272,11 @@ internal sealed unsafe class EventLoop : PipeScheduler, IDisposable
     /// core this took context switches per request from about 1.3 to about 0.1. On an idle core the yield
     /// returns at once and costs two cheap system calls per transition to idle.
     /// </summary>
-    private unsafe int WaitForEvents(byte* events)
+    private unsafe SyscallResult WaitForEvents(byte* events)
     {
         Thread.Yield();
-        int count = LibC.epoll_wait(_epoll, events, MaxEventsPerWait, 0);
-        return count != 0 ? count : LibC.epoll_wait(_epoll, events, MaxEventsPerWait, -1);
+        SyscallResult ready = _syscalls.WaitForEvents(_epoll, events, MaxEventsPerWait, 0);
+        return ready.IsSuccess && ready.Count == 0 ? _syscalls.WaitForEvents(_epoll, events, MaxEventsPerWait, -1) : ready;
     }
 
     private void RunQueuedWork()
@@ -298,8 +305,8 @@ internal sealed unsafe class EventLoop : PipeScheduler, IDisposable
 
     private void DrainWakeEvent()
     {
-        ulong value;
-        LibC.read(_wakeEvent, (byte*)&value, sizeof(ulong));
+        // The result is not needed: the read only resets the counter, and EAGAIN means it was reset already.
+        _ = _syscalls.ResetWakeEvent(_wakeEvent);
     }
 
     /// <summary>

@@ -8,7 +8,7 @@ internal sealed class EventLoopGroup : IDisposable
     private readonly EventLoop[] _loops;
     private int _next = -1;
 
-    public EventLoopGroup(int threadCount, ILogger logger)
+    public EventLoopGroup(int threadCount, ILogger logger, Interop.Syscalls? syscalls = null)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(threadCount);
         _loops = new EventLoop[threadCount];
@@ -16,7 +16,7 @@ internal sealed class EventLoopGroup : IDisposable
         {
             for (int i = 0; i < threadCount; i++)
             {
-                _loops[i] = new EventLoop(i, logger);
+                _loops[i] = new EventLoop(i, logger, syscalls);
             }
         }
         catch

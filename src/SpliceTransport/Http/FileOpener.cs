@@ -28,7 +28,7 @@ internal static class FileOpener
     /// <paramref name="cache"/>, or opened now) and the byte count to send, or null with a fallback reason when the
     /// file cannot go zero-copy. The caller releases the reference once the send is done.
     /// </summary>
-    public static CachedFile? Open(OpenFileCache cache, string path, long offset, long? count, out long length, out string? fallbackReason)
+    public static CachedFile? Open(Syscalls syscalls, OpenFileCache cache, string path, long offset, long? count, out long length, out string? fallbackReason)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         fallbackReason = null;
@@ -37,9 +37,10 @@ internal static class FileOpener
         // The type comes from the path before anything is opened: opening a FIFO, even briefly and
         // non-blocking, pairs with a writer waiting in open(2), which then fails with EPIPE once we close it.
         // The same statx tells the cache whether its descriptor is still the file at this path.
-        if (!LibC.TryStat(path, out LibC.FileStatus status))
+        SyscallResult stat = syscalls.Stat(path, out FileStatus status);
+        if (!stat.IsSuccess)
         {
-            throw OpenError(path, LibC.LastErrno, "statx");
+            throw OpenError(path, stat.Errno, "statx");
         }
         if ((status.Mode & LibC.S_IFMT) == S_IFDIR)
         {
@@ -52,7 +53,7 @@ internal static class FileOpener
             return null;
         }
 
-        CachedFile? file = cache.Acquire(path, status, s_openDescriptor, out fallbackReason);
+        CachedFile? file = cache.Acquire(path, status, s_openDescriptor, syscalls, out fallbackReason);
         if (file is null)
         {
             return null;
@@ -71,33 +72,37 @@ internal static class FileOpener
         }
     }
 
-    private static readonly Func<string, (FileDescriptorHandle?, LibC.FileStatus, string?)> s_openDescriptor = OpenDescriptor;
+    private static readonly Func<string, Syscalls, (FileDescriptorHandle?, FileStatus, string?)> s_openDescriptor = OpenDescriptor;
 
     /// <summary>
     /// open(2), then the checks on the descriptor itself (the path may have been replaced since it was looked at):
     /// a regular file, not on a pseudo file system; made blocking. Returns the descriptor and its status, or no
     /// descriptor and the fallback reason.
     /// </summary>
-    private static (FileDescriptorHandle? File, LibC.FileStatus Status, string? Reason) OpenDescriptor(string path)
+    private static (FileDescriptorHandle? File, FileStatus Status, string? Reason) OpenDescriptor(string path, Syscalls syscalls)
     {
-        int fd = LibC.open(path, LibC.O_RDONLY | LibC.O_CLOEXEC | LibC.O_NONBLOCK);
-        if (fd < 0)
+        SyscallResult opening = syscalls.Open(path, LibC.O_RDONLY | LibC.O_CLOEXEC | LibC.O_NONBLOCK);
+        if (!opening.IsSuccess)
         {
-            throw OpenError(path, LibC.LastErrno, "open");
+            throw OpenError(path, opening.Errno, "open");
         }
-        var file = new FileDescriptorHandle(fd);
+        var file = new FileDescriptorHandle((int)opening.Count);
         try
         {
-            LibC.FileStatus opened = LibC.Stat(file);
+            SyscallResult stat = syscalls.Stat(file, out FileStatus opened);
+            if (!stat.IsSuccess)
+            {
+                throw stat.ToException("statx", path);
+            }
             string? reason = !opened.IsRegularFile ? FallbackReasons.NotRegularFile
-                : opened.IsOnAnonymousDevice && Array.IndexOf(s_pseudoFileSystems, LibC.FileSystemType(file)) >= 0 ? FallbackReasons.PseudoFile
+                : opened.IsOnAnonymousDevice && IsPseudoFileSystem(syscalls, file, path) ? FallbackReasons.PseudoFile
                 : null;
             if (reason is not null)
             {
                 file.Dispose();
                 return (null, opened, reason);
             }
-            MakeBlocking(file, path);
+            MakeBlocking(syscalls, file, path);
             return (file, opened, null);
         }
         catch
@@ -113,14 +118,25 @@ internal static class FileOpener
     /// take for a full socket and wait for an edge that never comes; opened blocking, EAGAIN can only be the
     /// socket's.
     /// </summary>
-    private static void MakeBlocking(FileDescriptorHandle file, string path)
+    private static void MakeBlocking(Syscalls syscalls, FileDescriptorHandle file, string path)
     {
         // The file status flags are exactly the O_NONBLOCK of the open (F_SETFL ignores the access mode, and
         // O_CLOEXEC is a descriptor flag): 0 leaves it read-only and blocking, in one call.
-        if (LibC.fcntl(file, LibC.F_SETFL, 0) < 0)
+        SyscallResult set = syscalls.SetStatusFlags(file, 0);
+        if (!set.IsSuccess)
         {
-            throw LibC.Fail("fcntl", path);
+            throw set.ToException("fcntl", path);
         }
+    }
+
+    private static bool IsPseudoFileSystem(Syscalls syscalls, FileDescriptorHandle file, string path)
+    {
+        SyscallResult type = syscalls.FileSystemType(file);
+        if (!type.IsSuccess)
+        {
+            throw type.ToException("fstatfs", path);
+        }
+        return Array.IndexOf(s_pseudoFileSystems, type.Count) >= 0;
     }
 
     private static void CheckRange(string path, long offset, long? count, long size)

@@ -10,7 +10,7 @@ namespace SpliceTransport.Http;
 /// responses at once.
 ///
 /// Validated on every use: the statx of the path, which the checks before a send make anyway, must describe the
-/// very version the descriptor was opened on (device, inode, size, mtime and ctime: <see cref="LibC.FileStatus.IsSameVersionAs"/>).
+/// very version the descriptor was opened on (device, inode, size, mtime and ctime: <see cref="FileStatus.IsSameVersionAs"/>).
 /// A file replaced (a deploy that renames a new version into place), rewritten or resized since is opened again,
 /// and the old descriptor closes once the responses still sending it are done. A file truncated while it is sent
 /// is caught as before (sendfile returns 0 early), cached or not.
@@ -45,10 +45,13 @@ internal sealed class OpenFileCache : IDisposable
 
     /// <param name="capacity">The most descriptors kept (0: none, every file is opened for its response and closed after).</param>
     /// <param name="inactive">How long an unused descriptor is kept.</param>
-    public OpenFileCache(int capacity, TimeSpan inactive)
+    /// <param name="syscalls">Where the descriptor limit is read (the default: the real system call).</param>
+    public OpenFileCache(int capacity, TimeSpan inactive, Syscalls? syscalls = null)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(capacity);
-        Capacity = (int)Math.Min(capacity, LibC.DescriptorLimit() / DescriptorLimitShare);
+        // A limit that cannot be read caps nothing; the limit itself is the count (int.MaxValue when unlimited).
+        SyscallResult limit = (syscalls ?? Syscalls.Default).DescriptorLimit();
+        Capacity = (int)Math.Min(capacity, limit.IsSuccess ? limit.Count / DescriptorLimitShare : int.MaxValue);
         Inactive = inactive;
         if (Capacity > 0)
         {
@@ -74,9 +77,9 @@ internal sealed class OpenFileCache : IDisposable
     /// A reference to an open descriptor of <paramref name="path"/> at the version <paramref name="status"/>
     /// describes (the caller's statx of the path), cached or newly opened by <paramref name="open"/>; null (with the
     /// reason) when <paramref name="open"/> finds the file cannot go zero-copy. The caller releases it once its
-    /// last system call on the descriptor is done.
+    /// last system call on the descriptor is done. <paramref name="state"/> is passed to <paramref name="open"/>.
     /// </summary>
-    public CachedFile? Acquire(string path, in LibC.FileStatus status, Func<string, (FileDescriptorHandle? File, LibC.FileStatus Status, string? Reason)> open, out string? fallbackReason)
+    public CachedFile? Acquire<TState>(string path, in FileStatus status, Func<string, TState, (FileDescriptorHandle? File, FileStatus Status, string? Reason)> open, TState state, out string? fallbackReason)
     {
         fallbackReason = null;
         if (_files.TryGetValue(path, out CachedFile? cached))
@@ -89,7 +92,7 @@ internal sealed class OpenFileCache : IDisposable
             Evict(path, cached); // A stale version: whoever still sends it keeps it open until done.
         }
 
-        (FileDescriptorHandle? file, LibC.FileStatus opened, fallbackReason) = open(path);
+        (FileDescriptorHandle? file, FileStatus opened, fallbackReason) = open(path, state);
         Interlocked.Increment(ref _opens);
         if (file is null)
         {
@@ -167,7 +170,7 @@ internal sealed class CachedFile
     private int _references = 1;
     private long _lastUsed = Environment.TickCount64;
 
-    public CachedFile(FileDescriptorHandle handle, LibC.FileStatus status)
+    public CachedFile(FileDescriptorHandle handle, FileStatus status)
     {
         Handle = handle;
         Status = status;
@@ -181,7 +184,7 @@ internal sealed class CachedFile
     public FileDescriptorHandle Handle { get; }
 
     /// <summary>The version of the file the descriptor was opened on (a statx of the descriptor).</summary>
-    public LibC.FileStatus Status { get; }
+    public FileStatus Status { get; }
 
     /// <summary>When a response last took it (Environment.TickCount64).</summary>
     public long LastUsed => Volatile.Read(ref _lastUsed);

@@ -126,7 +126,7 @@ internal static class RequestBodyFileWriter
             if (flushToDisk)
             {
                 // The rename is durable only once the folder's entry is on disk too.
-                FlushFolder(folder);
+                FlushFolder(request.HttpContext.Features.Get<IZeroCopyInputFeature>()?.Syscalls ?? Syscalls.Default, folder);
             }
             return result;
         }
@@ -385,7 +385,7 @@ internal static class RequestBodyFileWriter
                 : context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: true } ? UploadFallbackReasons.BodyReadBefore
                 : request.Headers.TransferEncoding.Count > 0 ? UploadFallbackReasons.Chunked
                 : !input.IsRequestBodyAsAtStart(request.BodyReader, contentLength) ? UploadFallbackReasons.BodyWrapped
-                : file is not null && !LibC.Stat(file).IsRegularFile ? UploadFallbackReasons.NotRegularFile
+                : file is not null && !IsRegularFile(input.Syscalls, file) ? UploadFallbackReasons.NotRegularFile
                 : null);
         return reason;
     }
@@ -454,11 +454,26 @@ internal static class RequestBodyFileWriter
     }
 
     /// <summary>fsync(2) on a folder, so that a rename in it survives a crash.</summary>
-    private static void FlushFolder(string folder)
+    private static void FlushFolder(Syscalls syscalls, string folder)
     {
-        int fd = LibC.ThrowIfFailed(LibC.open(folder, LibC.O_RDONLY | LibC.O_DIRECTORY | LibC.O_CLOEXEC), "open", folder);
-        using var handle = new FileDescriptorHandle(fd);
-        LibC.ThrowIfFailed(LibC.fsync(handle), "fsync", folder);
+        SyscallResult opened = syscalls.Open(folder, LibC.O_RDONLY | LibC.O_DIRECTORY | LibC.O_CLOEXEC);
+        if (!opened.IsSuccess)
+        {
+            throw opened.ToException("open", folder);
+        }
+        using var handle = new FileDescriptorHandle((int)opened.Count);
+        SyscallResult synced = syscalls.Sync(handle);
+        if (!synced.IsSuccess)
+        {
+            throw synced.ToException("fsync", folder);
+        }
+    }
+
+    /// <summary>Whether the caller's handle is a regular file (a pipe or a device cannot take a splice at an offset).</summary>
+    private static bool IsRegularFile(Syscalls syscalls, SafeFileHandle file)
+    {
+        SyscallResult stat = syscalls.Stat(file, out FileStatus status);
+        return stat.IsSuccess ? status.IsRegularFile : throw stat.ToException("statx", NameOf(file));
     }
 
     /// <summary>The path a caller's handle was opened with, for error messages (the handle does not say it).</summary>

@@ -75,7 +75,7 @@ internal sealed class SpliceResponseBodyFeature : IHttpResponseBodyFeature
             return;
         }
 
-        CachedFile? file = FileOpener.Open(_connection.Files, path, offset, count, out long length, out reason);
+        CachedFile? file = FileOpener.Open(_connection.Syscalls, _connection.Files, path, offset, count, out long length, out reason);
         if (file is null)
         {
             await FallBackAsync(path, offset, count, reason!, cancellationToken).ConfigureAwait(false);

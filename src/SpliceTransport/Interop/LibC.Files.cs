@@ -128,20 +128,23 @@ internal static unsafe partial class LibC
 
     /// <summary>
     /// The process's soft descriptor limit (RLIMIT_NOFILE; .NET raises it to the hard limit at start-up), or
-    /// <see cref="int.MaxValue"/> when it cannot be read or is unlimited.
+    /// <see cref="int.MaxValue"/> when it cannot be read or is unlimited; 0 or -1 with errno set.
     /// </summary>
-    public static long DescriptorLimit()
+    public static int DescriptorLimit(out long limit)
     {
         ulong* limits = stackalloc ulong[2]; // struct rlimit: rlim_cur, rlim_max.
-        return getrlimit(RLIMIT_NOFILE, limits) == 0 && limits[0] < int.MaxValue ? (long)limits[0] : int.MaxValue;
+        int result = getrlimit(RLIMIT_NOFILE, limits);
+        limit = result == 0 && limits[0] < int.MaxValue ? (long)limits[0] : int.MaxValue;
+        return result;
     }
 
-    /// <summary>The filesystem magic number (statfs f_type) of an open descriptor.</summary>
-    public static long FileSystemType(SafeHandle fd)
+    /// <summary>The filesystem magic number (statfs f_type) of an open descriptor; 0 or -1 with errno set.</summary>
+    public static int FileSystemType(SafeHandle fd, out long type)
     {
         byte* buffer = stackalloc byte[StatfsSize];
-        ThrowIfFailed(fstatfs(fd, buffer), "fstatfs");
-        return *(long*)buffer;
+        int result = fstatfs(fd, buffer);
+        type = result == 0 ? *(long*)buffer : 0;
+        return result;
     }
 
     [LibraryImport(Library, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
@@ -150,45 +153,22 @@ internal static unsafe partial class LibC
     [LibraryImport(Library, SetLastError = true, EntryPoint = "statx", StringMarshalling = StringMarshalling.Utf8)]
     private static partial int statx_fd(SafeHandle dirfd, string path, int flags, uint mask, byte* buffer);
 
-    /// <summary>
-    /// The type and size of a file, its device, and what tells one version of it from another (the inode, and
-    /// the times of its last change of content and of status), as statx reports them.
-    /// </summary>
-    public readonly record struct FileStatus(int Mode, long Size, uint DeviceMajor, uint DeviceMinor, ulong Inode, long Modified, uint ModifiedNanoseconds, long Changed, uint ChangedNanoseconds)
-    {
-        public bool IsRegularFile => (Mode & S_IFMT) == S_IFREG;
-
-        /// <summary>
-        /// Major 0 is the kernel's anonymous devices: every pseudo file system (proc, sysfs, …), but also
-        /// tmpfs and overlayfs. A file on a real block device is never a pseudo file.
-        /// </summary>
-        public bool IsOnAnonymousDevice => DeviceMajor == 0;
-
-        /// <summary>
-        /// True when both describe the same file with the same content: same device and inode (not replaced,
-        /// say by a rename), same size, and neither its content nor its status changed since (mtime, ctime).
-        /// </summary>
-        public bool IsSameVersionAs(in FileStatus other) =>
-            DeviceMajor == other.DeviceMajor && DeviceMinor == other.DeviceMinor && Inode == other.Inode && Size == other.Size
-            && Modified == other.Modified && ModifiedNanoseconds == other.ModifiedNanoseconds
-            && Changed == other.Changed && ChangedNanoseconds == other.ChangedNanoseconds;
-    }
-
-    /// <summary>statx on a path (following symbolic links, as open does). Returns false with errno set on failure.</summary>
-    public static bool TryStat(string path, out FileStatus status)
+    /// <summary>statx on a path (following symbolic links, as open does); 0 or -1 with errno set.</summary>
+    public static int StatPath(string path, out FileStatus status)
     {
         byte* buffer = stackalloc byte[StatxSize];
-        bool ok = statx(AT_FDCWD, path, 0, StatxMask, buffer) == 0;
-        status = ok ? ReadStatus(buffer) : default;
-        return ok;
+        int result = statx(AT_FDCWD, path, 0, StatxMask, buffer);
+        status = result == 0 ? ReadStatus(buffer) : default;
+        return result;
     }
 
-    /// <summary>statx on an open descriptor (AT_EMPTY_PATH), the race-free check after open.</summary>
-    public static FileStatus Stat(SafeHandle fd)
+    /// <summary>statx on an open descriptor (AT_EMPTY_PATH), the race-free check after open; 0 or -1 with errno set.</summary>
+    public static int StatDescriptor(SafeHandle fd, out FileStatus status)
     {
         byte* buffer = stackalloc byte[StatxSize];
-        ThrowIfFailed(statx_fd(fd, string.Empty, AT_EMPTY_PATH, StatxMask, buffer), "statx");
-        return ReadStatus(buffer);
+        int result = statx_fd(fd, string.Empty, AT_EMPTY_PATH, StatxMask, buffer);
+        status = result == 0 ? ReadStatus(buffer) : default;
+        return result;
     }
 
     private static FileStatus ReadStatus(byte* buffer) => new(

@@ -111,10 +111,4 @@ internal static unsafe partial class LibC
 
     [LibraryImport(Library, SetLastError = true)]
     public static partial nint writev(SafeHandle fd, IOVector* vectors, int count);
-
-    /// <summary>Sets an integer socket option, throwing with the option's name on failure.</summary>
-    public static void SetSocketOption(SafeHandle fd, int level, int name, int value, string optionName)
-    {
-        ThrowIfFailed(setsockopt(fd, level, name, &value, sizeof(int)), "setsockopt", optionName);
-    }
 }

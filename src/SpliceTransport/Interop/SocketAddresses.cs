@@ -21,23 +21,6 @@ internal static unsafe class SocketAddresses
         _ => throw new ArgumentOutOfRangeException(nameof(family), family, $"Address family '{family}' is not supported by SpliceTransport."),
     };
 
-    /// <summary>
-    /// A new TCP or Unix stream socket for <paramref name="endPoint"/>'s family: non-blocking (the loops never
-    /// block on it) and close-on-exec. Throws <see cref="SyscallException"/> (EMFILE, …) on failure.
-    /// </summary>
-    public static FileDescriptorHandle OpenStreamSocket(EndPoint endPoint) =>
-        new(LibC.ThrowIfFailed(LibC.socket(NativeFamily(endPoint.AddressFamily), LibC.SOCK_STREAM | LibC.SOCK_NONBLOCK | LibC.SOCK_CLOEXEC, 0), "socket"));
-
-    /// <summary>Calls bind(2) with the end point's sockaddr.</summary>
-    public static int Bind(FileDescriptorHandle fd, EndPoint endPoint)
-    {
-        SocketAddress address = endPoint.Serialize();
-        fixed (byte* bytes = address.Buffer.Span)
-        {
-            return LibC.bind(fd, bytes, address.Size);
-        }
-    }
-
     /// <summary>The local end point of a socket (getsockname), in the form of <paramref name="template"/>.</summary>
     public static EndPoint? GetLocal(FileDescriptorHandle fd, EndPoint template) => Get(fd, template, peer: false);
 

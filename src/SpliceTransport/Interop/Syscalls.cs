@@ -12,7 +12,7 @@ namespace SpliceTransport.Interop;
 /// with a subclass that returns EAGAIN storms, short counts, EINTR or resets, and check that each ends in the
 /// right state. <see cref="Default"/> is what production uses; a virtual call costs nothing next to a syscall.
 /// </summary>
-internal unsafe class Syscalls
+internal unsafe partial class Syscalls
 {
     public static readonly Syscalls Default = new();
 

@@ -13,31 +13,31 @@ internal static class ListenSockets
     /// applies, binds and listens. With <paramref name="reusePort"/> several sockets can share one port and
     /// the kernel spreads incoming connections over them.
     /// </summary>
-    public static FileDescriptorHandle Create(EndPoint endPoint, int backlog, bool reusePort, bool listen = true)
+    public static FileDescriptorHandle Create(Syscalls syscalls, EndPoint endPoint, int backlog, bool reusePort, bool listen = true)
     {
-        FileDescriptorHandle socket = SocketAddresses.OpenStreamSocket(endPoint);
+        FileDescriptorHandle socket = OpenStreamSocket(syscalls, endPoint);
         try
         {
             if (endPoint is IPEndPoint ip)
             {
                 // As .NET does on Unix: a restarted server may bind while old connections sit in TIME_WAIT.
-                LibC.SetSocketOption(socket, LibC.SOL_SOCKET, LibC.SO_REUSEADDR, 1, "SO_REUSEADDR");
+                SetOption(syscalls, socket, LibC.SOL_SOCKET, LibC.SO_REUSEADDR, 1, "SO_REUSEADDR");
                 if (ip.AddressFamily == AddressFamily.InterNetworkV6)
                 {
                     // [::] serves IPv4 too (dual mode), as in Kestrel; a specific IPv6 address serves only itself.
                     int v6Only = ip.Address.Equals(IPAddress.IPv6Any) ? 0 : 1;
-                    LibC.SetSocketOption(socket, LibC.IPPROTO_IPV6, LibC.IPV6_V6ONLY, v6Only, "IPV6_V6ONLY");
+                    SetOption(syscalls, socket, LibC.IPPROTO_IPV6, LibC.IPV6_V6ONLY, v6Only, "IPV6_V6ONLY");
                 }
                 if (reusePort)
                 {
-                    LibC.SetSocketOption(socket, LibC.SOL_SOCKET, LibC.SO_REUSEPORT, 1, "SO_REUSEPORT");
+                    SetOption(syscalls, socket, LibC.SOL_SOCKET, LibC.SO_REUSEPORT, 1, "SO_REUSEPORT");
                 }
             }
-            if (SocketAddresses.Bind(socket, endPoint) != 0)
+            SyscallResult bound = syscalls.Bind(socket, endPoint);
+            if (!bound.IsSuccess)
             {
-                int errno = LibC.LastErrno;
-                var error = new SyscallException("bind", errno, endPoint.ToString());
-                if (errno == Errno.EADDRINUSE)
+                SyscallException error = bound.ToException("bind", endPoint.ToString());
+                if (bound.Errno == Errno.EADDRINUSE)
                 {
                     // The type Kestrel turns into "Failed to bind to address …: address already in use."
                     throw new AddressInUseException(error.Message, error);
@@ -46,7 +46,11 @@ internal static class ListenSockets
             }
             if (listen)
             {
-                LibC.ThrowIfFailed(LibC.listen(socket, backlog), "listen", endPoint.ToString());
+                SyscallResult listening = syscalls.Listen(socket, backlog);
+                if (!listening.IsSuccess)
+                {
+                    throw listening.ToException("listen", endPoint.ToString());
+                }
             }
             return socket;
         }
@@ -64,13 +68,13 @@ internal static class ListenSockets
     /// listens) turns that mistake into the AddressInUseException Kestrel's socket transport gives.
     /// The port is then free for the reuse-port group except in the instant between the two binds.
     /// </summary>
-    public static void ThrowIfPortTaken(IPEndPoint endPoint)
+    public static void ThrowIfPortTaken(Syscalls syscalls, IPEndPoint endPoint)
     {
         if (endPoint.Port == 0)
         {
             return; // An ephemeral port is never taken.
         }
-        using FileDescriptorHandle probe = Create(endPoint, backlog: 0, reusePort: false, listen: false);
+        using FileDescriptorHandle probe = Create(syscalls, endPoint, backlog: 0, reusePort: false, listen: false);
     }
 
     /// <summary>
@@ -80,7 +84,7 @@ internal static class ListenSockets
     /// handle and what it is instead). The handle is not owned, as in Kestrel: whoever passed it keeps it, and
     /// unbinding never closes it. It is made non-blocking, since the loops never block on it.
     /// </summary>
-    public static FileDescriptorHandle Adopt(FileHandleEndPoint endPoint, out EndPoint template)
+    public static FileDescriptorHandle Adopt(Syscalls syscalls, FileHandleEndPoint endPoint, out EndPoint template)
     {
         ulong number = endPoint.FileHandle;
         if (number > int.MaxValue)
@@ -88,16 +92,16 @@ internal static class ListenSockets
             throw new ArgumentException($"File handle {number} is not a valid descriptor number.", nameof(endPoint));
         }
         var socket = new FileDescriptorHandle((int)number, ownsHandle: false);
-        int type = InheritedOption(socket, number, LibC.SO_TYPE, "SO_TYPE");
+        int type = InheritedOption(syscalls, socket, number, LibC.SO_TYPE, "SO_TYPE");
         if (type != LibC.SOCK_STREAM)
         {
             throw new ArgumentException($"File handle {number} is a socket of type {type}, not a stream socket (SOCK_STREAM).", nameof(endPoint));
         }
-        if (InheritedOption(socket, number, LibC.SO_ACCEPTCONN, "SO_ACCEPTCONN") == 0)
+        if (InheritedOption(syscalls, socket, number, LibC.SO_ACCEPTCONN, "SO_ACCEPTCONN") == 0)
         {
             throw new ArgumentException($"File handle {number} is a stream socket that is not listening: call listen(2) on it before handing it over.", nameof(endPoint));
         }
-        int domain = InheritedOption(socket, number, LibC.SO_DOMAIN, "SO_DOMAIN");
+        int domain = InheritedOption(syscalls, socket, number, LibC.SO_DOMAIN, "SO_DOMAIN");
         template = domain switch
         {
             LibC.AF_INET => new IPEndPoint(IPAddress.Any, 0),
@@ -105,27 +109,53 @@ internal static class ListenSockets
             LibC.AF_UNIX => new UnixDomainSocketEndPoint("/"),
             _ => throw new ArgumentException($"File handle {number} is a listening socket of address family {domain}; SpliceTransport serves AF_INET, AF_INET6 and AF_UNIX.", nameof(endPoint)),
         };
-        int flags = LibC.ThrowIfFailed(LibC.fcntl(socket, LibC.F_GETFL, 0), "fcntl", "F_GETFL");
-        LibC.ThrowIfFailed(LibC.fcntl(socket, LibC.F_SETFL, flags | LibC.O_NONBLOCK), "fcntl", "F_SETFL");
+        SyscallResult flags = syscalls.GetStatusFlags(socket);
+        if (!flags.IsSuccess)
+        {
+            throw flags.ToException("fcntl", "F_GETFL");
+        }
+        SyscallResult nonBlocking = syscalls.SetStatusFlags(socket, (int)flags.Count | LibC.O_NONBLOCK);
+        if (!nonBlocking.IsSuccess)
+        {
+            throw nonBlocking.ToException("fcntl", "F_SETFL");
+        }
         return socket;
     }
 
     /// <summary>An integer socket option of an inherited handle; what it is not (closed, not a socket) becomes the error.</summary>
-    private static unsafe int InheritedOption(FileDescriptorHandle socket, ulong number, int name, string optionName)
+    private static int InheritedOption(Syscalls syscalls, FileDescriptorHandle socket, ulong number, int name, string optionName)
     {
-        int value = 0;
-        int length = sizeof(int);
-        if (LibC.getsockopt(socket, LibC.SOL_SOCKET, name, &value, &length) == 0)
+        SyscallResult value = syscalls.GetOption(socket, LibC.SOL_SOCKET, name);
+        if (value.IsSuccess)
         {
-            return value;
+            return (int)value.Count;
         }
-        int errno = LibC.LastErrno;
-        var error = new SyscallException("getsockopt", errno, optionName);
-        throw errno switch
+        SyscallException error = value.ToException("getsockopt", optionName);
+        throw value.Errno switch
         {
             Errno.EBADF => new ArgumentException($"File handle {number} is not an open descriptor.", nameof(FileHandleEndPoint), error),
             Errno.ENOTSOCK => new ArgumentException($"File handle {number} is not a socket.", nameof(FileHandleEndPoint), error),
             _ => new ArgumentException($"File handle {number} could not be checked: {error.Message}", nameof(FileHandleEndPoint), error),
         };
+    }
+
+    /// <summary>
+    /// A new non-blocking, close-on-exec stream socket for <paramref name="endPoint"/>'s family, or the failure
+    /// (EMFILE, …) as a <see cref="SyscallException"/>.
+    /// </summary>
+    public static FileDescriptorHandle OpenStreamSocket(Syscalls syscalls, EndPoint endPoint)
+    {
+        SyscallResult opened = syscalls.OpenStreamSocket(endPoint);
+        return opened.IsSuccess ? new FileDescriptorHandle((int)opened.Count) : throw opened.ToException("socket");
+    }
+
+    /// <summary>Sets an integer socket option, throwing with the option's name on failure.</summary>
+    private static void SetOption(Syscalls syscalls, FileDescriptorHandle socket, int level, int name, int value, string optionName)
+    {
+        SyscallResult set = syscalls.SetOption(socket, level, name, value);
+        if (!set.IsSuccess)
+        {
+            throw set.ToException("setsockopt", optionName);
+        }
     }
 }

@@ -112,7 +112,7 @@ public sealed class SpliceConnectionFactory : IConnectionFactory
     /// <summary>One address: a socket, the handshake on the loop, then the connection, started.</summary>
     private static async Task<ConnectionContext> ConnectToAsync(SpliceTransportContext context, EventLoop loop, EndPoint endpoint, CancellationToken cancellationToken)
     {
-        FileDescriptorHandle socket = SocketAddresses.OpenStreamSocket(endpoint);
+        FileDescriptorHandle socket = ListenSockets.OpenStreamSocket(context.Syscalls, endpoint);
         PendingConnect connect;
         try
         {

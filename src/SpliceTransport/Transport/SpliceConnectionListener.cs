@@ -54,29 +54,29 @@ internal sealed class SpliceConnectionListener : IConnectionListener
             {
                 case IPEndPoint ip when options.ReusePort && loops.Count > 1:
                     // The first bind picks the port (for port 0); the others join it with SO_REUSEPORT.
-                    ListenSockets.ThrowIfPortTaken(ip);
-                    FileDescriptorHandle first = ListenSockets.Create(ip, options.Backlog, reusePort: true);
+                    ListenSockets.ThrowIfPortTaken(options.Syscalls, ip);
+                    FileDescriptorHandle first = ListenSockets.Create(options.Syscalls, ip, options.Backlog, reusePort: true);
                     EndPoint = SocketAddresses.GetLocal(first, ip) ?? ip;
                     _acceptors.Add(new Acceptor(first, loops[0], this, _context, EndPoint, distribute: false));
                     for (int i = 1; i < loops.Count; i++)
                     {
-                        FileDescriptorHandle socket = ListenSockets.Create(EndPoint, options.Backlog, reusePort: true);
+                        FileDescriptorHandle socket = ListenSockets.Create(options.Syscalls, EndPoint, options.Backlog, reusePort: true);
                         _acceptors.Add(new Acceptor(socket, loops[i], this, _context, EndPoint, distribute: false));
                     }
                     break;
                 case IPEndPoint ip:
-                    FileDescriptorHandle single = ListenSockets.Create(ip, options.Backlog, reusePort: false);
+                    FileDescriptorHandle single = ListenSockets.Create(options.Syscalls, ip, options.Backlog, reusePort: false);
                     EndPoint = SocketAddresses.GetLocal(single, ip) ?? ip;
                     _acceptors.Add(new Acceptor(single, loops[0], this, _context, EndPoint, distribute: true));
                     break;
                 case UnixDomainSocketEndPoint unix:
-                    RemoveStaleSocketFile(unix);
-                    FileDescriptorHandle unixSocket = ListenSockets.Create(unix, options.Backlog, reusePort: false);
+                    RemoveStaleSocketFile(options.Syscalls, unix);
+                    FileDescriptorHandle unixSocket = ListenSockets.Create(options.Syscalls, unix, options.Backlog, reusePort: false);
                     _unixSocketPath = IsPathName(unix) ? unix.ToString() : null;
                     _acceptors.Add(new Acceptor(unixSocket, loops[0], this, _context, unix, distribute: true));
                     break;
                 case FileHandleEndPoint handle:
-                    FileDescriptorHandle inherited = ListenSockets.Adopt(handle, out EndPoint template);
+                    FileDescriptorHandle inherited = ListenSockets.Adopt(options.Syscalls, handle, out EndPoint template);
                     _acceptors.Add(new Acceptor(inherited, loops[0], this, _context, template, distribute: true));
                     break;
                 default:
@@ -196,9 +196,9 @@ internal sealed class SpliceConnectionListener : IConnectionListener
     }
 
     /// <summary>As Kestrel does: a socket file left by a previous run would make bind fail with EADDRINUSE.</summary>
-    private static void RemoveStaleSocketFile(UnixDomainSocketEndPoint endPoint)
+    private static void RemoveStaleSocketFile(Syscalls syscalls, UnixDomainSocketEndPoint endPoint)
     {
-        if (IsPathName(endPoint) && LibC.TryStat(endPoint.ToString(), out LibC.FileStatus status) && (status.Mode & LibC.S_IFMT) == S_IFSOCK)
+        if (IsPathName(endPoint) && syscalls.Stat(endPoint.ToString(), out FileStatus status).IsSuccess && (status.Mode & LibC.S_IFMT) == S_IFSOCK)
         {
             TryDelete(endPoint.ToString());
         }

@@ -75,7 +75,7 @@ internal sealed class SpliceConnectionListenerFactory : IConnectionListenerFacto
             if (_context is null)
             {
                 MemoryPool<byte> pool = _memoryPoolFactory?.Create() ?? new PinnedMemoryPool();
-                _context = new SpliceTransportContext(_options, new EventLoopGroup(_options.ThreadCount, _logger), pool, _logger, _metrics);
+                _context = new SpliceTransportContext(_options, new EventLoopGroup(_options.ThreadCount, _logger, _options.Syscalls), pool, _logger, _metrics);
             }
             return _context;
         }

@@ -22,7 +22,7 @@ internal sealed class SpliceTransportContext : IDisposable
         DiskThreads = new DiskThreads();
         Residency = new FileResidency(options.PrefetchUncachedFiles, options.Syscalls, DiskThreads, metrics, logger);
         Pipes = new PipePool(metrics, options.Syscalls, options.SplicePipeSize, options.MaxIdlePipes);
-        Files = new Http.OpenFileCache(options.OpenFileCacheSize, Http.OpenFileCache.DefaultInactive);
+        Files = new Http.OpenFileCache(options.OpenFileCacheSize, Http.OpenFileCache.DefaultInactive, options.Syscalls);
         ApplicationScheduler = options.ApplicationSchedulingMode == ApplicationSchedulingMode.Inline
             ? PipeScheduler.Inline
             : PipeScheduler.ThreadPool;

@@ -300,7 +300,7 @@ public class ColdFileTests(FileFixture files) : IClassFixture<FileFixture>
     private static bool FileSystemKeepsPages(string path)
     {
         using SafeFileHandle handle = System.IO.File.OpenHandle(path);
-        long type = LibC.FileSystemType(handle);
+        long type = Syscalls.Default.FileSystemType(handle).Count;
         return type is 0x01021994 or unchecked((long)0x858458f6);
     }
 }

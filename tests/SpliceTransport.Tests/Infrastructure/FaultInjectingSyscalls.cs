@@ -516,6 +516,11 @@ internal sealed unsafe class FaultInjectingSyscalls : Syscalls
 
     public override SyscallResult SetOption(SafeHandle socket, int level, int name, int value)
     {
+        if (IsListenerOption(level, name))
+        {
+            // A listening socket being made (before bind): not a connection, so neither logged nor failed here.
+            return base.SetOption(socket, level, name, value);
+        }
         SocketLog log = For(socket);
         if (SetOptionFault is { } fault && fault(log) is { } injected)
         {
@@ -523,6 +528,9 @@ internal sealed unsafe class FaultInjectingSyscalls : Syscalls
         }
         return base.SetOption(socket, level, name, value);
     }
+
+    private static bool IsListenerOption(int level, int name) =>
+        (level == LibC.SOL_SOCKET && name is LibC.SO_REUSEADDR or LibC.SO_REUSEPORT) || (level == LibC.IPPROTO_IPV6 && name == LibC.IPV6_V6ONLY);
 
     public override SyscallResult SetResetOnClose(SafeHandle socket)
     {

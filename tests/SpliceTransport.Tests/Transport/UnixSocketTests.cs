@@ -81,7 +81,7 @@ public class UnixSocketTests
         // (A .NET Socket unlinks its file on dispose, so the socket is made with plain socket(2) and bind(2).)
         using (var previous = new FileDescriptorHandle(LibC.ThrowIfFailed(LibC.socket(LibC.AF_UNIX, LibC.SOCK_STREAM | LibC.SOCK_CLOEXEC, 0), "socket")))
         {
-            Assert.Equal(0, SocketAddresses.Bind(previous, new UnixDomainSocketEndPoint(path)));
+            Assert.True(Syscalls.Default.Bind(previous, new UnixDomainSocketEndPoint(path)).IsSuccess);
         }
         Assert.True(File.Exists(path));
 

@@ -26,7 +26,7 @@ public class EnginePieceTests
         using var files = new TestFiles();
         string path = files.Create("blocking.bin", 100);
         using var cache = new OpenFileCache(capacity: 0, OpenFileCache.DefaultInactive);
-        CachedFile? file = FileOpener.Open(cache, path, 0, null, out long length, out string? reason);
+        CachedFile? file = FileOpener.Open(Syscalls.Default, cache, path, 0, null, out long length, out string? reason);
         Assert.NotNull(file);
         Assert.Null(reason);
         Assert.Equal(100, length);

@@ -13,7 +13,7 @@ public class OpenFileCacheTests
 {
     private static CachedFile Open(OpenFileCache cache, string path)
     {
-        CachedFile? file = FileOpener.Open(cache, path, 0, null, out _, out string? reason);
+        CachedFile? file = FileOpener.Open(Syscalls.Default, cache, path, 0, null, out _, out string? reason);
         Assert.Null(reason);
         return file!;
     }
@@ -70,7 +70,7 @@ public class OpenFileCacheTests
         using var cache = new OpenFileCache(capacity: 10, OpenFileCache.DefaultInactive);
         Open(cache, path).Release();
         File.WriteAllBytes(path, new byte[100]); // Same inode, new size and mtime.
-        CachedFile file = FileOpener.Open(cache, path, 0, null, out long length, out _)!;
+        CachedFile file = FileOpener.Open(Syscalls.Default, cache, path, 0, null, out long length, out _)!;
         Assert.Equal(100, length);
         Assert.Equal(2, cache.Opens);
         file.Release();
@@ -85,7 +85,7 @@ public class OpenFileCacheTests
         CachedFile file = Open(cache, path);
         file.Release();
         File.Delete(path);
-        Assert.Throws<FileNotFoundException>(() => FileOpener.Open(cache, path, 0, null, out _, out _));
+        Assert.Throws<FileNotFoundException>(() => FileOpener.Open(Syscalls.Default, cache, path, 0, null, out _, out _));
         cache.Sweep(); // Unused for longer than Inactive (0).
         Assert.True(file.Handle.IsClosed);
         Assert.Equal(0, cache.Count);
@@ -116,7 +116,7 @@ public class OpenFileCacheTests
     public void TheBoundIsAtMostAQuarterOfTheDescriptorLimit()
     {
         using var cache = new OpenFileCache(capacity: int.MaxValue, OpenFileCache.DefaultInactive);
-        Assert.Equal(Math.Min(int.MaxValue, LibC.DescriptorLimit() / 4), cache.Capacity);
+        Assert.Equal(Math.Min(int.MaxValue, Syscalls.Default.DescriptorLimit().Count / 4), cache.Capacity);
     }
 
     [Fact]
