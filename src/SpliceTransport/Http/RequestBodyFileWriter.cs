@@ -413,7 +413,7 @@ internal static class RequestBodyFileWriter
     private static void Preallocate(Syscalls syscalls, SafeFileHandle file, long offset, long length, string target)
     {
         SyscallResult reserved = syscalls.Preallocate(file, offset, length);
-        if (!reserved.IsSuccess && reserved.Errno is not (Errno.EOPNOTSUPP or Errno.ENOSYS or Errno.EINVAL))
+        if (!reserved.IsSuccess && !reserved.IsUnsupported)
         {
             throw reserved.ToException("fallocate", target);
         }

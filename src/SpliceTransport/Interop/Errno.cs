@@ -81,4 +81,12 @@ internal static class Errno
     /// <summary>True for the errors a peer causes by going away: they end a connection, they are not faults of ours.</summary>
     public static bool IsConnectionReset(int errno) =>
         errno is ECONNRESET or EPIPE or ENOTCONN or ECONNABORTED or ETIMEDOUT or EHOSTUNREACH or ENETUNREACH or ENETDOWN;
+
+    /// <summary>
+    /// True for the errors that say "this descriptor, file system or kernel cannot do that call" rather than "it
+    /// failed": EINVAL (no support for this kind of descriptor), ENOSYS (no such system call) and EOPNOTSUPP (no
+    /// support in this file system). The caller takes its other way (a copy instead of sendfile, no probe, no
+    /// reservation); nothing was lost.
+    /// </summary>
+    public static bool IsUnsupported(int errno) => errno is EINVAL or ENOSYS or EOPNOTSUPP;
 }

@@ -36,6 +36,9 @@ internal readonly struct SyscallResult
     /// <summary>The peer went away (reset, broken pipe …): the end of a connection, not a fault of ours.</summary>
     public bool IsConnectionReset => _value < 0 && Interop.Errno.IsConnectionReset(Errno);
 
+    /// <summary>The call is not supported for this descriptor, file system or kernel (see <see cref="Interop.Errno.IsUnsupported"/>).</summary>
+    public bool IsUnsupported => _value < 0 && Interop.Errno.IsUnsupported(Errno);
+
     /// <summary>The failure as the exception the application sees, naming the call and the errno.</summary>
     public SyscallException ToException(string syscall, string? detail = null) => new(syscall, Errno, detail);
 

@@ -113,7 +113,7 @@ internal sealed class FileResidency
         {
             return false;
         }
-        if (!read.IsSuccess && read.Errno is Errno.EOPNOTSUPP or Errno.EINVAL or Errno.ENOSYS)
+        if (read.IsUnsupported)
         {
             _readinessProbeUnavailable = true;
         }

@@ -477,15 +477,5 @@ internal sealed class ReceivePump
     /// The exception the input completes with when <paramref name="syscall"/> failed on the socket: the pump's own
     /// recv, or a holder's splice handed back with the socket. A reset is logged as one (event 106).
     /// </summary>
-    private Exception ReceiveError(SyscallResult result, string syscall)
-    {
-        SyscallException error = result.ToException(syscall);
-        if (result.IsConnectionReset)
-        {
-            Log.ConnectionReset(_connection.Logger, _connection.ConnectionId);
-            return new ConnectionResetException(error.Message, error);
-        }
-        Log.ConnectionError(_connection.Logger, _connection.ConnectionId, error);
-        return error;
-    }
+    private Exception ReceiveError(SyscallResult result, string syscall) => _connection.SocketFailure(result, syscall);
 }

@@ -172,17 +172,8 @@ internal sealed class SendPump
     /// 106), anything else as a connection error (event 107, Debug: Kestrel reports the aborted request itself),
     /// and the pump ends through <see cref="SendFailedException"/> with the connection's abort reason.
     /// </summary>
-    private SendFailedException SendFailed(SyscallResult result, string syscall, string? detail = null)
-    {
-        SyscallException error = result.ToException(syscall, detail);
-        if (result.IsConnectionReset)
-        {
-            Log.ConnectionReset(_connection.Logger, _connection.ConnectionId);
-            return new SendFailedException(new ConnectionResetException(error.Message, error));
-        }
-        Log.ConnectionError(_connection.Logger, _connection.ConnectionId, error);
-        return new SendFailedException(error);
-    }
+    private SendFailedException SendFailed(SyscallResult result, string syscall, string? detail = null) =>
+        new(_connection.SocketFailure(result, syscall, detail));
 
     /// <summary>Carries a send's failure, already logged, out of the nested sends to <see cref="RunAsync"/>.</summary>
     private sealed class SendFailedException(Exception reason) : Exception(reason.Message, reason);
@@ -333,7 +324,7 @@ internal sealed class SendPump
                     sentThisTurn = 0;
                     await writable.WaitAsync(seen);
                 }
-                else if (sent.Errno is Errno.EINVAL or Errno.ENOSYS or Errno.EOPNOTSUPP && file.Remaining == file.Count)
+                else if (sent.IsUnsupported && file.Remaining == file.Count)
                 {
                     file.CopiedBecause = Errno.Name(sent.Errno);
                 }
@@ -416,17 +407,3 @@ internal sealed class SendPump
         }
     }
 }
-
-/// <summary>
-/// A file segment could not be sent because of the file, not the connection: the response cannot be completed
-/// as framed, so the connection is aborted, and the body feature that queued the file logs it once, at Error.
-/// </summary>
-internal abstract class FileSendException(string message, Exception? innerException = null) : IOException(message, innerException);
-
-/// <summary>A file became shorter than the bytes promised for it while it was being sent.</summary>
-internal sealed class FileTruncatedException(FileSegment file)
-    : FileSendException($"The file '{file.Path}' was truncated while it was being sent: {file.Count - file.Remaining} of {file.Count} bytes from offset {file.Offset - (file.Count - file.Remaining)} had been sent when it ended.");
-
-/// <summary>Reading a file failed while it was being sent (an I/O error of its device, for instance).</summary>
-internal sealed class FileReadException(FileSegment file, SyscallException error)
-    : FileSendException($"Reading the file '{file.Path}' failed at offset {file.Offset} after {file.Count - file.Remaining} of {file.Count} bytes had been sent: {error.Message}", error);

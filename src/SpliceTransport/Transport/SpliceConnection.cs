@@ -58,6 +58,9 @@ internal sealed partial class SpliceConnection : ConnectionContext
     private IDuplexPipe _transport;
     private IDictionary<object, object?>? _items;
     private volatile ConnectionState _state;
+
+    /// <summary>Set once the socket is registered with the loop, so the close knows to unregister it.</summary>
+    private bool _registered;
     private Exception? _shutdownReason;
     private int _disposed;
 
@@ -94,6 +97,23 @@ internal sealed partial class SpliceConnection : ConnectionContext
     public Syscalls Syscalls => _context.Syscalls;
 
     public Microsoft.Extensions.Logging.ILogger Logger => _context.Logger;
+
+    /// <summary>
+    /// What a failed system call on the socket means for the connection, logged once: a reset (the peer left) as a
+    /// <see cref="ConnectionResetException"/> (event 106), anything else as the call's <see cref="SyscallException"/>
+    /// (event 107, Debug: Kestrel reports the aborted request itself). Both pumps end with it.
+    /// </summary>
+    public Exception SocketFailure(SyscallResult result, string syscall, string? detail = null)
+    {
+        SyscallException error = result.ToException(syscall, detail);
+        if (result.IsConnectionReset)
+        {
+            Log.ConnectionReset(Logger, ConnectionId);
+            return new ConnectionResetException(error.Message, error);
+        }
+        Log.ConnectionError(Logger, ConnectionId, error);
+        return error;
+    }
 
     public SpliceTransportOptions Options => _context.Options;
 
@@ -163,22 +183,23 @@ internal sealed partial class SpliceConnection : ConnectionContext
         catch (Exception ex)
         {
             Log.ConnectionError(Logger, ConnectionId, ex);
-            Shutdown(new ConnectionAbortedException("The connection could not be registered with its event loop.", ex));
+            MoveTo(ConnectionState.ShuttingDown, new ConnectionAbortedException("The connection could not be registered with its event loop.", ex));
             return;
         }
-        _state = ConnectionState.Open;
+        _registered = true;
+        MoveTo(ConnectionState.Open);
         Task receiving = _receivePump.RunAsync();
         Task sending = _sendPump.RunAsync();
-        _ = CloseWhenPumpsEndAsync(receiving, sending, registered: true);
+        _ = CloseWhenPumpsEndAsync(receiving, sending);
     }
 
-    private async Task CloseWhenPumpsEndAsync(Task receiving, Task sending, bool registered)
+    private async Task CloseWhenPumpsEndAsync(Task receiving, Task sending)
     {
         await receiving.ConfigureAwait(false);
         Task closedFired = FireConnectionClosedAsync();
         await sending.ConfigureAwait(false);
         await closedFired.ConfigureAwait(false);
-        RunOnLoop(static (connection, registered) => connection.CloseOnLoop(registered), registered);
+        RunOnLoop(static connection => connection.MoveTo(ConnectionState.Closed));
     }
 
     /// <summary>
@@ -203,7 +224,7 @@ internal sealed partial class SpliceConnection : ConnectionContext
     {
         if (error is not null)
         {
-            connection.Shutdown(error as ConnectionAbortedException ?? new ConnectionAbortedException(error.Message, error));
+            connection.MoveTo(ConnectionState.ShuttingDown, error as ConnectionAbortedException ?? new ConnectionAbortedException(error.Message, error));
             return;
         }
         switch (connection._state)
@@ -211,12 +232,10 @@ internal sealed partial class SpliceConnection : ConnectionContext
             case ConnectionState.Open:
                 // Kestrel completed the output: FIN now, and keep reading until the peer closes too or Kestrel
                 // disposes the connection (a half-close, which Kestrel's socket transport does not offer).
-                connection._state = ConnectionState.OutputShutDown;
-                connection.Syscalls.Shutdown(connection.Socket, LibC.SHUT_WR);
-                Log.ConnectionWriteFin(connection.Logger, connection.ConnectionId, "the application completed the output");
+                connection.MoveTo(ConnectionState.OutputShutDown);
                 break;
             case ConnectionState.Draining:
-                connection.Shutdown(null);
+                connection.MoveTo(ConnectionState.ShuttingDown);
                 break;
         }
     }, error);
@@ -229,47 +248,84 @@ internal sealed partial class SpliceConnection : ConnectionContext
             if (!connection.IsShuttingDown)
             {
                 Log.ConnectionAborted(connection.Logger, connection.ConnectionId, reason.Message);
-                connection.Shutdown(reason);
+                connection.MoveTo(ConnectionState.ShuttingDown, reason);
             }
         }, abortReason);
     }
 
     /// <summary>
-    /// The one way out. With no <paramref name="reason"/> the end is graceful: what was sent stays sent and the
-    /// peer gets a FIN. With a reason (an abort or an error) the peer gets a reset (SO_LINGER 0 and the close),
-    /// as on Kestrel's socket transport, and unsent bytes are dropped. Then both pumps are woken to end; the
-    /// descriptor closes when they have (<see cref="CloseOnLoop"/>). Loop thread only; runs once.
+    /// The one place the connection's state changes, and what each change does. Loop thread only. States only move
+    /// forward (in the order of <see cref="ConnectionState"/>): a step back or a repeat changes nothing, which is what
+    /// lets an abort, the pumps' ends and Kestrel's dispose race to the same end. <paramref name="reason"/> is for
+    /// <see cref="ConnectionState.ShuttingDown"/>: an abort or an error, or none for a graceful end.
     /// </summary>
-    private void Shutdown(Exception? reason)
+    private void MoveTo(ConnectionState next, Exception? reason = null)
     {
-        if (_state >= ConnectionState.ShuttingDown)
+        ConnectionState previous = _state;
+        if (next <= previous)
         {
             return;
         }
-        ConnectionState previous = _state;
-        _state = ConnectionState.ShuttingDown;
+        switch (next)
+        {
+            case ConnectionState.Open or ConnectionState.Draining:
+                _state = next;
+                break;
+            case ConnectionState.OutputShutDown:
+                _state = next;
+                // The result is not needed: the only failure here is ENOTCONN, a peer that has gone already, and
+                // the receive pump learns that from its next read.
+                _ = Syscalls.Shutdown(Socket, LibC.SHUT_WR);
+                Log.ConnectionWriteFin(Logger, ConnectionId, "the application completed the output");
+                break;
+            case ConnectionState.ShuttingDown:
+                _state = next;
+                Shutdown(previous, reason);
+                break;
+            case ConnectionState.Closed:
+                // Both pumps can end on their own (the peer closed, then the output completed). The one way out
+                // still runs, so that every close is logged and counted alike.
+                MoveTo(ConnectionState.ShuttingDown);
+                _state = next;
+                Close();
+                break;
+        }
+    }
+
+    /// <summary>
+    /// The one way out (<see cref="MoveTo"/> ShuttingDown). With no <paramref name="reason"/> the end is graceful:
+    /// what was sent stays sent and the peer gets a FIN. With a reason (an abort or an error) the peer gets a reset
+    /// (SO_LINGER 0 and the close), as on Kestrel's socket transport, and unsent bytes are dropped. Then both pumps
+    /// are woken to end; the descriptor closes when they have (<see cref="Close"/>).
+    /// </summary>
+    private void Shutdown(ConnectionState previous, Exception? reason)
+    {
         _shutdownReason = reason;
         if (reason is null && previous == ConnectionState.OutputShutDown)
         {
-            // The FIN went out when the output completed; the peer has nothing more to hear.
-            Syscalls.Shutdown(Socket, LibC.SHUT_RD);
+            // The FIN went out when the output completed; the peer has nothing more to hear. The result is not
+            // needed: ENOTCONN (the peer has gone) leaves nothing to end, and the close follows either way.
+            _ = Syscalls.Shutdown(Socket, LibC.SHUT_RD);
         }
         else if (reason is null)
         {
-            // shutdown(2) sends the FIN now (if the output has not sent it already) and ends the reading.
-            Syscalls.Shutdown(Socket, LibC.SHUT_RDWR);
+            // shutdown(2) sends the FIN now (if the output has not sent it already) and ends the reading. The
+            // result is not needed: ENOTCONN (the peer has gone) leaves nothing to end, and the close follows.
+            _ = Syscalls.Shutdown(Socket, LibC.SHUT_RDWR);
             Log.ConnectionWriteFin(Logger, ConnectionId, "the connection was closed gracefully");
         }
         else
         {
-            // No shutdown(2): it would send a FIN ahead of the reset. The reset goes out with the close.
-            Syscalls.SetResetOnClose(Socket);
+            // No shutdown(2): it would send a FIN ahead of the reset. The reset goes out with the close. Should
+            // SO_LINGER fail (it cannot on a TCP socket we hold; a Unix socket has no reset), the close sends a FIN:
+            // the peer still sees the end, only less abruptly, so the result is not acted on.
+            _ = Syscalls.SetResetOnClose(Socket);
             Log.ConnectionWriteRst(Logger, ConnectionId, reason.Message);
         }
         if (previous == ConnectionState.Created)
         {
             // Never registered, no pump: nothing to wait for but the ConnectionClosed token.
-            _ = CloseWhenPumpsEndAsync(Task.CompletedTask, Task.CompletedTask, registered: false);
+            _ = CloseWhenPumpsEndAsync(Task.CompletedTask, Task.CompletedTask);
             return;
         }
         _output.Reader.CancelPendingRead();
@@ -278,22 +334,11 @@ internal sealed partial class SpliceConnection : ConnectionContext
         RaiseShuttingDown(); // Last: a holder of the socket may be waiting on another connection's edge.
     }
 
-    /// <summary>
-    /// Both pumps have ended (or never started): close the descriptor, once. Loop thread only.
-    /// <paramref name="registered"/> says whether the socket was registered with the loop.
-    /// </summary>
-    private void CloseOnLoop(bool registered)
+    /// <summary>Both pumps have ended (or never started): close the descriptor (<see cref="MoveTo"/> Closed, so once).</summary>
+    private void Close()
     {
-        if (_state == ConnectionState.Closed)
-        {
-            return;
-        }
-        // Both pumps can end on their own (the peer closed, then the output completed). The one way out still
-        // runs, so that every close is logged and counted alike.
-        Shutdown(null);
-        _state = ConnectionState.Closed;
         DisposeSocketView();
-        if (registered)
+        if (_registered)
         {
             Loop.Unregister(Socket);
         }
@@ -315,12 +360,12 @@ internal sealed partial class SpliceConnection : ConnectionContext
             switch (connection._state)
             {
                 case ConnectionState.Created or ConnectionState.OutputShutDown:
-                    connection.Shutdown(null);
+                    connection.MoveTo(ConnectionState.ShuttingDown);
                     break;
                 case ConnectionState.Open:
                     // Kestrel is done with the connection. The send pump still sends what was written (the
                     // output is complete now, so it ends soon); once it has, nothing more is wanted from the peer.
-                    connection._state = ConnectionState.Draining;
+                    connection.MoveTo(ConnectionState.Draining);
                     break;
             }
         });
