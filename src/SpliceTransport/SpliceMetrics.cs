@@ -2,6 +2,7 @@ using System.Diagnostics.Metrics;
 using System.Net;
 using System.Net.Sockets;
 using System.Runtime.CompilerServices;
+using SpliceTransport.Forwarding;
 
 namespace SpliceTransport;
 
@@ -40,7 +41,7 @@ internal sealed class SpliceMetrics
     public const string ForwardModeSplice = "splice";
     public const string ForwardModeCopy = "copy";
 
-    /// <summary>The attribute of <see cref="ForwardFallbacksName"/>: one of the <see cref="Splice.ForwardFallbackReasons"/> or <see cref="Splice.PipeRefusalReasons"/>.</summary>
+    /// <summary>The attribute of <see cref="ForwardFallbacksName"/>: one of the <see cref="ForwardFallbackReasons"/> or <see cref="Splice.PipeRefusalReasons"/>.</summary>
     public const string ForwardFallbackReasonTag = "splice.forward.fallback.reason";
 
     private static readonly KeyValuePair<string, object?> SplicedBytes = new(ForwardModeTag, ForwardModeSplice);

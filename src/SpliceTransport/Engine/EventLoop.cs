@@ -37,7 +37,7 @@ internal sealed unsafe class EventLoop : PipeScheduler, IDisposable
     /// </summary>
     private const int MaxWorkItemsPerTurn = 1024;
 
-    /// <summary>How long a failed epoll_wait (other than EINTR) backs off before trying again.</summary>
+    /// <summary>How long a failed epoll_wait backs off before trying again (EINTR never reaches here: the seam retries it).</summary>
     private static readonly TimeSpan FailureBackoff = TimeSpan.FromMilliseconds(10);
 
     private readonly FileDescriptorHandle _epoll;

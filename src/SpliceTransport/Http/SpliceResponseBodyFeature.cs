@@ -5,6 +5,7 @@ using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.Logging;
 using SpliceTransport.Interop;
 using SpliceTransport.Transport;
+using SpliceTransport.Files;
 
 namespace SpliceTransport.Http;
 

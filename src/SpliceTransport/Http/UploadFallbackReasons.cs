@@ -1,3 +1,4 @@
+using SpliceTransport.Forwarding;
 namespace SpliceTransport.Http;
 
 /// <summary>
@@ -48,10 +49,10 @@ internal static class UploadFallbackReasons
     public const string NotRegularFile = FallbackReasons.NotRegularFile;
 
     /// <summary>The receive side had ended (the peer's FIN came, or the connection is closing) before the body could be spliced.</summary>
-    public const string ReceiveEnded = Splice.ForwardFallbackReasons.ReceiveEnded;
+    public const string ReceiveEnded = ForwardFallbackReasons.ReceiveEnded;
 
     /// <summary>splice(2) refused the socket (EINVAL): the rest of the body was read through Kestrel.</summary>
-    public const string SpliceUnsupported = Splice.ForwardFallbackReasons.SpliceUnsupported;
+    public const string SpliceUnsupported = ForwardFallbackReasons.SpliceUnsupported;
 
     /// <summary>
     /// The file cannot take a splice (EINVAL: opened with O_APPEND, or a file system without splice support): the

@@ -4,9 +4,11 @@ using System.Runtime.InteropServices;
 namespace SpliceTransport.Interop;
 
 /// <summary>
-/// The system calls of the data path (accept, receive, send, sendfile, pread, shutdown, socket options, and the
-/// pipe, splice and tee calls of <c>Splice/</c>), each returning a <see cref="SyscallResult"/>. EINTR is retried here, in <see cref="Run{TCall}"/>, and nowhere
-/// else; EAGAIN is returned as <see cref="SyscallResult.WouldBlock"/> for the caller to wait on readiness.
+/// Every system call the transport makes outside <c>Interop/</c>: here those of the data path (accept, receive, send,
+/// sendfile, pread, shutdown, socket options, and the pipe, splice and tee calls of <c>Splice/</c>), in
+/// <c>Syscalls.Setup.cs</c> those that set things up (epoll, listening sockets, opening files). Each returns a
+/// <see cref="SyscallResult"/>. EINTR is retried here, in <see cref="Run{TCall}"/>, and nowhere else; EAGAIN is
+/// returned as <see cref="SyscallResult.WouldBlock"/> for the caller to wait on readiness.
 ///
 /// Every member is virtual: this class is the fault-injection seam. Tests replace the registered instance
 /// with a subclass that returns EAGAIN storms, short counts, EINTR or resets, and check that each ends in the

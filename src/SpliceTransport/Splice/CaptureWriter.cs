@@ -4,6 +4,7 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Win32.SafeHandles;
 using SpliceTransport.Interop;
 using SpliceTransport.Transport;
+using SpliceTransport.Files;
 
 namespace SpliceTransport.Splice;
 

@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using SpliceTransport.Files;
 
 namespace SpliceTransport.Transport;
 

@@ -1,6 +1,7 @@
 using SpliceTransport.Engine;
 using SpliceTransport.Interop;
 using SpliceTransport.Splice;
+using SpliceTransport.Files;
 
 namespace SpliceTransport.Transport;
 

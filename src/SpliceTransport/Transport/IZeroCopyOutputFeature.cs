@@ -1,4 +1,5 @@
 using Microsoft.AspNetCore.Connections;
+using SpliceTransport.Files;
 
 namespace SpliceTransport.Transport;
 
@@ -21,7 +22,7 @@ internal interface IZeroCopyOutputFeature
     Interop.Syscalls Syscalls { get; }
 
     /// <summary>The transport's cache of open file descriptors.</summary>
-    Http.OpenFileCache Files { get; }
+    OpenFileCache Files { get; }
 
     /// <summary>Aborts the connection: it is reset, and every pending file completes as not sent.</summary>
     void Abort(ConnectionAbortedException abortReason);

@@ -5,6 +5,7 @@ using SpliceTransport.Engine;
 using SpliceTransport.Http;
 using SpliceTransport.Interop;
 using SpliceTransport.Splice;
+using SpliceTransport.Files;
 
 namespace SpliceTransport.Transport;
 

@@ -3,6 +3,7 @@ using System.IO.Pipelines;
 using Microsoft.AspNetCore.Connections;
 using SpliceTransport.Engine;
 using SpliceTransport.Interop;
+using SpliceTransport.Files;
 
 namespace SpliceTransport.Transport;
 

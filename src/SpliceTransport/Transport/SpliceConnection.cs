@@ -3,6 +3,7 @@ using System.Net;
 using Microsoft.AspNetCore.Connections;
 using SpliceTransport.Engine;
 using SpliceTransport.Interop;
+using SpliceTransport.Files;
 
 namespace SpliceTransport.Transport;
 
@@ -122,8 +123,8 @@ internal sealed partial class SpliceConnection : ConnectionContext
     /// <summary>Keeps disk reads of cold files off the loop (see <see cref="FileResidency"/>).</summary>
     public FileResidency Residency => _context.Residency;
 
-    /// <summary>The transport's cache of open file descriptors (see <see cref="Http.OpenFileCache"/>).</summary>
-    public Http.OpenFileCache Files => _context.Files;
+    /// <summary>The transport's cache of open file descriptors (see <see cref="OpenFileCache"/>).</summary>
+    public OpenFileCache Files => _context.Files;
 
     /// <summary>TCP (rather than a Unix socket): TCP options such as TCP_NODELAY apply.</summary>
     public bool IsTcp { get; }

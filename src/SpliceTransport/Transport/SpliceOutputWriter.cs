@@ -2,6 +2,7 @@ using System.IO.Pipelines;
 using System.Runtime.InteropServices;
 
 using SpliceTransport.Engine;
+using SpliceTransport.Files;
 
 namespace SpliceTransport.Transport;
 

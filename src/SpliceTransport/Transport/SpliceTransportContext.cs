@@ -5,6 +5,7 @@ using Microsoft.Extensions.Logging;
 using SpliceTransport.Engine;
 using SpliceTransport.Interop;
 using SpliceTransport.Splice;
+using SpliceTransport.Files;
 
 namespace SpliceTransport.Transport;
 
@@ -22,7 +23,7 @@ internal sealed class SpliceTransportContext : IDisposable
         DiskThreads = new DiskThreads();
         Residency = new FileResidency(options.PrefetchUncachedFiles, options.Syscalls, DiskThreads, metrics, logger);
         Pipes = new PipePool(metrics, options.Syscalls, options.SplicePipeSize, options.MaxIdlePipes);
-        Files = new Http.OpenFileCache(options.OpenFileCacheSize, Http.OpenFileCache.DefaultInactive, options.Syscalls);
+        Files = new OpenFileCache(options.OpenFileCacheSize, OpenFileCache.DefaultInactive, options.Syscalls);
         ApplicationScheduler = options.ApplicationSchedulingMode == ApplicationSchedulingMode.Inline
             ? PipeScheduler.Inline
             : PipeScheduler.ThreadPool;
@@ -98,7 +99,7 @@ internal sealed class SpliceTransportContext : IDisposable
     public PipePool Pipes { get; }
 
     /// <summary>The open descriptors of files served zero-copy, kept for the next request.</summary>
-    public Http.OpenFileCache Files { get; }
+    public OpenFileCache Files { get; }
 
     /// <summary>
     /// Stops what the transport owns, in order: the loops (Kestrel has closed every connection by then), the

@@ -3,6 +3,7 @@ using Microsoft.Win32.SafeHandles;
 using SpliceTransport.Interop;
 using SpliceTransport.Tests.FaultInjection;
 using SpliceTransport.Tests.Infrastructure;
+using SpliceTransport.Files;
 
 namespace SpliceTransport.Tests.Http;
 

@@ -7,6 +7,7 @@ using SpliceTransport.Interop;
 using SpliceTransport.Splice;
 using SpliceTransport.Tests.Infrastructure;
 using SpliceTransport.Transport;
+using SpliceTransport.Forwarding;
 
 namespace SpliceTransport.Tests.Splice;
 

@@ -1,4 +1,5 @@
 using SpliceTransport.Transport;
+using SpliceTransport.Files;
 
 namespace SpliceTransport.Tests.Unit;
 

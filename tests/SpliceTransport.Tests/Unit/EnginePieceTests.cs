@@ -4,6 +4,7 @@ using SpliceTransport.Http;
 using SpliceTransport.Interop;
 using SpliceTransport.Tests.Infrastructure;
 using SpliceTransport.Transport;
+using SpliceTransport.Files;
 
 namespace SpliceTransport.Tests.Unit;
 

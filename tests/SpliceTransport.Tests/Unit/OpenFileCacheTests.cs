@@ -1,6 +1,7 @@
 using SpliceTransport.Http;
 using SpliceTransport.Interop;
 using SpliceTransport.Tests.Infrastructure;
+using SpliceTransport.Files;
 
 namespace SpliceTransport.Tests.Unit;
 

@@ -1,4 +1,4 @@
-namespace SpliceTransport.Transport;
+namespace SpliceTransport.Files;
 
 /// <summary>
 /// What the last residency probe of a whole file found, kept with its open descriptor (the open-file cache's

@@ -1,7 +1,8 @@
 using System.Collections.Concurrent;
 using SpliceTransport.Interop;
+using SpliceTransport.Http;
 
-namespace SpliceTransport.Http;
+namespace SpliceTransport.Files;
 
 /// <summary>
 /// Open descriptors of the files served zero-copy, kept for the next request for the same path (nginx's
@@ -174,11 +175,11 @@ internal sealed class CachedFile
     {
         Handle = handle;
         Status = status;
-        Residency = new Transport.ResidencyMemo(status.Size);
+        Residency = new ResidencyMemo(status.Size);
     }
 
     /// <summary>What the last probe of the whole file found, shared by every send of this descriptor.</summary>
-    public Transport.ResidencyMemo Residency { get; }
+    public ResidencyMemo Residency { get; }
 
     /// <summary>The descriptor: blocking, read-only. Not to be disposed by its users: <see cref="Release"/> it.</summary>
     public FileDescriptorHandle Handle { get; }

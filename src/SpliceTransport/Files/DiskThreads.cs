@@ -1,6 +1,6 @@
 using System.Collections.Concurrent;
 
-namespace SpliceTransport.Transport;
+namespace SpliceTransport.Files;
 
 /// <summary>
 /// The transport's threads for work that waits on a disk: cold file chunks read into the page cache

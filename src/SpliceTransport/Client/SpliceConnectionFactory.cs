@@ -5,6 +5,7 @@ using Microsoft.AspNetCore.Connections.Features;
 using SpliceTransport.Engine;
 using SpliceTransport.Interop;
 using SpliceTransport.Transport;
+using SpliceTransport.Client;
 
 namespace SpliceTransport;
 

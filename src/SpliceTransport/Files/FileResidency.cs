@@ -2,8 +2,9 @@ using System.Buffers;
 using System.Runtime.InteropServices;
 using Microsoft.Extensions.Logging;
 using SpliceTransport.Interop;
+using SpliceTransport.Transport;
 
-namespace SpliceTransport.Transport;
+namespace SpliceTransport.Files;
 
 /// <summary>
 /// Keeps disk reads off the event loops. sendfile(2) reads the page cache; a page that is not there is read

@@ -4,8 +4,9 @@ using Microsoft.AspNetCore.Connections;
 using SpliceTransport.Engine;
 using SpliceTransport.Interop;
 using SpliceTransport.Transport;
+using SpliceTransport.Splice;
 
-namespace SpliceTransport.Splice;
+namespace SpliceTransport.Forwarding;
 
 /// <summary>
 /// One direction of a forwarded pair whose two connections are SpliceTransport's, on one loop, with their pipes

@@ -1,4 +1,5 @@
-namespace SpliceTransport.Splice;
+using SpliceTransport.Splice;
+namespace SpliceTransport.Forwarding;
 
 /// <summary>
 /// Why a forwarded direction copied bytes it could have spliced: the values of

@@ -1,6 +1,7 @@
 using SpliceTransport.Interop;
+using SpliceTransport.Http;
 
-namespace SpliceTransport.Http;
+namespace SpliceTransport.Files;
 
 /// <summary>
 /// Opens a file for a zero-copy send, with the checks and exception types of Kestrel's own

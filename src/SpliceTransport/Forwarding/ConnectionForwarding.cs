@@ -4,6 +4,8 @@ using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Connections.Features;
 using SpliceTransport.Splice;
 using SpliceTransport.Transport;
+using SpliceTransport.Files;
+using SpliceTransport.Forwarding;
 
 namespace SpliceTransport;
 

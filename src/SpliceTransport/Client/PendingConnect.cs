@@ -1,8 +1,9 @@
 using System.Net;
 using SpliceTransport.Engine;
 using SpliceTransport.Interop;
+using SpliceTransport.Transport;
 
-namespace SpliceTransport.Transport;
+namespace SpliceTransport.Client;
 
 /// <summary>
 /// One non-blocking connect(2) on a loop: it starts the handshake, waits for the socket's writability (the
