@@ -157,26 +157,21 @@ internal static class RequestBodyFileWriter
     private static async Task<UploadResult> SaveBodyAsync(HttpRequest request, PipeReader body, ReadResult first, SafeFileHandle file, string? target,
         string? reason, CancellationToken cancellationToken)
     {
-        long written = await WriteReadAsync(body, first, file, 0, target, cancellationToken).ConfigureAwait(false);
-        if (first.IsCompleted)
+        long written;
+        if (reason is null && !first.IsCompleted && request.ContentLength!.Value - first.Buffer.Length >= MinimumSplicedBody)
         {
-            reason ??= UploadFallbackReasons.SmallBody;
+            IZeroCopyInputFeature input = request.HttpContext.Features.Get<IZeroCopyInputFeature>()!;
+            (written, ReceiveSegment? segment, reason) = await HoldAsync(request, body, input, first, file, target, cancellationToken).ConfigureAwait(false);
+            if (segment is not null)
+            {
+                return await SpliceRestAsync(request, body, segment, file, cancellationToken).ConfigureAwait(false);
+            }
         }
-        else if (reason is null)
+        else
         {
-            if (request.ContentLength!.Value - written < MinimumSplicedBody)
-            {
-                reason = UploadFallbackReasons.SmallBody;
-            }
-            else
-            {
-                IZeroCopyInputFeature input = request.HttpContext.Features.Get<IZeroCopyInputFeature>()!;
-                (written, ReceiveSegment? segment, reason) = await HoldAsync(request, body, input, file, target, written, cancellationToken).ConfigureAwait(false);
-                if (segment is not null)
-                {
-                    return await SpliceRestAsync(request, body, segment, file, cancellationToken).ConfigureAwait(false);
-                }
-            }
+            // The whole body came in the first read, or too little is left to be worth a pipe.
+            written = await WriteReadAsync(body, first, file, 0, target, cancellationToken).ConfigureAwait(false);
+            reason ??= UploadFallbackReasons.SmallBody;
         }
         // Every way here has decided a reason: a hold without a segment gives one.
         Report(request.HttpContext, reason!);
@@ -188,20 +183,39 @@ internal static class RequestBodyFileWriter
     }
 
     /// <summary>
-    /// Pauses the receive pump, writes what the input already holds (received before the pause), and resumes the
-    /// pump with a segment for the rest of the body: from then on the socket's body bytes go to the file. Returns the
-    /// bytes written so far and the segment, or a reason when the body is not spliced after all.
+    /// Pauses the receive pump, writes the first read and what else the input already holds (received before the
+    /// pause), and resumes the pump with a segment for the rest of the body: from then on the socket's body bytes go
+    /// to the file. The pause comes before the first read is given back, so the pump, stopped at the input's limit
+    /// with that read unconsumed, does not take another input's worth off the socket to be copied. Returns the bytes
+    /// written so far and the segment, or a reason when the body is not spliced after all.
     /// </summary>
     private static async Task<(long Written, ReceiveSegment? Segment, string? Reason)> HoldAsync(HttpRequest request, PipeReader body, IZeroCopyInputFeature input,
-        SafeFileHandle file, string? target, long written, CancellationToken cancellationToken)
+        ReadResult first, SafeFileHandle file, string? target, CancellationToken cancellationToken)
     {
-        if (!await input.PauseReceivingAsync(cancellationToken).ConfigureAwait(false))
-        {
-            return (written, null, UploadFallbackReasons.ReceiveEnded);
-        }
-        ReceiveSegment? segment = null;
+        bool paused;
         try
         {
+            // A pump waiting for the app to read grants the pause at once (it parks after that wait), so this does
+            // not wait for the first read's AdvanceTo below.
+            paused = await input.PauseReceivingAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            // Give the first read back before failing: Kestrel drains the body for the next request only from a
+            // reader that is not in the middle of a read.
+            body.AdvanceTo(first.Buffer.Start);
+            throw;
+        }
+        if (!paused)
+        {
+            long copied = await WriteReadAsync(body, first, file, 0, target, cancellationToken).ConfigureAwait(false);
+            return (copied, null, UploadFallbackReasons.ReceiveEnded);
+        }
+        ReceiveSegment? segment = null;
+        long written = 0;
+        try
+        {
+            written = await WriteReadAsync(body, first, file, 0, target, cancellationToken).ConfigureAwait(false);
             // The pump is stopped: what the input holds now is all that came before, and nothing follows it until
             // the resume. Kestrel's reader gives only body bytes, never the next request's.
             while (body.TryRead(out ReadResult buffered))
