@@ -128,15 +128,8 @@ public class EventLoopTests
         Assert.True(loop.DescriptorsClosed);
     }
 
-    private static async Task WaitUntilAsync(Func<bool> condition, TimeSpan timeout)
-    {
-        var deadline = DateTime.UtcNow + timeout;
-        while (!condition())
-        {
-            Assert.True(DateTime.UtcNow < deadline, "Timed out waiting for the condition.");
-            await Task.Delay(10);
-        }
-    }
+    private static Task WaitUntilAsync(Func<bool> condition, TimeSpan timeout) =>
+        Poll.EventuallyAsync(condition, () => "the condition", timeout);
 
     private sealed class StrongBox<T>
     {

@@ -145,13 +145,8 @@ public class ResetTests(FileFixture files, ITestOutputHelper output) : IClassFix
         }
         await FaultKit.WaitForNoActiveConnectionsAsync(host);
         Assert.Equal(0, await OpenFiles.WaitUntilClosedAsync(path, Waits.Short));
+        await Poll.UntilAsync(() => FaultKit.OpenDescriptors() <= baseline + Tolerance, Waits.Short);
         int after = FaultKit.OpenDescriptors();
-        using var settle = new CancellationTokenSource(Waits.Short);
-        while (after > baseline + Tolerance && !settle.IsCancellationRequested)
-        {
-            await Task.Delay(100);
-            after = FaultKit.OpenDescriptors();
-        }
         output.WriteLine($"descriptors: baseline {baseline}, after {Repetitions} reset connections {after}");
         Assert.True(after <= baseline + Tolerance, $"{after - baseline} descriptors more than before {Repetitions} reset connections.");
         Assert.Equal(Repetitions + 1, host.Metrics.AcceptedConnections);

@@ -108,13 +108,8 @@ internal static class OpenFiles
     /// <summary>Polls until no descriptor is open on <paramref name="path"/>; returns the last count seen.</summary>
     public static async Task<int> WaitUntilClosedAsync(string path, TimeSpan timeout)
     {
-        var clock = Stopwatch.StartNew();
-        int count;
-        while ((count = Count(path)) != 0 && clock.Elapsed < timeout)
-        {
-            await Task.Delay(50);
-        }
-        return count;
+        await Poll.UntilAsync(() => Count(path) == 0, timeout);
+        return Count(path);
     }
 }
 
@@ -134,16 +129,5 @@ internal static class Bytes
     public static Task EventuallyAsync(Func<bool> condition, string what) => EventuallyAsync(condition, () => what);
 
     /// <summary>As above, with a description made when it fails (e.g. from the logs at that moment).</summary>
-    public static async Task EventuallyAsync(Func<bool> condition, Func<string> what)
-    {
-        var clock = Stopwatch.StartNew();
-        while (!condition())
-        {
-            if (clock.Elapsed > Waits.Short)
-            {
-                Assert.Fail($"Timed out waiting for: {what()}");
-            }
-            await Task.Delay(20);
-        }
-    }
+    public static Task EventuallyAsync(Func<bool> condition, Func<string> what) => Poll.EventuallyAsync(condition, what, Waits.Short);
 }

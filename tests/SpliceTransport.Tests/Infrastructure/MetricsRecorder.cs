@@ -82,10 +82,7 @@ public sealed class MetricsRecorder : IDisposable
     public async Task AssertEventuallyAsync(long expected, Func<MetricsRecorder, long> read, [CallerArgumentExpression(nameof(read))] string? what = null)
     {
         var waited = Stopwatch.StartNew();
-        while (read(this) != expected && waited.Elapsed < SettleTimeout)
-        {
-            await Task.Delay(10);
-        }
+        await Poll.UntilAsync(() => read(this) == expected, SettleTimeout);
         long actual = read(this);
         Assert.True(actual == expected, $"{what}: expected {expected}, was {actual} after {waited.Elapsed.TotalSeconds:F1} s.");
     }

@@ -111,15 +111,7 @@ public class AcceptBackPressureTests
         new SpliceMetrics(new TestMeterFactory()),
         []);
 
-    private static async Task WaitUntilAsync(Func<bool> condition)
-    {
-        var deadline = DateTime.UtcNow + Deadline;
-        while (!condition())
-        {
-            Assert.True(DateTime.UtcNow < deadline, "Timed out waiting for the condition.");
-            await Task.Delay(10);
-        }
-    }
+    private static Task WaitUntilAsync(Func<bool> condition) => Poll.EventuallyAsync(condition, () => "the condition", Deadline);
 
     private sealed class TestMeterFactory : System.Diagnostics.Metrics.IMeterFactory
     {

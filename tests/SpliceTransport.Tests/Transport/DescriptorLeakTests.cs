@@ -43,13 +43,8 @@ public class DescriptorLeakTests(ITestOutputHelper output)
         }
         await WaitForNoActiveConnectionsAsync(host);
 
+        await Poll.UntilAsync(() => OpenDescriptors() <= baseline + Tolerance, SettleTimeout);
         int after = OpenDescriptors();
-        using var settle = new CancellationTokenSource(SettleTimeout);
-        while (after > baseline + Tolerance && !settle.IsCancellationRequested)
-        {
-            await Task.Delay(100);
-            after = OpenDescriptors();
-        }
         output.WriteLine($"descriptors: baseline {baseline}, after {ConnectionCount} connections {after}");
         Assert.True(after <= baseline + Tolerance, $"{after - baseline} descriptors more than before {ConnectionCount} connections.");
         Assert.Equal(ConnectionCount + BatchSize, host.Metrics.AcceptedConnections);
@@ -104,13 +99,8 @@ public class DescriptorLeakTests(ITestOutputHelper output)
             }
             await WaitForNoActiveConnectionsAsync(host);
 
+            await Poll.UntilAsync(() => OpenDescriptors() <= baseline + Tolerance, SettleTimeout);
             after = OpenDescriptors();
-            using var settle = new CancellationTokenSource(SettleTimeout);
-            while (after > baseline + Tolerance && !settle.IsCancellationRequested)
-            {
-                await Task.Delay(100);
-                after = OpenDescriptors();
-            }
             Assert.Equal(GCLatencyMode.NoGCRegion, GCSettings.LatencyMode); // Still no collection: the count is honest.
         }
         finally
@@ -155,11 +145,6 @@ public class DescriptorLeakTests(ITestOutputHelper output)
 
     private static async Task WaitForNoActiveConnectionsAsync(SpliceTestHost host)
     {
-        using var timeout = new CancellationTokenSource(SettleTimeout);
-        while (host.Metrics.ActiveConnections != 0)
-        {
-            Assert.False(timeout.IsCancellationRequested, $"{host.Metrics.ActiveConnections} connection(s) still open.");
-            await Task.Delay(20);
-        }
+        await Poll.EventuallyAsync(() => host.Metrics.ActiveConnections == 0, () => $"no connection open ({host.Metrics.ActiveConnections} still are)", SettleTimeout);
     }
 }

@@ -217,12 +217,7 @@ public class MisbehavingClientTests
     /// <param name="resetsBeforeAccept">A client's reset may reach the server before accept4, which then never returns it.</param>
     private static async Task AssertCostsNothingAsync(SpliceTestHost host, int expectedAccepted, bool resetsBeforeAccept = false)
     {
-        using var timeout = new CancellationTokenSource(CloseTimeout);
-        while (host.Metrics.ActiveConnections != 0)
-        {
-            Assert.False(timeout.IsCancellationRequested, $"{host.Metrics.ActiveConnections} connection(s) still open.");
-            await Task.Delay(20);
-        }
+        await Poll.EventuallyAsync(() => host.Metrics.ActiveConnections == 0, () => $"no connection open ({host.Metrics.ActiveConnections} still are)", CloseTimeout);
         if (resetsBeforeAccept)
         {
             Assert.InRange(host.Metrics.AcceptedConnections, 0, expectedAccepted);

@@ -9,7 +9,7 @@ namespace SpliceTransport.Tests.Http;
 /// Kestrel's own byte count stays right through zero-copy responses: no Content-Length mismatch is logged, and
 /// the connection stays usable for whatever comes next, through HttpClient and curl alike.
 /// </summary>
-public class KeepAliveTests(FileFixture files) : IClassFixture<FileFixture>
+public class ZeroCopyByteCountTests(FileFixture files) : IClassFixture<FileFixture>
 {
     private const long FileSize = 777_777;
 
