@@ -29,7 +29,7 @@ public class ReadinessEdgeTests : IDisposable
         int seen = edge.Observe();
         Assert.False(edge.WaitAsync(seen).IsCompleted);
         Task waiting = WaitAsync(edge, seen);
-        await Task.Delay(50);
+        await OnLoopAsync(() => { }); // A turn of the loop with no edge in it: the wait must still be waiting.
         Assert.False(waiting.IsCompleted);
         await OnLoopAsync(edge.Signal);
         await waiting.WaitAsync(Deadline);
@@ -53,13 +53,32 @@ public class ReadinessEdgeTests : IDisposable
     {
         const int Rounds = 20_000;
         var edge = new ReadinessEdge(_loop);
+        int resumed = 0;
         for (int round = 0; round < Rounds; round++)
         {
             int seen = edge.Observe();
-            Task waiting = WaitAsync(edge, seen);
+            var waiting = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            ReadinessEdge.EdgeAwaiter awaiter = edge.WaitAsync(seen).GetAwaiter();
+            if (awaiter.IsCompleted)
+            {
+                Interlocked.Increment(ref resumed);
+                waiting.SetResult();
+            }
+            else
+            {
+                // The continuation itself, counted: an edge that resumed its waiter twice would count two.
+                awaiter.UnsafeOnCompleted(() =>
+                {
+                    Interlocked.Increment(ref resumed);
+                    waiting.TrySetResult();
+                });
+            }
             _loop.Schedule(static state => ((ReadinessEdge)state!).Signal(), edge);
-            await waiting.WaitAsync(Deadline);
+            await waiting.Task.WaitAsync(Deadline);
         }
+        // A late second resume of the last waiter would come with the loop's next turn: wait for one to pass.
+        await OnLoopAsync(() => { });
+        Assert.Equal(Rounds, Volatile.Read(ref resumed));
     }
 
     private static async Task WaitAsync(ReadinessEdge edge, int seen) => await edge.WaitAsync(seen);

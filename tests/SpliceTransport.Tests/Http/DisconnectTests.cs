@@ -102,7 +102,8 @@ public class DisconnectTests(FileFixture files) : IClassFixture<FileFixture>
             await connection.SendAsync(RawHttpConnection.Get("/big"));
         }
         // A request whose reset arrived before Kestrel read it never reaches a handler; every one that did must end.
-        await Task.Delay(500);
+        // Once no connection is left, no handler can start any more.
+        await Poll.EventuallyAsync(() => host.Metrics.ActiveConnections == 0, () => "every connection closed on the server", Waits.Short);
         await Bytes.EventuallyAsync(() => Volatile.Read(ref ended) == Volatile.Read(ref started), "every started handler ends");
         Assert.Equal(0, await OpenFiles.WaitUntilClosedAsync(path, Waits.Short));
         using HttpClient client = host.CreateClient();

@@ -50,7 +50,8 @@ public class TruncationTests(FileFixture files) : IClassFixture<FileFixture>
         await Bytes.EventuallyAsync(() => host.Logs.AtLeast(LogLevel.Error).Any(), () =>
             $"the truncation is logged (SendFileAsync: {outcome}); transport log:\n"
             + string.Join("\n", host.Logs.Entries.Where(e => e.Category.StartsWith("SpliceTransport", StringComparison.Ordinal))));
-        await Task.Delay(500); // A second error, if any, would come right after the first.
+        // A second error, if any, would be logged before the connection is gone on the server's side too.
+        await Poll.EventuallyAsync(() => host.Metrics.ActiveConnections == 0, () => "the connection closed on the server", Waits.Short);
         var errors = host.Logs.AtLeast(LogLevel.Error).ToList();
         Assert.True(errors.Count == 1, $"Expected exactly one error, got {errors.Count}:\n" + string.Join("\n", errors));
         Assert.Equal(0, host.Metrics.ZeroCopyResponses);
