@@ -178,7 +178,7 @@ public sealed class PipePoolTests(ITestOutputHelper output) : IDisposable
     [InlineData(Errno.EINVAL, PipeRefusalReasons.Error)]
     public void Pipe2FailuresAreRefusedWithTheirReasonAndCounted(int errno, string reason)
     {
-        var faults = new PipeFaults { CreatePipeErrno = errno };
+        var faults = new FaultInjectingSyscalls { CreatePipeErrno = errno };
         using PipePool pool = _metrics.CreatePool(faults);
 
         Assert.False(pool.TryRent(out SplicePipe? pipe, out PipeRefusal refusal));
@@ -200,7 +200,7 @@ public sealed class PipePoolTests(ITestOutputHelper output) : IDisposable
     [Fact]
     public void AnEpermFromF_SETPIPE_SZClosesTheNewPipeAndRefusesIt()
     {
-        var faults = new PipeFaults { SetPipeSizeErrno = Errno.EPERM };
+        var faults = new FaultInjectingSyscalls { SetPipeSizeErrno = Errno.EPERM };
         using PipePool pool = _metrics.CreatePool(faults);
 
         Assert.False(pool.TryRent(out SplicePipe? pipe, out PipeRefusal refusal));
@@ -208,8 +208,8 @@ public sealed class PipePoolTests(ITestOutputHelper output) : IDisposable
         Assert.Null(pipe);
         Assert.Equal(PipeRefusalReasons.PipeSizeLimit, refusal.Reason);
         Assert.Equal(Errno.EPERM, refusal.Errno);
-        Assert.Equal(2, faults.Created.Count);
-        Assert.All(faults.Created, end => Assert.True(end.IsClosed));
+        Assert.Equal(1, faults.PipesCreated);
+        Assert.Equal(0, faults.OpenPipes()); // Both ends of the refused pipe were closed.
         Assert.Equal(1, _metrics.Refused(PipeRefusalReasons.PipeSizeLimit));
         Assert.Equal((0, 0), (_metrics.Used, _metrics.Idle));
         Assert.Equal(Errno.EPERM, refusal.ToException().Errno);

@@ -42,34 +42,6 @@ internal sealed class PoolMetrics : IDisposable
     }
 }
 
-/// <summary>The real system calls, but pipe2 and F_SETPIPE_SZ fail with a chosen errno when told to.</summary>
-internal sealed class PipeFaults : Syscalls
-{
-    public int? CreatePipeErrno { get; set; }
-
-    public int? SetPipeSizeErrno { get; set; }
-
-    /// <summary>Every pipe end pipe2 made, so a test can check that a refused pipe was closed.</summary>
-    public List<FileDescriptorHandle> Created { get; } = [];
-
-    public override SyscallResult CreatePipe(out FileDescriptorHandle? readEnd, out FileDescriptorHandle? writeEnd)
-    {
-        if (CreatePipeErrno is int errno)
-        {
-            readEnd = null;
-            writeEnd = null;
-            return SyscallResult.Failure(errno);
-        }
-        SyscallResult result = base.CreatePipe(out readEnd, out writeEnd);
-        Created.Add(readEnd!);
-        Created.Add(writeEnd!);
-        return result;
-    }
-
-    public override SyscallResult SetPipeSize(SafeHandle pipe, int size) =>
-        SetPipeSizeErrno is int errno ? SyscallResult.Failure(errno) : base.SetPipeSize(pipe, size);
-}
-
 /// <summary>
 /// A connected loopback TCP pair: <see cref="Local"/> is non-blocking, the end the tests splice (as a loop
 /// would); <see cref="Remote"/> is an ordinary blocking socket, the peer, driven from another thread.
