@@ -74,16 +74,6 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-install_missing() {
-  local need=()
-  command -v wrk >/dev/null || need+=(wrk)
-  command -v nginx >/dev/null || need+=(nginx-light)
-  command -v curl >/dev/null || need+=(curl)
-  command -v strace >/dev/null || need+=(strace)
-  ((${#need[@]} == 0)) && return
-  log "installing ${need[*]}"
-  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-}
 
 make_files() {
   mkdir -p "$FILES_DIR"
@@ -255,7 +245,7 @@ EOF
 }
 
 main() {
-  install_missing
+  install_packages_for wrk=wrk nginx=nginx-light curl=curl strace=strace
   make_files
   log "building the sample (Release)"
   dotnet build -c Release "$SAMPLE_PROJECT" -nologo -v q >"$TMP_DIR/build.log" 2>&1 || { tail -n 30 "$TMP_DIR/build.log" >&2; die "build failed"; }

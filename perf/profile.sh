@@ -130,9 +130,6 @@ cleanup() {
   exit "$status"
 }
 
-install_missing() {
-  install_packages_for wrk=wrk nginx=nginx-light strace=strace perf=linux-perf curl=curl python3=python3
-}
 
 start_server() {
   local name=$1 port=${PORT[$1]} cmd
@@ -226,7 +223,7 @@ main() {
   : >"$TOP_TXT"; : >"$COMMANDS_FILE"
   mkdir -p "$RESULTS_DIR" "$CACHE_DIR"
 
-  install_missing
+  install_packages_for wrk=wrk nginx=nginx-light strace=strace perf=linux-perf curl=curl python3=python3
   ulimit -n 65536 2>/dev/null || true
   FD_LIMIT=$(ulimit -n)
   detect_hardware_counters

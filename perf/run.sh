@@ -123,19 +123,6 @@ parse_args() {
 
 # ---------------------------------------------------------------------------------------------- set-up
 
-install_missing() {
-  local -A package_of=([wrk]=wrk [nginx]=nginx-light [go]=golang-go [h2load]=nghttp2-client
-                       [curl]=curl [taskset]=util-linux [python3]=python3)
-  local missing=() tool
-  for tool in "${!package_of[@]}"; do
-    command -v "$tool" >/dev/null || missing+=("${package_of[$tool]}")
-  done
-  ((${#missing[@]} == 0)) && return
-  log "installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q >/dev/null
-  apt-get install -y -q "${missing[@]}" >/dev/null
-}
 
 # dotnet-gcdump, only for --gcdump: a global tool from NuGet, into ~/.dotnet/tools.
 install_gcdump() {
@@ -453,7 +440,7 @@ main() {
   mkdir -p "$RESULTS_DIR" "$BIN_DIR"
   : >"$COMMANDS_FILE"
 
-  install_missing
+  install_packages_for wrk=wrk nginx=nginx-light go=golang-go h2load=nghttp2-client curl=curl taskset=util-linux python3=python3
   if ((GCDUMP)); then install_gcdump; fi
   raise_fd_limit
   build_sample

@@ -121,18 +121,6 @@ parse_args() {
 
 # ---------------------------------------------------------------------------------------------- set-up
 
-install_missing() {
-  local -A package_of=([wrk]=wrk [curl]=curl [taskset]=util-linux [ss]=iproute2)
-  local missing=() tool
-  for tool in "${!package_of[@]}"; do
-    command -v "$tool" >/dev/null || missing+=("${package_of[$tool]}")
-  done
-  ((${#missing[@]} == 0)) && return
-  log "installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q >/dev/null
-  apt-get install -y -q "${missing[@]}" >/dev/null
-}
 
 describe_commit() {
   local head; head=$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null) || { echo unknown; return; }
@@ -572,7 +560,7 @@ main() {
   trap 'exit 143' TERM
   TMP_DIR=$(mktemp -d /tmp/splice-soak.XXXXXX)
 
-  install_missing
+  install_packages_for wrk=wrk curl=curl taskset=util-linux ss=iproute2
   ulimit -n "$(ulimit -Hn)"   # wrk and the server together hold a few hundred sockets; raise anyway
   build_sample
   make_files

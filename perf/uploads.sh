@@ -54,19 +54,9 @@ while (($#)); do
 done
 
 
-install_missing() {
-  local need=()
-  command -v nginx >/dev/null || need+=(nginx-light)
-  command -v go >/dev/null || need+=(golang-go)
-  command -v curl >/dev/null || need+=(curl)
-  command -v taskset >/dev/null || need+=(util-linux)
-  ((${#need[@]} == 0)) && return
-  log "installing ${need[*]}"
-  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-}
 
 prepare() {
-  install_missing
+  install_packages_for nginx=nginx-light go=golang-go curl=curl taskset=util-linux
   mkdir -p "$DATA_DIR" "$BIN_DIR"
   local name size
   for name in source warmup; do
