@@ -122,15 +122,6 @@ parse_args() {
 # ---------------------------------------------------------------------------------------------- set-up
 
 
-describe_commit() {
-  local head; head=$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null) || { echo unknown; return; }
-  if [[ -n $(git -C "$REPO_DIR" status --porcelain -- src samples 2>/dev/null) ]]; then
-    echo "$head (plus uncommitted changes in src/ or samples/)"
-  else
-    echo "$head"
-  fi
-}
-
 build_sample() {
   log "building the sample (Release)"
   BUILD_COMMIT=$(describe_commit)   # taken now: others may commit while the soak runs
