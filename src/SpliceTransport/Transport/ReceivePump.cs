@@ -161,7 +161,7 @@ internal sealed class ReceivePump
                 }
 
                 seen = readable.Observe();
-                Memory<byte> buffer = _input.GetMemory(MinimumBufferSize);
+                Memory<byte> buffer = RoomForRealBytes(MinimumBufferSize);
                 SyscallResult received = _connection.Syscalls.Receive(_connection.Socket, buffer.Span);
                 if (received.WouldBlock)
                 {
@@ -448,13 +448,17 @@ internal sealed class ReceivePump
     /// </summary>
     private async ValueTask<bool> MovePipeToInputAsync(SplicePipe pipe, byte[]? unwritten)
     {
-        if (unwritten is not null)
+        for (int copied = 0; unwritten is not null && copied < unwritten.Length;)
         {
-            _input.Write(unwritten);
+            Memory<byte> room = RoomForRealBytes(0);
+            int length = Math.Min(room.Length, unwritten.Length - copied);
+            unwritten.AsSpan(copied, length).CopyTo(room.Span);
+            _input.Advance(length);
+            copied += length;
         }
         while (!pipe.IsEmpty)
         {
-            Memory<byte> buffer = _input.GetMemory(); // No size hint: the pool's own block.
+            Memory<byte> buffer = RoomForRealBytes(0);
             SyscallResult read = pipe.ReadInto(buffer.Span);
             if (!read.IsSuccess)
             {
@@ -463,6 +467,21 @@ internal sealed class ReceivePump
             _input.Advance((int)read.Count);
         }
         return await FlushInputAsync();
+    }
+
+    /// <summary>
+    /// Room in the input for bytes off the socket or out of a pipe: a pool block, never the shared scratch memory that
+    /// placeholders are slices of (see <see cref="InputMemoryPool"/>). A slice leaves no room once its placeholders are
+    /// advanced, except when the application has completed the input: the pipe then ignores Advance, and the slice
+    /// stays its write head. The pump stops at that flush, so this never happens; should a later path write on
+    /// regardless, it fails here rather than put a connection's bytes where every upload's placeholders point.
+    /// </summary>
+    private Memory<byte> RoomForRealBytes(int sizeHint)
+    {
+        Memory<byte> room = _input.GetMemory(sizeHint);
+        return ScratchMemory.Shared.Contains(room.Span)
+            ? throw new InvalidOperationException("The input's write head is a placeholder slice of the shared scratch memory; real bytes cannot go there.")
+            : room;
     }
 
     /// <summary>Flushes the input, waiting while the application has more than MaxRequestBufferSize unread (back-pressure).</summary>
