@@ -12,9 +12,13 @@
 set -euo pipefail
 
 PERF_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=perf/lib.sh
+source "$PERF_DIR/lib.sh"
 REPO_DIR=$(dirname "$PERF_DIR")
 SAMPLE_PROJECT=$REPO_DIR/samples/StaticFileServer
-SAMPLE_BIN=$SAMPLE_PROJECT/bin/Release/net10.0/StaticFileServer
+SAMPLE_BUILD_DIR=$SAMPLE_PROJECT/bin/Release/net10.0
+SAMPLE_COPY_DIR=$PERF_DIR/.cache/coalescing-sample   # the server runs from a copy: other work may rebuild bin/
+SAMPLE_BIN=$SAMPLE_COPY_DIR/StaticFileServer
 RESULT_MD=$PERF_DIR/results/coalescing.md
 
 readonly PORT=18090                   # apart from run.sh's 18081-18084, so both can run at once
@@ -29,9 +33,6 @@ TMP_DIR=""
 SERVER_PID=""
 TSHARK_PID=""
 
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { printf '\nperf/capture-coalescing.sh: ERROR: %s\n' "$*" >&2; exit 1; }
-
 install_tshark() {
   command -v tshark >/dev/null && return
   log "installing tshark"
@@ -42,30 +43,11 @@ install_tshark() {
   apt-get install -y -q tshark >/dev/null
 }
 
-build_sample() {
-  log "building the sample (Release)"
-  BUILD_COMMIT=$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo unknown)
-  [[ -n $(git -C "$REPO_DIR" status --porcelain -- src samples 2>/dev/null) ]] \
-    && BUILD_COMMIT+=" (plus uncommitted changes in src/ or samples/)"
-  dotnet build -c Release "$SAMPLE_PROJECT" -nologo -v q >"$TMP_DIR/dotnet-build.log" 2>&1 \
-    || { tail -n 30 "$TMP_DIR/dotnet-build.log" >&2; die "dotnet build of samples/StaticFileServer failed"; }
-}
-
-stop_pid() {
-  local pid=$1 signal=$2 deadline
-  kill -0 "$pid" 2>/dev/null || return 0
-  kill "-$signal" "$pid" 2>/dev/null || true
-  deadline=$((SECONDS + STOP_TIMEOUT_S))
-  while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
-
 cleanup() {
   local status=$?
   trap - EXIT INT TERM
   [[ -n $TSHARK_PID ]] && stop_pid "$TSHARK_PID" INT
-  [[ -n $SERVER_PID ]] && stop_pid "$SERVER_PID" TERM
+  [[ -n $SERVER_PID ]] && stop_pid "$SERVER_PID"
   [[ -n $TMP_DIR ]] && rm -rf "$TMP_DIR"
   exit "$status"
 }
@@ -164,7 +146,7 @@ write_result() {
   {
     echo "# Header and file coalescing on the splice transport — $verdict"
     echo
-    echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC'), commit $BUILD_COMMIT"
+    echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC'), commit $BUILD_COMMIT; \`src/\` as of $SRC_COMMIT"
     echo "- Kernel: $(uname -sr); $(tshark --version 2>/dev/null | head -n1)"
     echo "- Written by \`perf/capture-coalescing.sh\`. Commands (temporary folder shown as \$TMP):"
     echo
@@ -186,6 +168,7 @@ main() {
   trap 'exit 143' TERM
   TMP_DIR=$(mktemp -d /tmp/splice-coalescing.XXXXXX)
   install_tshark
+  mkdir -p "$(dirname "$SAMPLE_COPY_DIR")"
   build_sample
   start_server
   start_capture

@@ -15,13 +15,14 @@ begin_run() {
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf '\nperf/%s: ERROR: %s\n' "${0##*/}" "$*" >&2; exit 1; }
 
-# TERM, then KILL after STOP_TIMEOUT_S; only ever a PID the calling script started. A process that has
-# already exited is reaped, so no zombie is left behind either way.
+# TERM (or the signal given, e.g. INT for a capture that must flush), then KILL after STOP_TIMEOUT_S; only ever
+# a PID the calling script started. A process that has already exited is reaped, so no zombie is left behind.
+#   stop_pid PID [SIGNAL]
 stop_pid() {
-  local pid=$1 deadline
+  local pid=$1 signal=${2:-TERM} deadline
   [[ -n $pid ]] || return 0
   kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-  kill -TERM "$pid" 2>/dev/null || true
+  kill "-$signal" "$pid" 2>/dev/null || true
   deadline=$((EPOCHSECONDS + STOP_TIMEOUT_S))
   while kill -0 "$pid" 2>/dev/null && ((EPOCHSECONDS < deadline)); do sleep 0.1; done
   kill -KILL "$pid" 2>/dev/null || true

@@ -241,14 +241,19 @@ internal sealed partial class SpliceConnection : ConnectionContext
         }
     }, error);
 
-    public override void Abort(ConnectionAbortedException abortReason)
+    /// <summary>
+    /// Ends the connection at once. With a reason it is an abort, and the peer gets a reset. Without one (Kestrel
+    /// passes null when the client has closed its side and nothing is left to answer: "closed gracefully", unless
+    /// KestrelServerOptions' FinOnError is set) the end is graceful, a FIN, as on Kestrel's socket transport, whose
+    /// Shutdown treats a null reason the same way. Either way what the send pump has not sent yet is dropped.
+    /// </summary>
+    public override void Abort(ConnectionAbortedException? abortReason)
     {
-        abortReason ??= new ConnectionAbortedException("The connection was aborted.");
         RunOnLoop(static (connection, reason) =>
         {
             if (!connection.IsShuttingDown)
             {
-                Log.ConnectionAborted(connection.Logger, connection.ConnectionId, reason.Message);
+                Log.ConnectionAborted(connection.Logger, connection.ConnectionId, reason?.Message ?? "closed gracefully");
                 connection.MoveTo(ConnectionState.ShuttingDown, reason);
             }
         }, abortReason);

@@ -1,5 +1,7 @@
 using System.Net.Sockets;
 using System.Text;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Connections.Features;
 using SpliceTransport.Tests.Http;
 using SpliceTransport.Tests.Infrastructure;
 
@@ -81,6 +83,37 @@ public class AbortSemanticsTests
         FaultInjectingSyscalls.SocketLog socket = Assert.Single(syscalls.Sockets);
         Assert.Equal(0, socket.ResetOnCloseCalls);
         Assert.True(socket.ShutdownWriteCalls >= 1, "The server closed without shutdown(2): no FIN was sent on purpose.");
+        host.Logs.AssertNoErrors();
+    }
+
+    [Fact]
+    public async Task AnAbortWithoutAReasonIsKestrelsGracefulCloseAndSendsAFin()
+    {
+        // Kestrel ends a connection whose client has closed its side with Abort(null): its way of saying "closed
+        // gracefully" (unless FinOnError is set), which Kestrel's socket transport answers with a FIN. Made here
+        // deterministic with a connection middleware's handle on the connection, aborted the same way once the client
+        // has its response; a reset (as this transport sent before) is an error to every such client.
+        var syscalls = new FaultInjectingSyscalls();
+        var accepted = new TaskCompletionSource<ConnectionContext>(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using SpliceTestHost host = await SpliceTestHost.StartAsync(
+            app => app.MapGet("/plaintext", () => "Hello, World!"),
+            options => options.Syscalls = syscalls,
+            builder => builder.WebHost.ConfigureKestrel(kestrel => kestrel.ConfigureEndpointDefaults(listen => listen.Use(next => connection =>
+            {
+                accepted.TrySetResult(connection);
+                return next(connection);
+            }))));
+        await using (RawHttpConnection client = await RawHttpConnection.ConnectAsync(host.Port, timeouts: Waits.Raw))
+        {
+            await client.SendAsync(RawHttpConnection.Get("/plaintext"));
+            Assert.Equal("Hello, World!", (await client.ReadResponseAsync()).BodyText);
+            (await accepted.Task.WaitAsync(Waits.Short)).Abort(null!);
+            (byte[] rest, SocketError? error) = await FaultKit.ReadUntilClosedAsync(client.Socket, Waits.Short);
+            Assert.Empty(rest);
+            Assert.Null(error); // The server's FIN; a reset would be ConnectionReset.
+        }
+        await FaultKit.WaitForNoActiveConnectionsAsync(host);
+        Assert.Equal(0, Assert.Single(syscalls.Sockets).ResetOnCloseCalls);
         host.Logs.AssertNoErrors();
     }
 }
