@@ -103,6 +103,13 @@ async def measure(transport, args):
         server.wait(timeout=10)
 
 
+def src_commit():
+    """The last commit that changed src/, the code measured (with a note when src/ has uncommitted changes)."""
+    head = subprocess.run(["git", "-C", str(REPO), "log", "-1", "--format=%h", "--", "src"], capture_output=True, text=True).stdout.strip() or "unknown"
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "src", "samples"], capture_output=True, text=True).stdout.strip()
+    return head + (" (plus uncommitted changes in src/ or samples/)" if dirty else "")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=500)
@@ -123,7 +130,7 @@ def main():
     lines = [
         f"# Slow clients: {args.clients} downloads of a 100 MB file at {args.rate // 1000} KB/s each, {args.duration} s",
         "",
-        f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Kernel: {os.uname().release}. Command: `python3 perf/slow-clients.py --clients {args.clients} --rate {args.rate} --duration {args.duration}`.",
+        f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. `src/` as of {src_commit()}. Kernel: {os.uname().release}. Command: `python3 perf/slow-clients.py --clients {args.clients} --rate {args.rate} --duration {args.duration}`.",
         "Each server is pinned to core 0 (one event loop for splice). Threads and VmRSS from /proc/<pid>/status, sampled every second.",
         "",
         "| transport | threads before | threads max | RSS before (MB) | RSS max (MB) | RSS growth, 2nd half (MB) | delivered (MB/s) |",
