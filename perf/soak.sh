@@ -74,6 +74,8 @@ readonly SLOW_MAX_TIME_S=60           # far past SLOW_EXPECTED_S: a download thi
 
 # Test files: name and size, random bytes.
 readonly FILE_NAMES=(4KiB 1MiB 64MiB)
+FILES=("${FILE_NAMES[@]}")            # what lib.sh's make_files generates (once; cached)
+FILES_DIR=$CACHE_DIR/files
 declare -A FILE_SIZE=([4KiB]=4096 [1MiB]=1048576 [64MiB]=67108864)
 
 # The verdict's thresholds (see perf/README.md, "Soak test").
@@ -121,26 +123,6 @@ parse_args() {
 
 # ---------------------------------------------------------------------------------------------- set-up
 
-
-build_sample() {
-  log "building the sample (Release)"
-  BUILD_COMMIT=$(describe_commit)   # taken now: others may commit while the soak runs
-  dotnet build -c Release "$SAMPLE_PROJECT" -nologo -v q >"$TMP_DIR/dotnet-build.log" 2>&1 \
-    || { tail -n 30 "$TMP_DIR/dotnet-build.log" >&2; die "dotnet build of samples/StaticFileServer failed"; }
-  rm -rf "$SAMPLE_COPY_DIR"
-  mkdir -p "$CACHE_DIR"
-  cp -a "$SAMPLE_BUILD_DIR" "$SAMPLE_COPY_DIR"
-  [[ -x $SAMPLE_BIN ]] || die "built, but $SAMPLE_BUILD_DIR/StaticFileServer is missing"
-}
-
-make_files() {
-  FILES_DIR=$TMP_DIR/files
-  mkdir -p "$FILES_DIR"
-  local name
-  for name in "${FILE_NAMES[@]}"; do
-    head -c "${FILE_SIZE[$name]}" /dev/urandom >"$FILES_DIR/$name.bin"
-  done
-}
 
 # ---------------------------------------------------------------------------------------------- server
 
@@ -444,7 +426,7 @@ write_result_file() {
   {
     echo "# Soak test: $MINUTES minutes of mixed load on SpliceTransport"
     echo
-    echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC'), commit $BUILD_COMMIT; kernel $(uname -sr); .NET SDK $(dotnet --version)"
+    echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC'), commit $BUILD_COMMIT (\`src/\` as of $SRC_COMMIT); kernel $(uname -sr); .NET SDK $(dotnet --version)"
     echo "- Command: \`perf/soak.sh --minutes $MINUTES\`; server: \`${SERVER_COMMAND[*]/$TMP_DIR/<tmp>}\`"
     echo "- Load, at once, clients on core $CLIENT_CORE: wrk /plaintext ($PLAINTEXT_CONNECTIONS conns), pipelined /plaintext" \
          "(${PIPELINE_CONNECTIONS} conns × $PIPELINE_DEPTH), 4 KiB file ($SMALL_FILE_CONNECTIONS conns), 1 MiB file ($MEDIUM_FILE_CONNECTIONS conns)," \
@@ -553,6 +535,7 @@ main() {
 
   install_packages_for wrk=wrk curl=curl taskset=util-linux ss=iproute2
   ulimit -n "$(ulimit -Hn)"   # wrk and the server together hold a few hundred sockets; raise anyway
+  mkdir -p "$CACHE_DIR"
   build_sample
   make_files
   start_server
