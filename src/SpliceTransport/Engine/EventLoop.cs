@@ -66,15 +66,11 @@ internal sealed unsafe class EventLoop : PipeScheduler, IDisposable
         Index = index;
         _logger = logger;
         _syscalls = syscalls ?? Syscalls.Default;
-        _epoll = NewDescriptor(_syscalls.CreateEpoll(), "epoll_create1");
+        _epoll = _syscalls.CreateEpoll().DescriptorOrThrow("epoll_create1");
         try
         {
-            _wakeEvent = NewDescriptor(_syscalls.CreateWakeEvent(), "eventfd");
-            SyscallResult added = _syscalls.ControlEpoll(_epoll, LibC.EPOLL_CTL_ADD, _wakeEvent.Fd, LibC.EPOLLIN | LibC.EPOLLET, WakeToken);
-            if (!added.IsSuccess)
-            {
-                throw added.ToException("epoll_ctl", "eventfd");
-            }
+            _wakeEvent = _syscalls.CreateWakeEvent().DescriptorOrThrow("eventfd");
+            _syscalls.ControlEpoll(_epoll, LibC.EPOLL_CTL_ADD, _wakeEvent.Fd, LibC.EPOLLIN | LibC.EPOLLET, WakeToken).CountOrThrow("epoll_ctl", "eventfd");
         }
         catch
         {
@@ -86,10 +82,6 @@ internal sealed unsafe class EventLoop : PipeScheduler, IDisposable
         _thread = new Thread(Run) { IsBackground = true, Name = $"splice-loop-{index}" };
         SendScheduler = new SendScheduler(this);
     }
-
-    /// <summary>A descriptor the loop owns, from a call that returns one, or the call's failure as an exception.</summary>
-    private static FileDescriptorHandle NewDescriptor(SyscallResult created, string syscall) =>
-        created.IsSuccess ? new FileDescriptorHandle((int)created.Count) : throw created.ToException(syscall);
 
     /// <summary>Where the send pumps of this loop's connections continue after a flush.</summary>
     public SendScheduler SendScheduler { get; }

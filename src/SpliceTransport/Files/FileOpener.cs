@@ -90,11 +90,7 @@ internal static class FileOpener
         var file = new FileDescriptorHandle((int)opening.Count);
         try
         {
-            SyscallResult stat = syscalls.Stat(file, out FileStatus opened);
-            if (!stat.IsSuccess)
-            {
-                throw stat.ToException("statx", path);
-            }
+            syscalls.Stat(file, out FileStatus opened).CountOrThrow("statx", path);
             string? reason = !opened.IsRegularFile ? FallbackReasons.NotRegularFile
                 : opened.IsOnAnonymousDevice && IsPseudoFileSystem(syscalls, file, path) ? FallbackReasons.PseudoFile
                 : null;
@@ -123,21 +119,12 @@ internal static class FileOpener
     {
         // The file status flags are exactly the O_NONBLOCK of the open (F_SETFL ignores the access mode, and
         // O_CLOEXEC is a descriptor flag): 0 leaves it read-only and blocking, in one call.
-        SyscallResult set = syscalls.SetStatusFlags(file, 0);
-        if (!set.IsSuccess)
-        {
-            throw set.ToException("fcntl", path);
-        }
+        syscalls.SetStatusFlags(file, 0).CountOrThrow("fcntl", path);
     }
 
     private static bool IsPseudoFileSystem(Syscalls syscalls, FileDescriptorHandle file, string path)
     {
-        SyscallResult type = syscalls.FileSystemType(file);
-        if (!type.IsSuccess)
-        {
-            throw type.ToException("fstatfs", path);
-        }
-        return Array.IndexOf(s_pseudoFileSystems, type.Count) >= 0;
+        return Array.IndexOf(s_pseudoFileSystems, syscalls.FileSystemType(file).CountOrThrow("fstatfs", path)) >= 0;
     }
 
     private static void CheckRange(string path, long offset, long? count, long size)

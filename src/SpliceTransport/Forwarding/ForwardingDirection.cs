@@ -411,13 +411,8 @@ internal sealed class ForwardingDirection
         _buffer ??= ArrayPool<byte>.Shared.Rent(CopyBufferSize);
         while (!pipe.IsEmpty)
         {
-            SyscallResult read = pipe.ReadInto(_buffer.AsSpan(0, CopyBufferSize));
-            if (!read.IsSuccess)
-            {
-                throw read.ToException("read", "a splice pipe");
-            }
             _pendingStart = 0;
-            _pendingEnd = (int)read.Count;
+            _pendingEnd = (int)pipe.ReadInto(_buffer.AsSpan(0, CopyBufferSize)).CountOrThrow("read", "a splice pipe");
             if (await SendPendingAsync() is Ending ending)
             {
                 return ending;
@@ -582,13 +577,9 @@ internal sealed class ForwardingDirection
         while (_pipe is { IsEmpty: false } pipe)
         {
             Span<byte> span = output.GetSpan(Math.Min(pipe.Buffered, LeftoverChunkSize));
-            SyscallResult read = pipe.ReadInto(span);
-            if (!read.IsSuccess)
-            {
-                throw read.ToException("read", "a splice pipe");
-            }
-            output.Advance((int)read.Count);
-            _copied += read.Count;
+            long read = pipe.ReadInto(span).CountOrThrow("read", "a splice pipe");
+            output.Advance((int)read);
+            _copied += read;
         }
     }
 

@@ -470,24 +470,15 @@ internal static class RequestBodyFileWriter
     /// <summary>fsync(2) on a folder, so that a rename in it survives a crash.</summary>
     private static void FlushFolder(Syscalls syscalls, string folder)
     {
-        SyscallResult opened = syscalls.Open(folder, LibC.O_RDONLY | LibC.O_DIRECTORY | LibC.O_CLOEXEC);
-        if (!opened.IsSuccess)
-        {
-            throw opened.ToException("open", folder);
-        }
-        using var handle = new FileDescriptorHandle((int)opened.Count);
-        SyscallResult synced = syscalls.Sync(handle);
-        if (!synced.IsSuccess)
-        {
-            throw synced.ToException("fsync", folder);
-        }
+        using FileDescriptorHandle handle = syscalls.Open(folder, LibC.O_RDONLY | LibC.O_DIRECTORY | LibC.O_CLOEXEC).DescriptorOrThrow("open", folder);
+        syscalls.Sync(handle).CountOrThrow("fsync", folder);
     }
 
     /// <summary>Whether the caller's handle is a regular file (a pipe or a device cannot take a splice at an offset).</summary>
     private static bool IsRegularFile(Syscalls syscalls, SafeFileHandle file)
     {
-        SyscallResult stat = syscalls.Stat(file, out FileStatus status);
-        return stat.IsSuccess ? status.IsRegularFile : throw stat.ToException("statx", NameOf(file));
+        syscalls.Stat(file, out FileStatus status).CountOrThrow("statx", NameOf(file));
+        return status.IsRegularFile;
     }
 
     /// <summary>The path a caller's handle was opened with, for error messages (the handle does not say it).</summary>

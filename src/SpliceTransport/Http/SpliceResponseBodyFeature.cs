@@ -273,16 +273,12 @@ internal sealed class SpliceResponseBodyFeature : IHttpResponseBodyFeature
         int total = 0;
         while (total < buffer.Length)
         {
-            SyscallResult read = _connection.Syscalls.ReadFile(file, buffer.AsSpan(total), offset + total);
-            if (!read.IsSuccess)
-            {
-                throw read.ToException("pread", path);
-            }
-            if (read.Count == 0)
+            long read = _connection.Syscalls.ReadFile(file, buffer.AsSpan(total), offset + total).CountOrThrow("pread", path);
+            if (read == 0)
             {
                 break;
             }
-            total += (int)read.Count;
+            total += (int)read;
         }
         return total;
     }

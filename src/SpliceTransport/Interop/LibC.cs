@@ -21,17 +21,4 @@ internal static unsafe partial class LibC
 
     /// <summary>The errno of the last failed call on this thread.</summary>
     public static int LastErrno => Marshal.GetLastPInvokeError();
-
-    /// <summary>Throws a <see cref="SyscallException"/> for <paramref name="syscall"/> with the current errno.</summary>
-    public static SyscallException Fail(string syscall, string? detail = null) => new(syscall, LastErrno, detail);
-
-    /// <summary>Throws when <paramref name="result"/> is -1, the C convention for failure.</summary>
-    public static int ThrowIfFailed(int result, string syscall, string? detail = null)
-    {
-        if (result == -1)
-        {
-            throw Fail(syscall, detail);
-        }
-        return result;
-    }
 }

@@ -42,5 +42,11 @@ internal readonly struct SyscallResult
     /// <summary>The failure as the exception the application sees, naming the call and the errno.</summary>
     public SyscallException ToException(string syscall, string? detail = null) => new(syscall, Errno, detail);
 
+    /// <summary>The count, or the failure as <see cref="ToException"/>: for a call whose failure ends what the caller does.</summary>
+    public long CountOrThrow(string syscall, string? detail = null) => IsSuccess ? Count : throw ToException(syscall, detail);
+
+    /// <summary>The new descriptor a call returned (its count), owned by the caller, or the failure as <see cref="ToException"/>.</summary>
+    public FileDescriptorHandle DescriptorOrThrow(string syscall, string? detail = null) => new((int)CountOrThrow(syscall, detail));
+
     public override string ToString() => IsSuccess ? Count.ToString(System.Globalization.CultureInfo.InvariantCulture) : Interop.Errno.Name(Errno);
 }

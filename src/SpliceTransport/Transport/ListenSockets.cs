@@ -46,11 +46,7 @@ internal static class ListenSockets
             }
             if (listen)
             {
-                SyscallResult listening = syscalls.Listen(socket, backlog);
-                if (!listening.IsSuccess)
-                {
-                    throw listening.ToException("listen", endPoint.ToString());
-                }
+                syscalls.Listen(socket, backlog).CountOrThrow("listen", endPoint.ToString());
             }
             return socket;
         }
@@ -109,16 +105,8 @@ internal static class ListenSockets
             LibC.AF_UNIX => new UnixDomainSocketEndPoint("/"),
             _ => throw new ArgumentException($"File handle {number} is a listening socket of address family {domain}; SpliceTransport serves AF_INET, AF_INET6 and AF_UNIX.", nameof(endPoint)),
         };
-        SyscallResult flags = syscalls.GetStatusFlags(socket);
-        if (!flags.IsSuccess)
-        {
-            throw flags.ToException("fcntl", "F_GETFL");
-        }
-        SyscallResult nonBlocking = syscalls.SetStatusFlags(socket, (int)flags.Count | LibC.O_NONBLOCK);
-        if (!nonBlocking.IsSuccess)
-        {
-            throw nonBlocking.ToException("fcntl", "F_SETFL");
-        }
+        long flags = syscalls.GetStatusFlags(socket).CountOrThrow("fcntl", "F_GETFL");
+        syscalls.SetStatusFlags(socket, (int)flags | LibC.O_NONBLOCK).CountOrThrow("fcntl", "F_SETFL");
         return socket;
     }
 
@@ -145,17 +133,12 @@ internal static class ListenSockets
     /// </summary>
     public static FileDescriptorHandle OpenStreamSocket(Syscalls syscalls, EndPoint endPoint)
     {
-        SyscallResult opened = syscalls.OpenStreamSocket(endPoint);
-        return opened.IsSuccess ? new FileDescriptorHandle((int)opened.Count) : throw opened.ToException("socket");
+        return syscalls.OpenStreamSocket(endPoint).DescriptorOrThrow("socket");
     }
 
     /// <summary>Sets an integer socket option, throwing with the option's name on failure.</summary>
     private static void SetOption(Syscalls syscalls, FileDescriptorHandle socket, int level, int name, int value, string optionName)
     {
-        SyscallResult set = syscalls.SetOption(socket, level, name, value);
-        if (!set.IsSuccess)
-        {
-            throw set.ToException("setsockopt", optionName);
-        }
+        syscalls.SetOption(socket, level, name, value).CountOrThrow("setsockopt", optionName);
     }
 }

@@ -463,12 +463,7 @@ internal sealed class ReceivePump
         while (!pipe.IsEmpty)
         {
             Memory<byte> buffer = RoomForRealBytes(0);
-            SyscallResult read = pipe.ReadInto(buffer.Span);
-            if (!read.IsSuccess)
-            {
-                throw read.ToException("read", "a request body's kernel pipe");
-            }
-            _input.Advance((int)read.Count);
+            _input.Advance((int)pipe.ReadInto(buffer.Span).CountOrThrow("read", "a request body's kernel pipe"));
         }
         return await FlushInputAsync();
     }

@@ -56,11 +56,7 @@ internal sealed class SpliceTransportContext : IDisposable
     {
         if (endPoint is IPEndPoint && Options.NoDelay)
         {
-            SyscallResult set = Syscalls.SetOption(socket, LibC.IPPROTO_TCP, LibC.TCP_NODELAY, 1);
-            if (!set.IsSuccess)
-            {
-                throw set.ToException("setsockopt", "TCP_NODELAY");
-            }
+            Syscalls.SetOption(socket, LibC.IPPROTO_TCP, LibC.TCP_NODELAY, 1).CountOrThrow("setsockopt", "TCP_NODELAY");
         }
     }
 

@@ -79,7 +79,7 @@ public class UnixSocketTests
         string path = NewSocketPath();
         // A previous run that died without cleaning up leaves its socket file; nobody listens on it.
         // (A .NET Socket unlinks its file on dispose, so the socket is made with plain socket(2) and bind(2).)
-        using (var previous = new FileDescriptorHandle(LibC.ThrowIfFailed(LibC.socket(LibC.AF_UNIX, LibC.SOCK_STREAM | LibC.SOCK_CLOEXEC, 0), "socket")))
+        using (FileDescriptorHandle previous = Syscalls.Default.OpenStreamSocket(new UnixDomainSocketEndPoint(path)).DescriptorOrThrow("socket"))
         {
             Assert.True(Syscalls.Default.Bind(previous, new UnixDomainSocketEndPoint(path)).IsSuccess);
         }
