@@ -139,7 +139,7 @@ public sealed class SpliceConnectionFactory : IConnectionFactory
         if (outcome != 0)
         {
             socket.Dispose();
-            throw ConnectFailed(outcome, endpoint);
+            throw ErrnoExceptions.ForConnect(outcome, endpoint);
         }
 
         EndPoint? local = SocketAddresses.GetLocal(socket, endpoint);
@@ -147,25 +147,5 @@ public sealed class SpliceConnectionFactory : IConnectionFactory
         context.Metrics.ConnectionConnected(endpoint);
         connection.Start();
         return connection;
-    }
-
-    /// <summary>The <see cref="SocketException"/> .NET's own sockets give for connect's errno, naming the end point.</summary>
-    private static SocketException ConnectFailed(int errno, EndPoint endpoint)
-    {
-        SocketError error = errno switch
-        {
-            Errno.ECONNREFUSED => SocketError.ConnectionRefused,
-            Errno.ENETUNREACH => SocketError.NetworkUnreachable,
-            Errno.EHOSTUNREACH => SocketError.HostUnreachable,
-            Errno.ETIMEDOUT => SocketError.TimedOut,
-            Errno.ENETDOWN => SocketError.NetworkDown,
-            Errno.ECONNRESET => SocketError.ConnectionReset,
-            Errno.EADDRNOTAVAIL or Errno.ENOENT => SocketError.AddressNotAvailable, // ENOENT: no Unix socket at the path.
-            Errno.EACCES or Errno.EPERM => SocketError.AccessDenied,
-            Errno.EAGAIN => SocketError.TryAgain, // A Unix socket whose listener's backlog is full.
-            Errno.EMFILE or Errno.ENFILE => SocketError.TooManyOpenSockets,
-            _ => SocketError.SocketError,
-        };
-        return new SocketException((int)error, $"Could not connect to {endpoint}: {Errno.Name(errno)} ({error}).");
     }
 }

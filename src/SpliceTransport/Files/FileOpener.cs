@@ -41,7 +41,7 @@ internal static class FileOpener
         SyscallResult stat = syscalls.Stat(path, out FileStatus status);
         if (!stat.IsSuccess)
         {
-            throw OpenError(path, stat.Errno, "statx");
+            throw ErrnoExceptions.ForFile(path, stat.Errno, "statx");
         }
         if ((status.Mode & LibC.S_IFMT) == S_IFDIR)
         {
@@ -85,7 +85,7 @@ internal static class FileOpener
         SyscallResult opening = syscalls.Open(path, LibC.O_RDONLY | LibC.O_CLOEXEC | LibC.O_NONBLOCK);
         if (!opening.IsSuccess)
         {
-            throw OpenError(path, opening.Errno, "open");
+            throw ErrnoExceptions.ForFile(path, opening.Errno, "open");
         }
         var file = new FileDescriptorHandle((int)opening.Count);
         try
@@ -138,11 +138,4 @@ internal static class FileOpener
             throw new ArgumentOutOfRangeException(nameof(count), count, $"The count must fit the file '{path}' of {size} bytes from offset {offset}.");
         }
     }
-
-    private static Exception OpenError(string path, int errno, string syscall) => errno switch
-    {
-        Errno.ENOENT or Errno.ENOTDIR => new FileNotFoundException($"Could not find file '{path}'.", path),
-        Errno.EACCES or Errno.EPERM => new UnauthorizedAccessException($"Access to the path '{path}' is denied.", new SyscallException(syscall, errno, path)),
-        _ => new SyscallException(syscall, errno, path),
-    };
 }

@@ -106,9 +106,7 @@ internal static class RequestBodyFileWriter
         }
         catch
         {
-            // Give the first read back before failing: Kestrel drains the body for the next request only from a
-            // reader that is not in the middle of a read.
-            body.AdvanceTo(first.Buffer.Start);
+            GiveBack(body, first);
             throw;
         }
         try
@@ -183,6 +181,12 @@ internal static class RequestBodyFileWriter
     }
 
     /// <summary>
+    /// Gives a read back unconsumed before failing: Kestrel drains the body for the next request only from a reader
+    /// that is not in the middle of a read.
+    /// </summary>
+    private static void GiveBack(PipeReader body, ReadResult read) => body.AdvanceTo(read.Buffer.Start);
+
+    /// <summary>
     /// Pauses the receive pump, writes the first read and what else the input already holds (received before the
     /// pause), and resumes the pump with a segment for the rest of the body: from then on the socket's body bytes go
     /// to the file. The pause comes before the first read is given back, so the pump, stopped at the input's limit
@@ -201,9 +205,7 @@ internal static class RequestBodyFileWriter
         }
         catch
         {
-            // Give the first read back before failing: Kestrel drains the body for the next request only from a
-            // reader that is not in the middle of a read.
-            body.AdvanceTo(first.Buffer.Start);
+            GiveBack(body, first);
             throw;
         }
         if (!paused)

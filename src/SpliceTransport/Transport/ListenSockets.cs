@@ -36,13 +36,7 @@ internal static class ListenSockets
             SyscallResult bound = syscalls.Bind(socket, endPoint);
             if (!bound.IsSuccess)
             {
-                SyscallException error = bound.ToException("bind", endPoint.ToString());
-                if (bound.Errno == Errno.EADDRINUSE)
-                {
-                    // The type Kestrel turns into "Failed to bind to address …: address already in use."
-                    throw new AddressInUseException(error.Message, error);
-                }
-                throw error;
+                throw ErrnoExceptions.ForBind(bound.Errno, endPoint);
             }
             if (listen)
             {
@@ -118,13 +112,7 @@ internal static class ListenSockets
         {
             return (int)value.Count;
         }
-        SyscallException error = value.ToException("getsockopt", optionName);
-        throw value.Errno switch
-        {
-            Errno.EBADF => new ArgumentException($"File handle {number} is not an open descriptor.", nameof(FileHandleEndPoint), error),
-            Errno.ENOTSOCK => new ArgumentException($"File handle {number} is not a socket.", nameof(FileHandleEndPoint), error),
-            _ => new ArgumentException($"File handle {number} could not be checked: {error.Message}", nameof(FileHandleEndPoint), error),
-        };
+        throw ErrnoExceptions.ForInheritedHandle(number, value.Errno, optionName);
     }
 
     /// <summary>
