@@ -1,11 +1,10 @@
 #!/usr/bin/env python3
-"""perf/profile_report.py — the tables of perf/results/profile.md, from the raw files perf/profile.sh writes.
+"""perf/profile_report.py [--name NAME]: results/NAME.md (default profile) from perf/profile.sh's NAME.csv,
+NAME-syscalls.csv, NAME-split.csv, NAME-meta.txt and NAME-commands.txt; keeps the old NAME.md's text below
+READING_MARKER.
 
-    python3 perf/profile_report.py [--name NAME]   redraws results/NAME.md (default profile) from results/profile*.{csv,txt}; the
-                                         text below the READING_MARKER line of the old profile.md is kept
-    python3 perf/profile_report.py --classify SERVER SCENARIO RESPONSES REPORT SPLIT_CSV TOP_TXT
-                                         (profile.sh) splits one `perf report --sort dso,sym` by whose code
-                                         each sample fell in; appends to SPLIT_CSV and TOP_TXT
+perf/profile_report.py --classify SERVER SCENARIO RESPONSES REPORT SPLIT_CSV TOP_TXT (profile.sh): splits one
+`perf report --sort dso,sym` by whose code each sample fell in; appends to SPLIT_CSV and TOP_TXT.
 """
 import csv
 import os
@@ -13,48 +12,35 @@ import re
 import sys
 from collections import defaultdict
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+sys.dont_write_bytecode = True   # no perf/__pycache__ left behind in the tree
+from tables import (RESULTS, fmt, num, per_response, quotient, read_lines, read_meta, read_rows,  # noqa: E402
+                    responses, row, table)
+
 READING_MARKER = "<!-- reading: kept when profile_report.py redraws the tables above -->"
 RECORD_FREQUENCY_HZ = 2000          # profile.sh's perf record -F: one sample is 1/2000 s of CPU
 TOP_SYMBOLS = 30                    # symbols listed per server in profile-top.txt
-SYSCALL_MIN_PER_RESPONSE = 0.005    # syscalls rarer than this per response (in every server) are left out of the tables
-
-# Whose code: the order of the table's columns. "bcl" is managed System.* code; "runtime" is the native
+SYSCALL_MIN_PER_RESPONSE = 0.005    # syscalls rarer than this per response (in every server) are left out
+SERVER_ORDER = ["splice", "sockets", "nginx", "splice-spin0", "splice-inline"]
+PER_RESPONSE = ["syscalls", "epoll_wait_returns", "context_switches", "pool_work_items"]   # summary table columns
+# Whose code, in the order of the table's columns. "bcl" is managed System.* code; "runtime" is the native
 # runtime (coreclr with GC and type system, the JIT, System.Native, the dynamic linker, stubs). "libc" is
 # mostly its syscall wrappers: on this VM, cpu-clock samples of time spent in a syscall with interrupts off
 # land on the wrapper's return or on the kernel's pvm_irq_enable, so libc + kernel is the syscalls' cost.
-CATEGORIES = ["ours", "kestrel", "aspnetcore", "bcl", "runtime", "libc", "nginx", "kernel", "other"]
-CATEGORY_TITLE = {
-    "ours": "SpliceTransport (ours)",
-    "kestrel": "Kestrel",
-    "aspnetcore": "other ASP.NET Core + app",
-    "bcl": "BCL (System.*)",
-    "runtime": "runtime native (coreclr, GC, JIT, stubs)",
-    "libc": "libc (syscall wrappers)",
-    "nginx": "nginx",
-    "kernel": "kernel",
-    "other": "unresolved",
-}
+CATEGORIES = {"ours": "SpliceTransport (ours)", "kestrel": "Kestrel", "aspnetcore": "other ASP.NET Core + app",
+              "bcl": "BCL (System.*)", "runtime": "runtime native (coreclr, GC, JIT, stubs)",
+              "libc": "libc (syscall wrappers)", "nginx": "nginx", "kernel": "kernel", "other": "unresolved"}
+# Managed assemblies (or R2R images, by file name without .dll) by prefix; the first match wins.
+ASSEMBLIES = [("ours", ("SpliceTransport",)), ("kestrel", ("Microsoft.AspNetCore.Server.Kestrel",)),
+              ("aspnetcore", ("Microsoft.AspNetCore.", "Microsoft.Extensions.", "Microsoft.Net.Http.Headers",
+                              "StaticFileServer")),
+              ("bcl", ("System", "mscorlib", "netstandard"))]
 RUNTIME_LIBRARIES = ("libcoreclr.so", "libclrjit.so", "libSystem.Native.so", "ld-linux", "libstdc++",
                      "libgcc", "libm.so", "[vdso]", "libclrgc", "libSystem.")
 LIBC = ("libc.so", "libc-", "libpthread")
-FILE_BYTES = {"4KiB": 4096, "64KiB": 65536, "1MiB": 1048576, "32MiB": 33554432}
-LARGE_FILE_BYTES = 1048576
-SERVER_ORDER = ["splice", "sockets", "nginx", "splice-spin0", "splice-inline"]
 
 
 def classify_assembly(assembly):
-    """The bucket of a managed assembly (or of an R2R image, by its file name without .dll)."""
-    if assembly.startswith("SpliceTransport"):
-        return "ours"
-    if assembly.startswith("Microsoft.AspNetCore.Server.Kestrel"):
-        return "kestrel"
-    if assembly.startswith(("Microsoft.AspNetCore.", "Microsoft.Extensions.", "Microsoft.Net.Http.Headers",
-                            "StaticFileServer")):
-        return "aspnetcore"
-    if assembly.startswith(("System", "mscorlib", "netstandard")):
-        return "bcl"
-    return None
+    return next((category for category, prefixes in ASSEMBLIES if assembly.startswith(prefixes)), "other")
 
 
 def classify(dso, symbol):
@@ -63,318 +49,193 @@ def classify(dso, symbol):
     if dso.startswith("[JIT]") or dso.startswith("perf-"):
         # "instance void [Assembly] Namespace.Type::Method(...)[Tier]": the declaring type's assembly is the
         # last "[...] " before the first "::" (parameters, which can name other assemblies, come after it).
-        head = symbol.split("::", 1)[0]
-        assemblies = re.findall(r"\[([^\]\s]+)\] ", head)
-        if assemblies:
-            return classify_assembly(assemblies[-1]) or "other"
-        return "runtime"   # stubs (IL_STUB_PInvoke, dispatch and precode stubs) without a declaring assembly
+        assemblies = re.findall(r"\[([^\]\s]+)\] ", symbol.split("::", 1)[0])
+        # Stubs (IL_STUB_PInvoke, dispatch and precode stubs) have no declaring assembly.
+        return classify_assembly(assemblies[-1]) if assemblies else "runtime"
     if dso.endswith(".dll"):
-        return classify_assembly(dso[:-4]) or "other"
+        return classify_assembly(dso[:-4])
     if dso == "nginx" or dso.endswith("/nginx"):
         return "nginx"
-    if dso.startswith(LIBC):
-        return "libc"
-    if dso.startswith(RUNTIME_LIBRARIES):
-        return "runtime"
-    return "other"
+    return "libc" if dso.startswith(LIBC) else "runtime" if dso.startswith(RUNTIME_LIBRARIES) else "other"
 
 
-def classify_report(server, scenario, responses, report_path, split_csv, top_txt):
-    samples = defaultdict(int)
-    symbols = []
-    row = re.compile(r"^\s*(\d+)\s+(\S+(?: tid \d+)?)\s+\[[.kgu]\]\s+(.*)$")
+def classify_report(server, scenario, sent, report_path, split_csv, top_txt):
+    samples, symbols = defaultdict(int), []
+    pattern = re.compile(r"^\s*(\d+)\s+(\S+(?: tid \d+)?)\s+\[[.kgu]\]\s+(.*)$")
     with open(report_path, errors="replace") as report:
         for line in report:
-            m = row.match(line)
-            if not m:
-                continue
-            count, dso, symbol = int(m.group(1)), m.group(2), m.group(3).strip()
-            category = classify(dso, symbol)
-            samples[category] += count
-            symbols.append((count, category, dso, symbol))
+            if m := pattern.match(line):
+                count, dso, symbol = int(m.group(1)), m.group(2), m.group(3).strip()
+                category = classify(dso, symbol)
+                samples[category] += count
+                symbols.append((count, category, dso, symbol))
     total = sum(samples.values())
     if total == 0:
         sys.exit(f"profile_report.py: no samples in {report_path} for {server} {scenario}")
     with open(split_csv, "a", newline="") as out:
-        writer = csv.writer(out)
-        for category in CATEGORIES:
-            writer.writerow([server, scenario, responses, category, samples.get(category, 0)])
+        csv.writer(out).writerows([server, scenario, sent, c, samples.get(c, 0)] for c in CATEGORIES)
     symbols.sort(key=lambda s: -s[0])
     with open(top_txt, "a") as out:
         out.write(f"== {server} {scenario}: {total} samples of cpu-clock at {RECORD_FREQUENCY_HZ} Hz, "
-                  f"{responses} responses; top {TOP_SYMBOLS} symbols (self)\n")
+                  f"{sent} responses; top {TOP_SYMBOLS} symbols (self)\n")
         for count, category, dso, symbol in symbols[:TOP_SYMBOLS]:
             out.write(f"{100 * count / total:6.2f}%  {category:<10} {dso:<28.28} {symbol[:160]}\n")
         out.write("\n")
-
-
-# ------------------------------------------------------------------------------------------------ report
-
-def read_csv(name):
-    path = os.path.join(RESULTS, name)
-    if not os.path.exists(path):
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-NAME = "profile"   # results/NAME.md from results/NAME.csv, NAME-syscalls.csv, ...; --name changes it
-
-
-def read_meta():
-    meta = {}
-    path = os.path.join(RESULTS, f"{NAME}-meta.txt")
-    if os.path.exists(path):
-        for line in open(path):
-            key, _, value = line.rstrip("\n").partition("=")
-            meta[key] = value
-    return meta
-
-
-def num(value):
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def fmt(value, digits=2):
-    if value is None:
-        return "–"
-    if value >= 100:
-        return f"{value:,.0f}"
-    if value >= 10:
-        return f"{value:.1f}"
-    return f"{value:.{digits}f}"
-
-
-def ratio(a, b):
-    return f"{a / b:.2f}×" if a is not None and b else "–"
-
-
-def responses(row):
-    """Responses of one pass: the requests wrk sent (counted.lua; the server handled the last one on each
-    connection although wrk stopped before counting its response), or for files of 1 MiB and more the bytes wrk
-    read over the file's size (downloads still running when wrk stops cost CPU and syscalls too; headers are
-    < 0.03% of the bytes)."""
-    size = FILE_BYTES.get(row.get("file") or row["scenario"].split("-")[0])
-    if size and size >= LARGE_FILE_BYTES and num(row.get("bytes")):
-        return num(row["bytes"]) / size
-    return num(row.get("sent")) or num(row["requests"])
 
 
 def ordered(servers):
     return sorted(servers, key=lambda s: SERVER_ORDER.index(s) if s in SERVER_ORDER else 99)
 
 
-def summary_tables(rows, lines):
-    scenarios = []
-    for r in rows:
-        if r["scenario"] not in scenarios:
-            scenarios.append(r["scenario"])
-    for scenario in scenarios:
+def summary_tables(rows):
+    lines = []
+    for scenario in dict.fromkeys(r["scenario"] for r in rows):
         cells = {r["server"]: r for r in rows if r["scenario"] == scenario}
         sample = next(iter(cells.values()))
-        size = sample["file"]
-        big = size.endswith("MiB")
-        lines.append(f"### {size}, {sample['connections']} connections (`{scenario}`)\n")
-        header = ["server", "responses/s", "CPU µs / response", "CPU vs nginx", "syscalls / response",
-                  "loop wake-ups (epoll_wait returns) / response", "context switches / response",
-                  "thread-pool work items / response"]
-        if big:
-            header.append("CPU s / GB")
-        if any(num(c["instructions"]) for c in cells.values()):
-            header += ["instructions / response", "cycles / response"]
-        lines.append("| " + " | ".join(header) + " |")
-        lines.append("|" + "---|" * len(header))
-        nginx_cpu = None
-        if "nginx" in cells:
-            n = cells["nginx"]
-            nginx_cpu = num(n["task_clock_ms"]) * 1000 / responses(n)
+        big, counters = sample["file"].endswith("MiB"), any(num(c["instructions"]) for c in cells.values())
+        nginx_cpu = per_response(cells["nginx"], "task_clock_ms", 1000) if "nginx" in cells else None
+        head = ["server", "responses/s", "CPU µs / response", "CPU vs nginx", "syscalls / response",
+                "loop wake-ups (epoll_wait returns) / response", "context switches / response",
+                "thread-pool work items / response"] + (["CPU s / GB"] if big else []) \
+            + (["instructions / response", "cycles / response"] if counters else [])
+        body = []
         for server in ordered(cells):
             c = cells[server]
-            n = responses(c)
-            secs = num(c["duration_us"]) / 1e6
-            cpu_us = num(c["task_clock_ms"]) * 1000 / n if num(c["task_clock_ms"]) is not None else None
-            per = lambda key: (num(c[key]) / n if num(c[key]) is not None else None)
-            cols = [server, fmt(n / secs, 0), fmt(cpu_us, 1), ratio(cpu_us, nginx_cpu), fmt(per("syscalls")),
-                    fmt(per("epoll_wait_returns")), fmt(per("context_switches")),
-                    fmt(per("pool_work_items")) if c["pool_work_items"] else "–"]
+            cpu_us = per_response(c, "task_clock_ms", 1000)
+            cols = [server, fmt(responses(c) / (num(c["duration_us"]) / 1e6), 0), fmt(cpu_us, 1),
+                    quotient(cpu_us, nginx_cpu)] + [fmt(per_response(c, k)) for k in PER_RESPONSE]
             if big:
                 gb = num(c["bytes"]) / 1e9
                 cols.append(f"{num(c['task_clock_ms']) / 1000 / gb:.3f}" if gb else "–")
-            if "instructions / response" in header:
-                cols += [fmt(per("instructions"), 0), fmt(per("cycles"), 0)]
-            lines.append("| " + " | ".join(cols) + " |")
-        lines.append("")
+            body.append(cols + ([fmt(per_response(c, k), 0) for k in ("instructions", "cycles")] if counters else []))
+        lines += [f"### {sample['file']}, {sample['connections']} connections (`{scenario}`)\n"]
+        lines += table(head, body) + [""]
+    return lines
 
 
-def syscall_tables(rows, plain_rows, lines):
+def syscall_tables(rows, plain_rows):
     plain = {(r["scenario"], r["server"]): r for r in plain_rows}
-    by_cell = defaultdict(dict)
-    counted = {}
+    by_cell, counted = defaultdict(dict), {}
     for r in rows:
-        key = (r["scenario"], r["server"])
         if r["syscall"] == "strace":
-            counted[key] = responses(r)
-            continue
-        by_cell[key][r["syscall"]] = (num(r["calls"]), num(r["errors"]) or 0)
-    scenarios = []
-    for r in rows:
-        if r["scenario"] not in scenarios:
-            scenarios.append(r["scenario"])
-    for scenario in scenarios:
+            counted[(r["scenario"], r["server"])] = responses(r)
+        else:
+            by_cell[(r["scenario"], r["server"])][r["syscall"]] = (num(r["calls"]), num(r["errors"]) or 0)
+    lines = []
+    for scenario in dict.fromkeys(r["scenario"] for r in rows):
         servers = ordered({s for (sc, s) in counted if sc == scenario})
-        names = set()
-        for s in servers:
-            n = counted[(scenario, s)]
-            names |= {name for name, (calls, _) in by_cell[(scenario, s)].items() if calls / n >= SYSCALL_MIN_PER_RESPONSE}
+        cells = {s: (by_cell[(scenario, s)], counted[(scenario, s)]) for s in servers}   # {server: (calls, n)}
+
         def weight(name):
-            return max(by_cell[(scenario, s)].get(name, (0, 0))[0] / counted[(scenario, s)] for s in servers)
+            return max(calls.get(name, (0, 0))[0] / n for calls, n in cells.values())
+
+        def per_call(s, name):
+            (calls, errors), n = cells[s][0].get(name, (0, 0)), cells[s][1]
+            return (fmt(calls / n, 3) if calls else "·") + (f" ({fmt(errors / n, 3)})" if errors else "")
+
+        names = {name for calls, n in cells.values() for name, (c, _) in calls.items()
+                 if c / n >= SYSCALL_MIN_PER_RESPONSE}
         names = sorted(names, key=lambda name: (-round(weight(name), 3), name))
         lines.append(f"#### `{scenario}`: calls per response (strace -c -f; errors in brackets)\n")
-        lines.append("| syscall | " + " | ".join(servers) + " |")
-        lines.append("|---|" + "---|" * len(servers))
-        for name in names:
-            cols = []
-            for s in servers:
-                calls, errors = by_cell[(scenario, s)].get(name, (0, 0))
-                n = counted[(scenario, s)]
-                cell = fmt(calls / n, 3) if calls else "·"
-                if errors:
-                    cell += f" ({fmt(errors / n, 3)})"
-                cols.append(cell)
-            lines.append(f"| {name} | " + " | ".join(cols) + " |")
-        cachestat = []
-        for s in servers:
-            row = plain.get((scenario, s))
-            calls = num(row.get("cachestat")) if row else None
-            cachestat.append(fmt(calls / responses(row), 3) if calls else "·")
+        lines += table(["syscall"] + servers, [[name] + [per_call(s, name) for s in servers] for name in names])
+        cachestat = [fmt(per_response(plain[(scenario, s)], "cachestat"), 3)
+                     if num(plain.get((scenario, s), {}).get("cachestat")) else "·" for s in servers]
         if any(c != "·" for c in cachestat):
-            lines.append("| cachestat (plain pass, tracepoint: strace 6.1 leaves it out) | " + " | ".join(cachestat) + " |")
-        totals = []
-        for s in servers:
-            n = counted[(scenario, s)]
-            totals.append(fmt(sum(c for c, _ in by_cell[(scenario, s)].values()) / n))
-        lines.append("| **total** (strace's, without cachestat) | " + " | ".join(totals) + " |")
-        lines.append("| responses under strace | " + " | ".join(f"{counted[(scenario, s)]:.0f}" for s in servers) + " |")
-        lines.append("")
+            lines.append(row(["cachestat (plain pass, tracepoint: strace 6.1 leaves it out)"] + cachestat))
+        totals = [fmt(sum(c for c, _ in calls.values()) / n) for calls, n in cells.values()]
+        lines += [row(["**total** (strace's, without cachestat)"] + totals),
+                  row(["responses under strace"] + [f"{n:.0f}" for _, n in cells.values()]), ""]
+    return lines
 
 
-def split_tables(rows, lines):
-    cells = defaultdict(dict)
-    counted = {}
+def micros(samples, n):
+    """µs of CPU per response from perf record's samples."""
+    return fmt(samples / RECORD_FREQUENCY_HZ * 1e6 / n, 1)
+
+
+def split_tables(rows):
+    cells, counted = defaultdict(dict), {}
     for r in rows:
-        key = (r["scenario"], r["server"])
-        cells[key][r["category"]] = num(r["samples"])
-        counted[key] = num(r["requests"])
-    scenarios = []
-    for r in rows:
-        if r["scenario"] not in scenarios:
-            scenarios.append(r["scenario"])
-    for scenario in scenarios:
+        cells[(r["scenario"], r["server"])][r["category"]] = num(r["samples"])
+        counted[(r["scenario"], r["server"])] = num(r["requests"])
+    lines = []
+    for scenario in dict.fromkeys(r["scenario"] for r in rows):
         servers = ordered({s for (sc, s) in cells if sc == scenario})
-        used = [c for c in CATEGORIES if any(cells[(scenario, s)].get(c) for s in servers)]
-        lines.append(f"#### `{scenario}`: CPU per response by whose code ran (perf record, cpu-clock; µs per response, share of the total)\n")
-        lines.append("| server | " + " | ".join(CATEGORY_TITLE[c] for c in used) + " | total µs | ours / total | ours / user space |")
-        lines.append("|---|" + "---|" * (len(used) + 3))
+        used = [k for k in CATEGORIES if any(cells[(scenario, s)].get(k) for s in servers)]
+        body = []
         for s in servers:
-            c = cells[(scenario, s)]
-            total = sum(c.values())
-            n = counted[(scenario, s)]
-            us = lambda samples: samples / RECORD_FREQUENCY_HZ * 1e6 / n
-            cols = [f"{fmt(us(c.get(k, 0)), 1)} ({100 * c.get(k, 0) / total:.1f}%)" for k in used]
-            user = total - c.get("kernel", 0)
-            ours = c.get("ours", 0)
-            dotnet = s != "nginx"
-            lines.append(f"| {s} | " + " | ".join(cols) + f" | {fmt(us(total), 1)} | "
-                         + (f"{100 * ours / total:.1f}% | {100 * ours / user:.1f}%" if dotnet else "– | –") + " |")
-        lines.append("")
+            c, n = cells[(scenario, s)], counted[(scenario, s)]
+            total, ours = sum(c.values()), c.get("ours", 0)
+            shares = [f"{100 * ours / total:.1f}%", f"{100 * ours / (total - c.get('kernel', 0)):.1f}%"] \
+                if s != "nginx" else ["–", "–"]
+            body.append([s] + [f"{micros(c.get(k, 0), n)} ({100 * c.get(k, 0) / total:.1f}%)" for k in used]
+                        + [micros(total, n)] + shares)
+        lines.append(f"#### `{scenario}`: CPU per response by whose code ran (perf record, cpu-clock; µs per "
+                     "response, share of the total)\n")
+        lines += table(["server"] + [CATEGORIES[k] for k in used] + ["total µs", "ours / total", "ours / user space"],
+                       body) + [""]
+    return lines
 
 
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "--classify":
-        server, scenario, responses, report, split_csv, top_txt = sys.argv[2:8]
-        classify_report(server, scenario, responses, report, split_csv, top_txt)
+        classify_report(*sys.argv[2:8])
         return
-    meta = read_meta()
-    global NAME
-    if len(sys.argv) > 2 and sys.argv[1] == "--name":
-        NAME = sys.argv[2]
-    plain = read_csv(f"{NAME}.csv")
-    syscalls = read_csv(f"{NAME}-syscalls.csv")
-    split = read_csv(f"{NAME}-split.csv")
+    name = sys.argv[2] if len(sys.argv) > 2 and sys.argv[1] == "--name" else "profile"
+    base = os.path.join(RESULTS, name)
+    plain, syscalls, split = (read_rows(f"{base}{part}.csv", optional=True) for part in ("", "-syscalls", "-split"))
     if not plain:
-        sys.exit(f"profile_report.py: results/{NAME}.csv is missing; run perf/profile.sh")
-    lines = ["# The cost map of a response (perf/profile.sh)", ""]
-    lines.append(f"Run {meta.get('date', '?')} on {meta.get('cpu', '?')} ({meta.get('cores', '?')} cores), "
-                 f"{meta.get('kernel', '?')}, .NET {meta.get('dotnet', '?')}, {meta.get('nginx', '?')}, "
-                 f"{meta.get('strace', '?')}, {meta.get('perf', '?')}.")
-    lines.append(f"Commit {meta.get('commit', '?')}; last commit that changed `src/`: {meta.get('src_commit', '?')}. "
-                 f"Load average at start {meta.get('loadavg_start', '?')}, at end {meta.get('loadavg_end', '?')} "
-                 f"(the machine is shared: 2 cores, another helper builds and tests on it; quiet at start: "
-                 f"{meta.get('quiet_at_start', '?')}). "
-                 f"Hardware counters: {meta.get('hardware_counters', '?')}. Run took {meta.get('run_seconds', '?')} s; "
-                 f"{meta.get('duration_s', '?')} s of wrk per pass. Warm-up: {meta.get('warmup', '?')}.")
-    lines.append("")
-    lines.append("Every server on core 0, wrk (one thread) on core 1. Each figure is divided by the requests wrk "
-                 "sent in the same pass (`perf/counted.lua`), or for 1 MiB and 32 MiB by the bytes wrk read over the "
-                 "file's size. Compare servers within this run only; absolute numbers move with the "
-                 "load of the shared machine.")
-    lines.append("")
-    lines.append("## Per response: CPU, syscalls, wake-ups, context switches, pool hops")
-    lines.append("")
-    lines.append("From the plain pass (no strace): CPU = `perf stat -e task-clock -p` (all threads of the process, "
-                 "nginx: master + worker); syscalls = `raw_syscalls:sys_enter`; wake-ups = "
-                 "`syscalls:sys_exit_epoll_wait` (every loop: ours, Kestrel's socket engine, nginx's worker); "
-                 "context switches = voluntary + nonvoluntary of `/proc/PID/task/*/status`, before and after; "
-                 "work items = the sample's `GET /perf/threadpool` (`ThreadPool.CompletedWorkItemCount`), "
-                 "before and after (its own request adds one or two items per run, not per response).")
-    lines.append("")
-    summary_tables(plain, lines)
+        sys.exit(f"profile_report.py: results/{name}.csv is missing; run perf/profile.sh")
+    meta = read_meta(f"{base}-meta.txt", optional=True)
+    m = defaultdict(lambda: "?", meta)   # "?" for what the meta file lacks
+    lines = [
+        "# The cost map of a response (perf/profile.sh)", "",
+        f"Run {m['date']} on {m['cpu']} ({m['cores']} cores), {m['kernel']}, .NET {m['dotnet']}, {m['nginx']}, "
+        f"{m['strace']}, {m['perf']}.",
+        f"Commit {m['commit']}; last commit that changed `src/`: {m['src_commit']}. Load average at start "
+        f"{m['loadavg_start']}, at end {m['loadavg_end']} (the machine is shared: 2 cores, another helper builds and "
+        f"tests on it; quiet at start: {m['quiet_at_start']}). Hardware counters: {m['hardware_counters']}. Run took "
+        f"{m['run_seconds']} s; {m['duration_s']} s of wrk per pass. Warm-up: {m['warmup']}.", "",
+        "Every server on core 0, wrk (one thread) on core 1. Each figure is divided by the requests wrk sent in the "
+        "same pass (`perf/counted.lua`), or for 1 MiB and 32 MiB by the bytes wrk read over the file's size. Compare "
+        "servers within this run only; absolute numbers move with the load of the shared machine.", "",
+        "## Per response: CPU, syscalls, wake-ups, context switches, pool hops", "",
+        "From the plain pass (no strace): CPU = `perf stat -e task-clock -p` (all threads of the process, nginx: "
+        "master + worker); syscalls = `raw_syscalls:sys_enter`; wake-ups = `syscalls:sys_exit_epoll_wait` (every "
+        "loop: ours, Kestrel's socket engine, nginx's worker); context switches = voluntary + nonvoluntary of "
+        "`/proc/PID/task/*/status`, before and after; work items = the sample's `GET /perf/threadpool` "
+        "(`ThreadPool.CompletedWorkItemCount`), before and after (its own request adds one or two items per run, not "
+        "per response).", ""] + summary_tables(plain)
     if split:
-        lines.append("## 4 KiB: whose code the CPU time goes to")
-        lines.append("")
-        lines.append("`perf record -e cpu-clock -F 2000 -p PID` over one wrk run, self time of each sample by "
-                     "where it fell: JIT-compiled methods by their declaring assembly (from `/tmp/perf-PID.map`), "
-                     "ReadyToRun code by its image, native code by its library. The kernel column is every "
-                     "syscall, interrupt and softirq (including the TCP work of loopback for both ends that lands "
-                     "on core 0). A sample is self time: a BCL method that our code calls counts as BCL. Top "
-                     "symbols of each: `profile-top.txt`. #13's target: ours ≤ 10% of the total.")
-        lines.append("")
-        split_tables(split, lines)
+        lines += [
+            "## 4 KiB: whose code the CPU time goes to", "",
+            "`perf record -e cpu-clock -F 2000 -p PID` over one wrk run, self time of each sample by where it fell: "
+            "JIT-compiled methods by their declaring assembly (from `/tmp/perf-PID.map`), ReadyToRun code by its "
+            "image, native code by its library. The kernel column is every syscall, interrupt and softirq (including "
+            "the TCP work of loopback for both ends that lands on core 0). A sample is self time: a BCL method that "
+            "our code calls counts as BCL. Top symbols of each: `profile-top.txt`. #13's target: ours ≤ 10% of the "
+            "total.", ""] + split_tables(split)
     if syscalls:
-        lines.append("## Syscalls by name, per response")
-        lines.append("")
-        lines.append("`strace -c -f -p PID` (nginx: master and worker) attached over one wrk run. strace slows "
-                     "every syscall by tens of µs, so loops see more ready events per wake-up and the pool spins "
-                     "differently: epoll_wait and sched_yield counts here are inflated or deflated against the "
-                     "plain pass above; the per-response counts of the send path (sendfile, writev, recvfrom, "
-                     "openat, statx…) are what this table is for. strace 6.1 predates cachestat(2) (451) and "
-                     "leaves it out of its -c table, so it is counted in the plain pass with the "
-                     "`syscalls:sys_enter_cachestat` tracepoint instead.")
-        lines.append("")
-        syscall_tables(syscalls, plain, lines)
-    commands = os.path.join(RESULTS, f"{NAME}-commands.txt")
-    if os.path.exists(commands):
-        lines.append("## Exact commands")
-        lines.append("")
-        lines.append("The client lines name the splice server's port; every server got the same command on its own "
-                     "port. PID is the server's (nginx: master and worker).")
-        lines.append("")
-        lines.append("```")
-        lines.append(f"flock /work/perf.lock {meta.get('command', 'perf/profile.sh')}")
-        lines.extend(open(commands).read().rstrip("\n").split("\n"))
-        lines.append("```")
-        lines.append("")
-    path = os.path.join(RESULTS, f"{NAME}.md")
-    reading = ""
-    if os.path.exists(path):
-        old = open(path).read()
-        if READING_MARKER in old:
-            reading = old.split(READING_MARKER, 1)[1]
-    with open(path, "w") as out:
-        out.write("\n".join(lines) + "\n" + READING_MARKER + (reading if reading else "\n\n## Reading\n\n(to be written)\n"))
+        lines += [
+            "## Syscalls by name, per response", "",
+            "`strace -c -f -p PID` (nginx: master and worker) attached over one wrk run. strace slows every syscall "
+            "by tens of µs, so loops see more ready events per wake-up and the pool spins differently: epoll_wait and "
+            "sched_yield counts here are inflated or deflated against the plain pass above; the per-response counts "
+            "of the send path (sendfile, writev, recvfrom, openat, statx…) are what this table is for. strace 6.1 "
+            "predates cachestat(2) (451) and leaves it out of its -c table, so it is counted in the plain pass with "
+            "the `syscalls:sys_enter_cachestat` tracepoint instead.", ""] + syscall_tables(syscalls, plain)
+    if os.path.exists(f"{base}-commands.txt"):
+        lines += ["## Exact commands", "",
+                  "The client lines name the splice server's port; every server got the same command on its own "
+                  "port. PID is the server's (nginx: master and worker).", "", "```",
+                  f"flock /work/perf.lock {meta.get('command', 'perf/profile.sh')}",
+                  *read_lines(f"{base}-commands.txt"), "```", ""]
+    reading = "\n\n## Reading\n\n(to be written)\n"
+    if os.path.exists(f"{base}.md"):
+        with open(f"{base}.md") as f:
+            reading = f.read().partition(READING_MARKER)[2] or reading
+    with open(f"{base}.md", "w") as out:
+        out.write("\n".join(lines) + "\n" + READING_MARKER + reading)
 
 
 if __name__ == "__main__":
