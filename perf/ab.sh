@@ -14,37 +14,20 @@
 # Scenarios: file-4KiB-c32 file-4KiB-c256 file-64KiB-c32 file-1MiB-c32 plaintext-c32 https-file-4KiB-c32
 # https-plaintext-c32 (any file-{4KiB,64KiB,1MiB,32MiB}-cN or plaintext-cN, with or without https-, works).
 #
-# Writes perf/results/ab-NAME.md (NAME: SHORT-A-SHORT-B-SCENARIO), with the raw rows next to it
-# (ab-NAME.csv, ab-NAME-rounds.csv, ab-NAME-meta.txt, ab-NAME-commands.txt); `python3 perf/ab_report.py
-# --name NAME` redraws the .md from them. --smoke writes ab-smoke-*, which git ignores.
-#
-# Each ref is built once (`git archive` of the commit, `dotnet publish -c Release`) into
-# perf/.cache/ab/SHORT-SHA/publish; a rerun reuses it. Every round starts a fresh server on core 0, loads it
-# from core 1 with the scenario's own wrk load for --warmup seconds, then measures --duration seconds with
-# perf stat attached to the server process (perf/lib.sh plain_pass, as perf/profile.sh), and stops it.
-# The measuring part holds /work/perf.lock, as perf/uploads.sh does. See perf/README.md for the verdict.
+# Writes perf/results/ab-NAME.md (NAME: SHORT-A-SHORT-B-SCENARIO) and its raw files (ab-NAME.csv, -rounds.csv,
+# -meta.txt, -commands.txt; `python3 perf/ab_report.py --name NAME` redraws the .md). perf/README.md: the method
+# and the verdict.
 set -euo pipefail
 
 PERF_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=perf/lib.sh
 source "$PERF_DIR/lib.sh"
-REPO_DIR=$(dirname "$PERF_DIR")
-CACHE_DIR=$PERF_DIR/.cache
 AB_CACHE=$CACHE_DIR/ab                # one published build per commit: ab/SHORT-SHA/publish
-FILES_DIR=$CACHE_DIR/files            # shared with perf/run.sh and perf/profile.sh: the same random files
-RESULTS_DIR=$PERF_DIR/results
-LOG_DIR=$CACHE_DIR/logs
 
-readonly SERVER_CORE=0                # as perf/run.sh and perf/profile.sh: the server on core 0, wrk on core 1
-readonly CLIENT_CORE=1
 readonly AB_PORT=18481                # one server at a time, so both builds use the same port (and wrk command)
-readonly STARTUP_TIMEOUT_S=30
-readonly STOP_TIMEOUT_S=5
 readonly WRK_TIMEOUT=30s
 readonly WARMUP_WINDOW_S=5            # the warm-up is logged as windows of this length (their requests/s)
 readonly PAUSE_BEFORE_MEASURING_S=0.3 # lets the warm-up's connections close before the measured run
-readonly PLAINTEXT_BODY="Hello, World!"
-readonly PERF_LOCK=/work/perf.lock    # as perf/uploads.sh: held while measuring, so two helpers never measure at once
 declare -A FILE_SIZE=([4KiB]=4096 [64KiB]=65536 [1MiB]=1048576 [32MiB]=33554432)
 
 ARGS="$*"             # as given, for the results
@@ -55,7 +38,6 @@ SCENARIO="file-4KiB-c32"
 NAME=""
 SMOKE=0
 WAIT_QUIET_S=0
-QUIET="not checked"
 declare -A REF=() TRANSPORT=([A]=splice [B]=splice)
 declare -A SHA=() SHORT=() SRC_COMMIT=() BIN=() KEY=()
 
@@ -110,16 +92,6 @@ PROBE_PID=""
 CSV=""; ROUNDS_CSV=""; COMMANDS_FILE=""
 LOCK_FD=""
 
-cleanup() {
-  local status=$? name
-  trap - EXIT INT TERM
-  [[ -n $PROBE_PID ]] && { kill -INT "$PROBE_PID" 2>/dev/null || true; wait "$PROBE_PID" 2>/dev/null || true; }
-  [[ -n $CLIENT_PID ]] && stop_pid "$CLIENT_PID"
-  for name in "${!SERVER_PID[@]}"; do stop_pid "${SERVER_PID[$name]}"; done
-  [[ -n $TMP_DIR ]] && rm -rf "$TMP_DIR"
-  exit "$status"
-}
-
 # Builds samples/StaticFileServer at build <A|B>'s ref into perf/.cache/ab/SHORT-SHA/publish, unless a
 # build of that commit is already there.
 build_ref() {
@@ -148,14 +120,8 @@ build_ref() {
 }
 
 start_build() {
-  local b=$1 name=${KEY[$1]} cmd
-  SAMPLE_BIN=${BIN[$b]}
-  cmd=$(dotnet_server_command "${TRANSPORT[$b]}" "$AB_PORT")
-  require_port_free "$name"
-  grep -qF "server $b " "$COMMANDS_FILE" || echo "server $b (${SHORT[$b]}): $cmd" >>"$COMMANDS_FILE"
-  # Without the lock's descriptor: a server left behind must not keep others from measuring.
-  eval "exec $cmd" >"$TMP_DIR/$name.log" 2>&1 {LOCK_FD}>&- &
-  SERVER_PID[$name]=$!
+  SAMPLE_BIN=${BIN[$1]}
+  start_server_process "${KEY[$1]}" "$(dotnet_server_command "${TRANSPORT[$1]}" "$AB_PORT")" "$1 (${SHORT[$1]})"
 }
 
 # The scenario's own load for WARMUP_S seconds, in windows of up to WARMUP_WINDOW_S; sets WARMUP_RATES
@@ -199,12 +165,7 @@ measure_build() {
 write_metadata() {
   local b
   {
-    echo "date=$(date -u '+%Y-%m-%d %H:%M UTC')"
-    echo "cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -n1)"
-    echo "cores=$(nproc --all)"
-    echo "kernel=$(uname -sr)"
-    echo "dotnet=$(dotnet --version)"
-    echo "wrk=$(wrk -v 2>&1 | head -n1 | awk '{print $2}')"
+    common_metadata
     echo "perf=$(perf --version)"
     echo "hardware_counters=$HW_COUNTERS"
     for b in A B; do
@@ -225,11 +186,6 @@ write_metadata() {
     echo "duration_s=$DURATION_S"
     echo "smoke=$SMOKE"
     echo "script_commit=$(describe_commit)"
-    echo "quiet_at_start=$QUIET"
-    echo "loadavg_start=$LOADAVG_START"
-    echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "run_seconds=$((SECONDS - STARTED))"
-    echo "command=perf/ab.sh${ARGS:+ $ARGS}"
   } >"$RESULTS_DIR/ab-$NAME-meta.txt"
 }
 
@@ -256,11 +212,8 @@ main() {
   fi
   make_files
   [[ $FILE == plaintext ]] || taskset -c $CLIENT_CORE cat "$FILES_DIR/$FILE.bin" >/dev/null   # in the page cache
-  log "waiting for $PERF_LOCK (other perf runs finish measuring first)"
-  exec {LOCK_FD}>>"$PERF_LOCK"
-  flock "$LOCK_FD"
+  take_perf_lock
   wait_for_quiet
-  LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
   log "A = ${SHORT[A]} (${TRANSPORT[A]}), B = ${SHORT[B]} (${TRANSPORT[B]}); $SCENARIO; $ROUNDS round pair(s) of ${WARMUP_S} s warm-up + ${DURATION_S} s measured"
 
   local round b order

@@ -1,19 +1,86 @@
-# perf/lib.sh — shell helpers shared by the perf scripts (sourced, not run).
-# The sourcing script sets STOP_TIMEOUT_S before calling stop_pid.
+# perf/lib.sh — shell helpers shared by the perf scripts (sourced, not run, after setting PERF_DIR).
+
+# Settings every script shares; a script overrides one by assigning it after sourcing this file.
+REPO_DIR=$(dirname "$PERF_DIR")
+CACHE_DIR=$PERF_DIR/.cache              # git-ignored: test files, builds, Go caches, kept logs
+FILES_DIR=$CACHE_DIR/files              # the random test files, shared by the scripts
+BIN_DIR=$CACHE_DIR/bin                  # the Go programs
+LOG_DIR=$CACHE_DIR/logs                 # the whole log of a server that failed
+RESULTS_DIR=$PERF_DIR/results
+SAMPLE_PROJECT=$REPO_DIR/samples/StaticFileServer
+SAMPLE_BUILD_DIR=$SAMPLE_PROJECT/bin/Release/net10.0
+# Each script runs the sample from its own copy of the build: a rebuild of bin/Release, or another script's
+# build, must not change the assemblies of a server being measured.
+SAMPLE_COPY_DIR=$CACHE_DIR/$(basename "$0" .sh)-sample
+SAMPLE_BIN=$SAMPLE_COPY_DIR/StaticFileServer
+SERVER_CORE=0                           # every server alone on core 0, so each gets the same single core...
+CLIENT_CORE=1                           # ...and every client on the other (the machine has two)
+STARTUP_TIMEOUT_S=30                    # a server not answering by then has failed to start
+STOP_TIMEOUT_S=5                        # after TERM, a process gets this long before KILL
+PLAINTEXT_BODY="Hello, World!"          # what the sample's, nginx's and Go's /plaintext return
+declare -A SERVER_PID=()                # the servers a script started, by name (cleanup stops them)
+# warm_up's rule (perf/README.md): windows of warmup.lua until none of the last WARMUP_STABLE_WINDOWS beats the best
+# before them by more than WARMUP_RISE_PCT % and, for .NET, WARMUP_DOTNET_MIN_S have passed and the JIT-compiled
+# method count grew by at most WARMUP_JIT_GROWTH_PCT % over them; or until WARMUP_CAP_S. The rate alone is fooled:
+# on one core .NET holds a plateau at half speed until tier-1 promotion 36-52 s in (results/warmup-knobs.md).
+WARMUP_CONNECTIONS=32
+WARMUP_STABLE_WINDOWS=3
+WARMUP_RISE_PCT=3
+WARMUP_JIT_GROWTH_PCT=1
+WARMUP_DOTNET_MIN_S=60
+WARMUP_WINDOW_S=2
+WARMUP_CAP_S=90
 
 # A timestamped progress line, and a fatal error naming the script, on stderr (what every perf script prints).
 # begin_run NAME: how every script's main starts: its clock (STARTED), the script's own cleanup() on exit, a
-# signal's usual exit code (130 for INT, 143 for TERM), and a private temporary directory (TMP_DIR).
+# signal's usual exit code (130 for INT, 143 for TERM), and a private temporary directory (TMP_DIR), in which
+# COMMANDS_FILE collects the run's exact commands.
 begin_run() {
   STARTED=$SECONDS
   trap cleanup EXIT
   trap 'exit 130' INT
   trap 'exit 143' TERM
   TMP_DIR=$(mktemp -d "/tmp/splice-$1.XXXXXX")
+  COMMANDS_FILE=$TMP_DIR/commands.txt
+}
+
+# The exit trap begin_run sets: stops what the script started (an attached probe with INT, so it writes its summary;
+# the client; every server in SERVER_PID, with the perf map files DOTNET_PerfMapEnabled wrote for it), runs the
+# script's own cleanup_more if it has one, removes TMP_DIR, and keeps the exit status.
+cleanup() {
+  local status=$? name
+  trap - EXIT INT TERM
+  [[ -n ${PROBE_PID:-} ]] && stop_probe
+  [[ -n ${CLIENT_PID:-} ]] && stop_pid "$CLIENT_PID"
+  if declare -p SERVER_PID &>/dev/null; then
+    for name in "${!SERVER_PID[@]}"; do
+      stop_pid "${SERVER_PID[$name]}"
+      rm -f "/tmp/perf-${SERVER_PID[$name]}.map" "/tmp/perfinfo-${SERVER_PID[$name]}.map"
+    done
+  fi
+  if declare -F cleanup_more >/dev/null; then cleanup_more; fi
+  [[ -n ${TMP_DIR:-} ]] && rm -rf "$TMP_DIR"
+  exit "$status"
+}
+
+# The options a script takes of --rounds N (ROUNDS) and --duration S (DURATION_S); anything else prints its usage
+# (the header lines that start with "#   perf/") and exits 2.
+#   parse_options "--rounds --duration" "$@"
+parse_options() {
+  local allowed=" $1 "
+  shift
+  while (($#)); do
+    [[ $allowed == *" $1 "* && $# -ge 2 ]] || { grep '^#   perf/' "$0" | sed 's/^#   /usage: /' >&2; exit 2; }
+    case "$1" in
+      --rounds) ROUNDS=$2 ;;
+      --duration) DURATION_S=$2 ;;
+    esac
+    shift 2
+  done
 }
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { printf '\nperf/%s: ERROR: %s\n' "${0##*/}" "$*" >&2; exit 1; }
+die() { DIED=$*; printf '\nperf/%s: ERROR: %s\n' "${0##*/}" "$*" >&2; exit 1; }   # DIED: for a cleanup_more
 
 # TERM (or the signal given, e.g. INT for a capture that must flush), then KILL after STOP_TIMEOUT_S; only ever
 # a PID the calling script started. A process that has already exited is reaped, so no zombie is left behind.
@@ -77,11 +144,58 @@ dotnet_server_command() {
 }
 
 # Writes nginx's configuration into <dir> and prints its command line, pinned to SERVER_CORE, in the foreground.
-#   nginx_server_command <dir> <port> <worker_connections>
+#   nginx_server_command <dir> <port> <worker_connections> [more http directives, e.g. "aio threads;"]
 nginx_server_command() {
   local dir=$1 port=$2
-  write_nginx_config "$dir" "$port" "$3"
+  write_nginx_config "$dir" "$port" "$3" "${4:-}"
   echo "taskset -c $SERVER_CORE nginx -p $dir -c $dir/nginx.conf -e $dir/error.log -g 'daemon off;'"
+}
+
+# Starts <command> (a string, run with exec so that $! is the server itself) in the background as server <name>,
+# logging to TMP_DIR/<name>.log, after checking its port is free; records the command once in COMMANDS_FILE.
+# The perf lock's descriptor (LOCK_FD, when held) is not inherited: a server left behind must not hold the lock.
+#   start_server_process <name> <command> [label in the commands file, default the name]
+start_server_process() {
+  local name=$1 cmd=$2 label=${3:-$1}
+  require_port_free "$name"
+  grep -qxF "server $label: $cmd" "$COMMANDS_FILE" 2>/dev/null || echo "server $label: $cmd" >>"$COMMANDS_FILE"
+  ( [[ -n ${LOCK_FD:-} ]] && exec {LOCK_FD}>&-; eval "exec $cmd" ) >"$TMP_DIR/$name.log" 2>&1 &
+  SERVER_PID[$name]=$!
+}
+
+# Waits for /work/perf.lock, held until the script exits: two scripts never measure at once.
+take_perf_lock() {
+  log "waiting for /work/perf.lock (other perf runs finish measuring first)"
+  exec {LOCK_FD}>>/work/perf.lock
+  flock "$LOCK_FD"
+}
+
+# Builds the Go programs perf/<tool>/ into BIN_DIR with the Debian toolchain, caches in CACHE_DIR.
+#   build_go_tools <tool>...
+build_go_tools() {
+  local tool names="$*"
+  log "building perf/${names// / and perf/}"
+  mkdir -p "$BIN_DIR"
+  for tool in "$@"; do
+    (cd "$PERF_DIR/$tool" && GOCACHE=$CACHE_DIR/go-build GOPATH=$CACHE_DIR/gopath GOTOOLCHAIN=local GOFLAGS= \
+        go build -o "$BIN_DIR/$tool" .) || die "go build of perf/$tool failed"
+  done
+}
+
+# The lines every NAME-meta.txt starts with (the machine, the run's load and length, the command); the script
+# adds its own. Reads ARGS, STARTED, QUIET and LOADAVG_START.
+common_metadata() {
+  echo "date=$(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo "cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -n1)"
+  echo "cores=$(nproc --all)"
+  echo "kernel=$(uname -sr)"
+  echo "dotnet=$(dotnet --version)"
+  echo "wrk=$(wrk -v 2>&1 | head -n1 | awk '{print $2}')"
+  echo "quiet_at_start=$QUIET"
+  echo "loadavg_start=$LOADAVG_START"
+  echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "run_seconds=$((SECONDS - STARTED))"
+  echo "command=perf/${0##*/}${ARGS:+ $ARGS}"
 }
 
 build_sample() {
@@ -89,10 +203,11 @@ build_sample() {
   BUILD_COMMIT=$(describe_commit)   # taken now: others may commit while the benchmark runs
   SRC_COMMIT=$(git -C "$REPO_DIR" log -1 --format=%h -- src 2>/dev/null || echo unknown)   # last commit that changed src/
   dotnet build -c Release "$SAMPLE_PROJECT" -nologo -v q >"$TMP_DIR/dotnet-build.log" 2>&1 \
-    || { tail -n 30 "$TMP_DIR/dotnet-build.log" >&2; die "dotnet build of samples/StaticFileServer failed"; }
+    || { tail -n 30 "$TMP_DIR/dotnet-build.log" >&2; die "dotnet build of ${SAMPLE_PROJECT#"$REPO_DIR"/} failed"; }
   rm -rf "$SAMPLE_COPY_DIR"
+  mkdir -p "$CACHE_DIR"
   cp -a "$SAMPLE_BUILD_DIR" "$SAMPLE_COPY_DIR"
-  [[ -x $SAMPLE_BIN ]] || die "built, but $SAMPLE_BUILD_DIR/StaticFileServer is missing"
+  [[ -x $SAMPLE_BIN ]] || die "built, but $SAMPLE_BIN is missing"
 }
 
 make_files() {
@@ -102,15 +217,15 @@ make_files() {
     path=$FILES_DIR/$name.bin
     size=${FILE_SIZE[$name]}
     [[ -f $path && $(stat -c %s "$path") == "$size" ]] && continue
-    log "generating $name of random bytes (once; cached in perf/.cache/files)"
+    log "generating $name of random bytes (once; cached in ${FILES_DIR#"$REPO_DIR"/})"
     head -c "$size" /dev/urandom >"$path.tmp" && mv "$path.tmp" "$path"
   done
 }
 
 # Writes <dir>/nginx.conf: one worker, sendfile on, tcp_nopush on, access_log off, serving FILES_DIR.
-#   write_nginx_config <dir> <port> <worker_connections>
+#   write_nginx_config <dir> <port> <worker_connections> [more http directives]
 write_nginx_config() {
-  local dir=$1 port=$2 worker_connections=$3
+  local dir=$1 port=$2 worker_connections=$3 more=${4:-}
   mkdir -p "$dir"
   cat >"$dir/nginx.conf" <<EOF
 # Generated by perf/lib.sh for ${0##*/}.
@@ -126,6 +241,7 @@ http {
     access_log off;
     sendfile on;
     tcp_nopush on;
+    $more
     keepalive_requests 1000000000;  # the default 1000 would make wrk reconnect; the other servers never ask it to
     keepalive_timeout 130s;         # Kestrel's default
     default_type application/octet-stream;
@@ -138,12 +254,12 @@ http {
 EOF
 }
 
-# Another perf/run.sh (e.g. in another worktree) uses the same ports and cores: refuse to start rather than
+# Another perf script (e.g. in another worktree) may use the same ports and cores: refuse to start rather than
 # measure, or stop, someone else's server.
 require_port_free() {
   local port=${PORT[$1]} owner
   owner=$(ss -Hltnp "sport = :$port" 2>/dev/null | sed -n 's/.*users:((\(.*\))).*/\1/p' | head -n1)
-  [[ -z $owner ]] || die "port $port (for '$1') is already in use by $owner; is another perf/run.sh running? Both would measure nonsense"
+  [[ -z $owner ]] || die "port $port (for '$1') is already in use by $owner; is another perf/${0##*/} running? Both would measure nonsense"
 }
 
 # Prints the end of a server's log and keeps the whole log in LOG_DIR; echoes the kept file's path.
@@ -223,6 +339,29 @@ run_client() {
   wait "$CLIENT_PID" || status=$?
   CLIENT_PID=""
   return "$status"
+}
+
+# One wrk run with perf/report.lua against a server's <path>, DURATION_S long, on CLIENT_CORE: its WRK_RESULT in
+# the associative array named <array> (as read_wrk_result), and errors = wrk's connect+read+write+status+timeout.
+#   declare -A r=(); wrk_result r <server> <connections> <path> [wrk option]...
+wrk_result() {
+  local -n wrk_into=$1
+  local name=$2 conns=$3 path=$4 out=$TMP_DIR/wrk.out
+  shift 4
+  run_client "$out" wrk -t1 -c"$conns" -d"${DURATION_S}s" --latency "$@" -s "$PERF_DIR/report.lua" "$(server_url "$name")/$path" \
+    || { cat "$out" >&2; die "wrk failed against '$name'"; }
+  read_wrk_result "$out" wrk_into "wrk against '$name'"
+  wrk_into[errors]=$((wrk_into[connect] + wrk_into[read] + wrk_into[write] + wrk_into[status] + wrk_into[timeout]))
+}
+
+# A fixed warm-up (perf/coldfiles.sh, perf/proxy.sh): wrk on <path> for <seconds>, one server after another.
+#   warm_for <seconds> <connections> <path> <server>...
+warm_for() {
+  local seconds=$1 conns=$2 path=$3 name
+  for name in "${@:4}"; do
+    log "warming $name for ${seconds}s"
+    run_client /dev/null wrk -t1 -c"$conns" -d"${seconds}s" "$(server_url "$name")/$path"
+  done
 }
 
 # Warms one server up to steady state: windows of warmup.lua until none of the last WARMUP_STABLE_WINDOWS
@@ -309,20 +448,22 @@ cpu_idle_pct() {
                                    printf "%d", (busy + idle > 0 ? 100 * idle / (busy + idle) : 100) }'
 }
 
-# The machine is shared: with --wait-quiet, start measuring only once others leave it 90% idle for 10 s.
+# Called just before measuring: with --wait-quiet (WAIT_QUIET_S > 0) waits until others leave the machine 90% idle
+# for 10 s, at most WAIT_QUIET_S; sets QUIET (what was found) and LOADAVG_START.
 wait_for_quiet() {
-  ((WAIT_QUIET_S > 0)) || return 0
-  local deadline=$((SECONDS + WAIT_QUIET_S)) idle
-  while :; do
+  local deadline=$((SECONDS + ${WAIT_QUIET_S:-0})) idle
+  QUIET="not checked"
+  while ((${WAIT_QUIET_S:-0} > 0)); do
     idle=$(cpu_idle_pct 10)
     if ((idle >= 90)); then
-      QUIET="yes, ${idle}% idle over 10 s before the first measurement"; log "machine quiet: ${idle}% idle"; return
+      QUIET="yes, ${idle}% idle over 10 s before the first measurement"; log "machine quiet: ${idle}% idle"; break
     fi
     if ((SECONDS >= deadline)); then
-      QUIET="no, ${idle}% idle after waiting ${WAIT_QUIET_S} s"; log "machine still busy (${idle}% idle); measuring anyway"; return
+      QUIET="no, ${idle}% idle after waiting ${WAIT_QUIET_S} s"; log "machine still busy (${idle}% idle); measuring anyway"; break
     fi
     log "machine busy (${idle}% idle over 10 s); waiting for it to quieten"
   done
+  LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
 }
 
 # ------------------------------------------------------------------------------------------------------

@@ -34,18 +34,7 @@ set -euo pipefail
 PERF_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=perf/lib.sh
 source "$PERF_DIR/lib.sh"
-REPO_DIR=$(dirname "$PERF_DIR")
-CACHE_DIR=$PERF_DIR/.cache
-FILES_DIR=$CACHE_DIR/files            # shared with perf/run.sh: the same random files
-RESULTS_DIR=$PERF_DIR/results
-SAMPLE_PROJECT=$REPO_DIR/samples/StaticFileServer
-SAMPLE_BUILD_DIR=$SAMPLE_PROJECT/bin/Release/net10.0
-SAMPLE_COPY_DIR=$CACHE_DIR/profile-sample   # its own copy: a perf/run.sh of the same tree may be using .cache/sample
-SAMPLE_BIN=$SAMPLE_COPY_DIR/StaticFileServer
-LOG_DIR=$CACHE_DIR/logs
 
-readonly SERVER_CORE=0                # as perf/run.sh: every server on core 0, every client on core 1
-readonly CLIENT_CORE=1
 readonly SERVERS=(splice sockets nginx splice-spin0 splice-inline)
 declare -A PORT=([splice]=18381 [sockets]=18382 [nginx]=18383 [splice-spin0]=18384 [splice-inline]=18385)
 declare -A SERVER_TRANSPORT=([splice]=splice [sockets]=sockets [splice-spin0]=splice [splice-inline]=splice)
@@ -73,22 +62,13 @@ readonly SCENARIOS=(
 )
 readonly FILES=(4KiB 64KiB 1MiB 32MiB)
 declare -A FILE_SIZE=([4KiB]=4096 [64KiB]=65536 [1MiB]=1048576 [32MiB]=33554432)
-readonly PLAINTEXT_BODY="Hello, World!"
 
-readonly STARTUP_TIMEOUT_S=30
-readonly STOP_TIMEOUT_S=5
 readonly WRK_TIMEOUT=30s              # a 32 MiB download under strace takes seconds; wrk's 2 s default would count it as an error
 readonly NGINX_WORKER_CONNECTIONS=1024   # wrk's 256 connections with room to spare
 readonly STRACE_ATTACH_S=1            # strace attaches to each of a .NET server's ~20 threads before the run starts
 readonly RECORD_FREQUENCY_HZ=2000     # perf record samples per second of CPU: ~8,000 in a 4 s run of one busy core
 readonly PAUSE_BETWEEN_PASSES_S=0.3   # lets the last ACKs and TIME_WAIT sockets drain between wrk runs
-# Warm-up (perf/lib.sh warm_up, perf/run.sh's rule) with a shorter minimum: the brief asks for ~30 s per .NET
-# server, and the JIT-count condition still holds a server back that is mid-tiering.
-readonly WARMUP_CONNECTIONS=32
-readonly WARMUP_STABLE_WINDOWS=3
-readonly WARMUP_RISE_PCT=3
-readonly WARMUP_JIT_GROWTH_PCT=1
-WARMUP_WINDOW_S=2
+# lib.sh's warm-up with a shorter minimum (the JIT-count condition still holds back a server mid-tiering).
 WARMUP_CAP_S=60
 WARMUP_DOTNET_MIN_S=30
 
@@ -96,7 +76,6 @@ ARGS="$*"             # as given, for the results (the loop below consumes them)
 DURATION_S=4
 NAME=profile          # results/$NAME.md and $NAME*.{csv,txt}; --smoke writes profile-smoke, never the real ones
 WAIT_QUIET_S=0        # --wait-quiet: how long to wait for others' work to leave the machine 90% idle (0: don't)
-QUIET="not checked"
 while (($#)); do
   case "$1" in
     --duration) DURATION_S=${2:?--duration needs seconds}; shift 2 ;;
@@ -116,19 +95,6 @@ PROBE_PID=""          # the strace / perf process attached to a server, while on
 FD_LIMIT=""
 CSV=""; SYSCALLS_CSV=""; SPLIT_CSV=""; TOP_TXT=""; COMMANDS_FILE=""; WARMUP_CSV=""
 
-cleanup() {
-  local status=$? name pid
-  trap - EXIT INT TERM
-  [[ -n $PROBE_PID ]] && { kill -INT "$PROBE_PID" 2>/dev/null || true; wait "$PROBE_PID" 2>/dev/null || true; }
-  [[ -n $CLIENT_PID ]] && stop_pid "$CLIENT_PID"
-  for name in "${!SERVER_PID[@]}"; do
-    pid=${SERVER_PID[$name]}
-    stop_pid "$pid"
-    rm -f "/tmp/perf-$pid.map" "/tmp/perfinfo-$pid.map"   # written by DOTNET_PerfMapEnabled for our servers only
-  done
-  [[ -n $TMP_DIR ]] && rm -rf "$TMP_DIR"
-  exit "$status"
-}
 
 
 start_server() {
@@ -138,10 +104,7 @@ start_server() {
   else
     cmd=$(dotnet_server_command "${SERVER_TRANSPORT[$name]}" "$port" "${SERVER_ENV[$name]:-}" "${SERVER_ARGS[$name]:-}")
   fi
-  require_port_free "$name"
-  echo "server $name: $cmd" >>"$COMMANDS_FILE"
-  eval "exec $cmd" >"$TMP_DIR/$name.log" 2>&1 &
-  SERVER_PID[$name]=$!
+  start_server_process "$name" "$cmd"
 }
 
 # Pass 2: strace -c -f over one wrk run; one row per syscall name into profile-syscalls.csv.
@@ -190,25 +153,15 @@ measure_cell() {
 
 write_metadata() {
   {
-    echo "date=$(date -u '+%Y-%m-%d %H:%M UTC')"
-    echo "cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -n1)"
-    echo "cores=$(nproc --all)"
-    echo "kernel=$(uname -sr)"
-    echo "dotnet=$(dotnet --version)"
+    common_metadata
     echo "nginx=$(nginx -v 2>&1 | sed 's/^nginx version: //')"
-    echo "wrk=$(wrk -v 2>&1 | head -n1 | awk '{print $2}')"
     echo "strace=$(strace -V | head -n1)"
     echo "perf=$(perf --version)"
     echo "hardware_counters=$HW_COUNTERS"
     echo "commit=$BUILD_COMMIT"
     echo "src_commit=$SRC_COMMIT"
     echo "duration_s=$DURATION_S"
-    echo "quiet_at_start=$QUIET"
-    echo "loadavg_start=$LOADAVG_START"
-    echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "run_seconds=$((SECONDS - STARTED))"
     echo "warmup=$(awk -F, 'NR > 1 && $5 != "" {printf "%s%s %ss (%s)", sep, $1, $3, ($5 == "yes" ? "steady" : "at the cap"); sep = "; "}' "$WARMUP_CSV")"
-    echo "command=perf/profile.sh${ARGS:+ $ARGS}"
   } >"$RESULTS_DIR/$NAME-meta.txt"
 }
 
@@ -230,7 +183,6 @@ main() {
   build_sample
   make_files
   wait_for_quiet
-  LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
   local name
   for name in "${SERVERS[@]}"; do log "starting $name on 127.0.0.1:${PORT[$name]}"; start_server "$name"; done

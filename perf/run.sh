@@ -9,7 +9,7 @@
 #   perf/run.sh --gcdump   also snapshot the .NET idle servers with dotnet-gcdump (managed bytes per type)
 #   perf/run.sh --wait-quiet 600   first wait (up to 600 s) until others' work leaves the machine 90% idle
 #
-# Writes perf/results/latest.{md,csv,svg} and refreshes the table in perf/README.md.
+# Writes perf/results/latest.{md,csv,svg} and the raw files next to them (perf/README.md says what each holds).
 # Every server runs on core 0 and every client on core 1 (taskset), so each server gets the same one core.
 # Traffic goes to 127.0.0.1 only.
 set -euo pipefail
@@ -17,25 +17,9 @@ set -euo pipefail
 PERF_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=perf/lib.sh
 source "$PERF_DIR/lib.sh"
-REPO_DIR=$(dirname "$PERF_DIR")
-CACHE_DIR=$PERF_DIR/.cache            # git-ignored: test files, Go build cache and binaries
-FILES_DIR=$CACHE_DIR/files
-BIN_DIR=$CACHE_DIR/bin
-RESULTS_DIR=$PERF_DIR/results
-SAMPLE_PROJECT=$REPO_DIR/samples/StaticFileServer
-SAMPLE_BUILD_DIR=$SAMPLE_PROJECT/bin/Release/net10.0
-# The servers run from a private copy of the build: other work in this tree rebuilds bin/Release, and
-# overwriting the assemblies of a running server would change it under the benchmark.
-SAMPLE_COPY_DIR=$CACHE_DIR/sample
-SAMPLE_BIN=$SAMPLE_COPY_DIR/StaticFileServer
-LOG_DIR=$CACHE_DIR/logs               # server logs of a failed run are kept here
 
-readonly SERVER_CORE=0                # every server is pinned here, so each gets the same single core
-readonly CLIENT_CORE=1                # wrk, curl and the idle client run here, away from the server
 readonly SERVERS=(splice sockets nginx go)
 declare -A PORT=([splice]=18081 [sockets]=18082 [nginx]=18083 [go]=18084)   # unusual ports: no clash with dev servers
-readonly STARTUP_TIMEOUT_S=30         # a server not answering by then has failed to start
-readonly STOP_TIMEOUT_S=5             # after TERM, a server gets this long before KILL
 readonly WRK_TIMEOUT=60s              # a 1 GiB download takes seconds; wrk's default 2 s would count it as an error
 readonly PIPELINE_DEPTH=16            # requests per write in the pipelined /plaintext runs (TechEmpower's depth)
 readonly IDLE_CONNECTIONS=10000       # keep-alive connections held open for the memory measurement
@@ -43,25 +27,10 @@ readonly IDLE_READY_TIMEOUT_S=120     # the idle client must have opened all its
 readonly IDLE_SETTLE_S=1              # pause between "all connections open" and reading the server's RSS
 readonly IDLE_PRIME_CONNECTIONS=200   # opened and closed before the baseline, so one-off costs (JIT) are not counted
 readonly WANTED_FD_LIMIT=200000       # descriptors for 10,000 connections plus wrk's, with room to spare
-readonly PLAINTEXT_BODY="Hello, World!"
 readonly PAUSE_BETWEEN_RUNS_S=0.2     # lets TIME_WAIT sockets and the last ACKs drain between runs
-# The idle scenario starts a fresh server for every round and every server, with nothing served before,
-# and gives the .NET servers a small fixed gen0 budget: the default one follows the L3 size this VM reports
-# (300 MiB -> about 75 MB), so how much garbage sits in RSS at the moment of reading swung the figure by
-# several KiB per connection from run to run.
-readonly IDLE_GEN0_SIZE=0x100000      # DOTNET_GCgen0size of the .NET idle servers: 1 MiB
-# Warm-up to steady state, once per server start of the load scenarios: windows of warmup.lua (a fixed mix
-# of small files and /plaintext) until none of the last WARMUP_STABLE_WINDOWS windows beats the best window
-# before them by more than WARMUP_RISE_PCT percent and, for .NET, at least WARMUP_DOTNET_MIN_S have passed
-# and the number of methods the JIT has compiled (/perf/jit) grew by at most WARMUP_JIT_GROWTH_PCT percent
-# over those windows; or until the cap. The rate alone is fooled: on one core a .NET server holds a plateau
-# at about half speed for 25-50 s, then jumps when tier-1 promotion happens (perf/results/warmup-knobs.md:
-# 90% of steady after 36 s for splice, 52 s for sockets), and its JIT count can stand still on the plateau.
-readonly WARMUP_CONNECTIONS=32
-readonly WARMUP_STABLE_WINDOWS=3
-readonly WARMUP_RISE_PCT=3
-readonly WARMUP_JIT_GROWTH_PCT=1
-readonly WARMUP_DOTNET_MIN_S=60
+# DOTNET_GCgen0size of the .NET idle servers, 1 MiB: the default budget follows this VM's 300 MiB L3 (75 MB), and
+# the garbage in RSS when it was read swung the figure by several KiB per connection from run to run.
+readonly IDLE_GEN0_SIZE=0x100000
 
 # Test files: name and size. Random bytes, so nothing can be compressed or deduplicated on the way.
 readonly FILE_NAMES=(4KiB 64KiB 1MiB 100MiB 1GiB)
@@ -75,13 +44,10 @@ readonly PLAINTEXT_CONNECTIONS="32 256"
 MODE=full
 ROUNDS=3            # at least 3 alternating rounds, so a median and a min-max mean something
 DURATION_S=6        # per wrk run; 14 scenarios x 4 servers x 3 rounds x 6 s is about 17 minutes
-WARMUP_WINDOW_S=2   # one warm-up window
-WARMUP_CAP_S=90     # a server still speeding up after this long is measured anyway (and the table says so)
 ONLY=""             # run only the scenarios whose name starts with this (a glob); "" = all
 NAME=latest         # results go to perf/results/$NAME.{md,csv,svg}, $NAME-meta.txt, ...
 NAME_GIVEN=0
 WAIT_QUIET_S=0      # --wait-quiet: how long to wait for an idle machine before measuring (0: don't)
-QUIET="not checked"
 GCDUMP=0            # 1: dotnet-gcdump snapshots of the .NET idle servers, before and while holding
 
 TMP_DIR=""
@@ -140,15 +106,6 @@ raise_fd_limit() {
   FD_LIMIT=$limit
 }
 
-build_go_tools() {
-  log "building perf/goserver and perf/idleclient"
-  local tool
-  for tool in goserver idleclient; do
-    (cd "$PERF_DIR/$tool" &&
-      GOCACHE=$CACHE_DIR/go-build GOPATH=$CACHE_DIR/gopath GOTOOLCHAIN=local GOFLAGS= \
-        go build -o "$BIN_DIR/$tool" .) || die "go build of perf/$tool failed"
-  done
-}
 
 # --------------------------------------------------------------------------------------------- servers
 
@@ -170,11 +127,7 @@ start_server() {
     go)
       cmd="env GOMAXPROCS=1 taskset -c $SERVER_CORE $BIN_DIR/goserver -root $FILES_DIR -addr 127.0.0.1:$port" ;;
   esac
-  require_port_free "$name"
-  grep -qxF "server $name ($purpose): $cmd" "$COMMANDS_FILE" 2>/dev/null || echo "server $name ($purpose): $cmd" >>"$COMMANDS_FILE"
-  # exec: the background job becomes the server itself, so $! is the PID to measure and to stop.
-  eval "exec $cmd" >"$TMP_DIR/$name.log" 2>&1 &
-  SERVER_PID[$name]=$!
+  start_server_process "$name" "$cmd" "$name ($purpose)"
 }
 
 start_all_servers() {
@@ -199,15 +152,6 @@ server_rss_kib() {
   echo "$total"
 }
 
-
-cleanup() {
-  local status=$? name
-  trap - EXIT INT TERM
-  [[ -n $CLIENT_PID ]] && stop_pid "$CLIENT_PID"
-  for name in "${!SERVER_PID[@]}"; do stop_pid "${SERVER_PID[$name]}"; done
-  [[ -n $TMP_DIR ]] && rm -rf "$TMP_DIR"
-  exit "$status"
-}
 
 # ------------------------------------------------------------------------------------------ measuring
 
@@ -398,17 +342,12 @@ run_rounds() {
 write_metadata() {
   local meta=$1
   {
+    common_metadata
     echo "mode=$MODE"
     echo "rounds=$ROUNDS"
     echo "duration_s=$DURATION_S"
-    echo "date=$(date -u '+%Y-%m-%d %H:%M UTC')"
-    echo "cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -n1)"
-    echo "cores=$(nproc --all)"
-    echo "kernel=$(uname -sr)"
-    echo "dotnet=$(dotnet --version)"
     echo "nginx=$(nginx -v 2>&1 | sed 's/^nginx version: //')"
     echo "go=$(go version | awk '{print $3}')"
-    echo "wrk=$(wrk -v 2>&1 | head -n1 | awk '{print $2}')"
     echo "commit=$BUILD_COMMIT"
     echo "src_commit=$SRC_COMMIT"
     echo "server_core=$SERVER_CORE"
@@ -421,11 +360,6 @@ write_metadata() {
     echo "warmup_rule=none of the last $WARMUP_STABLE_WINDOWS windows more than $WARMUP_RISE_PCT% above the best before them and, for .NET, at least ${WARMUP_DOTNET_MIN_S} s and the count of JIT-compiled methods grown by at most $WARMUP_JIT_GROWTH_PCT% during them"
     echo "only=$ONLY"
     echo "gcdump=$GCDUMP"
-    echo "quiet_at_start=$QUIET"
-    echo "loadavg_start=$LOADAVG_START"
-    echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "run_seconds=$((SECONDS - STARTED))"
-    echo "command=perf/run.sh${ARGS:+ $ARGS}"
   } >"$meta"
 }
 
@@ -444,14 +378,13 @@ main() {
   if ((GCDUMP)); then install_gcdump; fi
   raise_fd_limit
   build_sample
-  build_go_tools
+  build_go_tools goserver idleclient
   make_files
   if ((GCDUMP)); then rm -rf "${RESULTS_DIR:?}/$NAME-gcdump"; fi
 
   echo "$CSV_HEADER" >"$RAW_CSV"
   echo "$WARMUP_CSV_HEADER" >"$WARMUP_CSV"
   wait_for_quiet
-  LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
   run_rounds
 
   # Raw results and what produced them; `python3 perf/report.py --name NAME` redraws the tables from these alone.
@@ -459,7 +392,7 @@ main() {
   cp "$COMMANDS_FILE" "$RESULTS_DIR/$NAME-commands.txt"
   cp "$RAW_CSV" "$RESULTS_DIR/$NAME.csv"
   if (($(wc -l <"$WARMUP_CSV") > 1)); then cp "$WARMUP_CSV" "$RESULTS_DIR/$NAME-warmup.csv"; else rm -f "$RESULTS_DIR/$NAME-warmup.csv"; fi
-  # Writes $NAME.md and $NAME.svg, and for a latest run README.md's results section.
+  # Writes $NAME.md and $NAME.svg.
   python3 "$PERF_DIR/report.py" --name "$NAME"
   log "done in $((SECONDS - STARTED))s: perf/results/$NAME.md and the rest of perf/results/$NAME*"
 }
