@@ -193,8 +193,8 @@ def main():
         f"Run {m['date']} on {m['cpu']} ({m['cores']} cores), {m['kernel']}, .NET {m['dotnet']}, {m['nginx']}, "
         f"{m['strace']}, {m['perf']}.",
         f"Commit {m['commit']}; last commit that changed `src/`: {m['src_commit']}. Load average at start "
-        f"{m['loadavg_start']}, at end {m['loadavg_end']} (the machine is shared: 2 cores, another helper builds and "
-        f"tests on it; quiet at start: {m['quiet_at_start']}). Hardware counters: {m['hardware_counters']}. Run took "
+        f"{m['loadavg_start']}, at end {m['loadavg_end']} (2 cores; quiet at start: "
+        f"{m['quiet_at_start']}). Hardware counters: {m['hardware_counters']}. Run took "
         f"{m['run_seconds']} s; {m['duration_s']} s of wrk per pass. Warm-up: {m['warmup']}.", "",
         "Every server on core 0, wrk (one thread) on core 1. Each figure is divided by the requests wrk sent in the "
         "same pass (`perf/counted.lua`), or for 1 MiB and 32 MiB by the bytes wrk read over the file's size. Compare "
