@@ -85,11 +85,8 @@ parse_args() {
   fi
 }
 
-TMP_DIR=""
-declare -A SERVER_PID=() PORT=()
-CLIENT_PID=""
-PROBE_PID=""
-CSV=""; ROUNDS_CSV=""; COMMANDS_FILE=""
+declare -A PORT=()
+CSV=""; ROUNDS_CSV=""
 LOCK_FD=""
 
 # Builds samples/StaticFileServer at build <A|B>'s ref into perf/.cache/ab/SHORT-SHA/publish, unless a
@@ -192,10 +189,9 @@ write_metadata() {
 main() {
   parse_args "$@"
   begin_run ab
-  CSV=$TMP_DIR/ab.csv; ROUNDS_CSV=$TMP_DIR/rounds.csv; COMMANDS_FILE=$TMP_DIR/commands.txt
+  CSV=$TMP_DIR/ab.csv; ROUNDS_CSV=$TMP_DIR/rounds.csv
   echo "$PLAIN_PASS_CSV_HEADER" >"$CSV"
   echo "round,build,server,loadavg_1min,warmup_requests_per_s" >"$ROUNDS_CSV"
-  : >"$COMMANDS_FILE"
   mkdir -p "$RESULTS_DIR" "$AB_CACHE"
 
   install_packages_for wrk=wrk perf=linux-perf curl=curl python3=python3 taskset=util-linux

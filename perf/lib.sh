@@ -19,6 +19,7 @@ STARTUP_TIMEOUT_S=30                    # a server not answering by then has fai
 STOP_TIMEOUT_S=5                        # after TERM, a process gets this long before KILL
 PLAINTEXT_BODY="Hello, World!"          # what the sample's, nginx's and Go's /plaintext return
 declare -A SERVER_PID=()                # the servers a script started, by name (cleanup stops them)
+CLIENT_PID="" PROBE_PID=""              # the client and the probe (strace, perf) running, if any (cleanup stops them)
 # warm_up's rule (perf/README.md): windows of warmup.lua until none of the last WARMUP_STABLE_WINDOWS beats the best
 # before them by more than WARMUP_RISE_PCT % and, for .NET, WARMUP_DOTNET_MIN_S have passed and the JIT-compiled
 # method count grew by at most WARMUP_JIT_GROWTH_PCT % over them; or until WARMUP_CAP_S. The rate alone is fooled:
@@ -31,7 +32,6 @@ WARMUP_DOTNET_MIN_S=60
 WARMUP_WINDOW_S=2
 WARMUP_CAP_S=90
 
-# A timestamped progress line, and a fatal error naming the script, on stderr (what every perf script prints).
 # begin_run NAME: how every script's main starts: its clock (STARTED), the script's own cleanup() on exit, a
 # signal's usual exit code (130 for INT, 143 for TERM), and a private temporary directory (TMP_DIR), in which
 # COMMANDS_FILE collects the run's exact commands.
@@ -42,6 +42,7 @@ begin_run() {
   trap 'exit 143' TERM
   TMP_DIR=$(mktemp -d "/tmp/splice-$1.XXXXXX")
   COMMANDS_FILE=$TMP_DIR/commands.txt
+  : >"$COMMANDS_FILE"
 }
 
 # The exit trap begin_run sets: stops what the script started (an attached probe with INT, so it writes its summary;
@@ -79,6 +80,7 @@ parse_options() {
   done
 }
 
+# A timestamped progress line, and a fatal error naming the script, on stderr (what every perf script prints).
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { DIED=$*; printf '\nperf/%s: ERROR: %s\n' "${0##*/}" "$*" >&2; exit 1; }   # DIED: for a cleanup_more
 
@@ -96,19 +98,9 @@ stop_pid() {
   wait "$pid" 2>/dev/null || true
 }
 
-# ------------------------------------------------------------------------------------------------------
-# Shared by perf/run.sh, perf/profile.sh and perf/ab.sh: building the sample, the test files, starting,
-# checking, warming and measuring servers. They read the sourcing script's globals of the same names:
-#   REPO_DIR SAMPLE_PROJECT SAMPLE_BUILD_DIR SAMPLE_COPY_DIR SAMPLE_BIN TMP_DIR LOG_DIR FILES_DIR
-#   FILES (names) FILE_SIZE[name] PLAINTEXT_BODY FD_LIMIT SERVER_CORE CLIENT_CORE PERF_DIR
-#   PORT[server] SERVER_PID[server] CLIENT_PID COMMANDS_FILE STARTUP_TIMEOUT_S
-#   URL_SCHEME: http when unset; perf/ab.sh sets https for its HTTPS scenarios
-#   wait_for_quiet: WAIT_QUIET_S, and it sets QUIET
-#   warm_up: WARMUP_CONNECTIONS WARMUP_WINDOW_S WARMUP_CAP_S WARMUP_STABLE_WINDOWS WARMUP_RISE_PCT
-#            WARMUP_JIT_GROWTH_PCT WARMUP_DOTNET_MIN_S WARMUP_CSV
-#   plain_pass and run_wrk: DURATION_S WRK_TIMEOUT CSV STAT_EVENTS (detect_hardware_counters sets it and
-#            HW_COUNTERS) PROBE_PID
-# and call the script's own log and die.
+# The helpers below read the sourcing script's globals of the same names where they need them: PORT[server],
+# FILES and FILE_SIZE[name], FD_LIMIT, CSV, DURATION_S, WRK_TIMEOUT, WARMUP_CSV, WAIT_QUIET_S; URL_SCHEME is http
+# unless a script sets https (perf/ab.sh's HTTPS scenarios).
 
 # Installs the Debian package of each tool that is not on PATH, all in one apt-get call.
 #   install_packages_for wrk=wrk perf=linux-perf ...   (tool=package)

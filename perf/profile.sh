@@ -87,15 +87,8 @@ while (($#)); do
   esac
 done
 
-
-TMP_DIR=""
-declare -A SERVER_PID=()
-CLIENT_PID=""
-PROBE_PID=""          # the strace / perf process attached to a server, while one is
 FD_LIMIT=""
-CSV=""; SYSCALLS_CSV=""; SPLIT_CSV=""; TOP_TXT=""; COMMANDS_FILE=""; WARMUP_CSV=""
-
-
+CSV=""; SYSCALLS_CSV=""; SPLIT_CSV=""; TOP_TXT=""; WARMUP_CSV=""
 
 start_server() {
   local name=$1 port=${PORT[$1]} cmd
@@ -168,12 +161,12 @@ write_metadata() {
 main() {
   begin_run profile
   CSV=$TMP_DIR/profile.csv; SYSCALLS_CSV=$TMP_DIR/syscalls.csv; SPLIT_CSV=$TMP_DIR/split.csv
-  TOP_TXT=$TMP_DIR/top.txt; COMMANDS_FILE=$TMP_DIR/commands.txt; WARMUP_CSV=$TMP_DIR/warmup.csv
+  TOP_TXT=$TMP_DIR/top.txt; WARMUP_CSV=$TMP_DIR/warmup.csv
   echo "$PLAIN_PASS_CSV_HEADER" >"$CSV"
   echo "server,scenario,syscall,requests,sent,bytes,calls,errors" >"$SYSCALLS_CSV"
   echo "server,scenario,requests,category,samples" >"$SPLIT_CSV"
   echo "server,window,elapsed_s,requests_per_s,steady,jit_compiled_methods" >"$WARMUP_CSV"
-  : >"$TOP_TXT"; : >"$COMMANDS_FILE"
+  : >"$TOP_TXT"
   mkdir -p "$RESULTS_DIR" "$CACHE_DIR"
 
   install_packages_for wrk=wrk nginx=nginx-light strace=strace perf=linux-perf curl=curl python3=python3

@@ -50,11 +50,6 @@ NAME_GIVEN=0
 WAIT_QUIET_S=0      # --wait-quiet: how long to wait for an idle machine before measuring (0: don't)
 GCDUMP=0            # 1: dotnet-gcdump snapshots of the .NET idle servers, before and while holding
 
-TMP_DIR=""
-declare -A SERVER_PID=()
-CLIENT_PID=""
-RAW_CSV=""
-COMMANDS_FILE=""
 
 
 usage() {
@@ -369,10 +364,8 @@ main() {
   begin_run perf
   RAW_CSV=$TMP_DIR/raw.csv
   WARMUP_CSV=$TMP_DIR/warmup.csv
-  COMMANDS_FILE=$TMP_DIR/commands.txt
   CLK_TCK=$(getconf CLK_TCK)
   mkdir -p "$RESULTS_DIR" "$BIN_DIR"
-  : >"$COMMANDS_FILE"
 
   install_packages_for wrk=wrk nginx=nginx-light go=golang-go h2load=nghttp2-client curl=curl taskset=util-linux python3=python3
   if ((GCDUMP)); then install_gcdump; fi

@@ -18,6 +18,7 @@ FILE_SIZE = 100 * 1024 * 1024          # the issue's 100 MB file
 READ_INTERVAL = 0.1                     # each client reads 10 times a second...
 CLIENT_RCVBUF = 64 * 1024               # ...through a small receive buffer, so the server feels the slowness
 START_TIMEOUT = 30                      # seconds a server may take to answer its first request
+STOP_TIMEOUT = 10                       # seconds after TERM before KILL
 PORTS = {"splice": 6301, "sockets": 6302}
 
 
@@ -73,8 +74,13 @@ async def measure(transport, args):
         return (transport, base_threads, max(threads), base_rss / 1024, max(rss) / 1024, (rss[-1] - rss[len(rss) // 2]) / 1024,
                 received[0] / args.duration / 1e6)
     finally:
+        # TERM, then KILL as perf/lib.sh's stop_pid: Kestrel's graceful shutdown may wait on connections still closing.
         server.terminate()
-        server.wait(timeout=10)
+        try:
+            server.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 def git(*args):
