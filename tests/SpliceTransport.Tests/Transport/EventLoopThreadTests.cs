@@ -48,18 +48,13 @@ public class EventLoopThreadTests
         }
 
         // Disposing the host joins the loop threads; the kernel may list an exiting thread a moment longer.
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
-        while (true)
+        string[] Left()
         {
             List<string> after = ThreadNames();
-            string[] left = Enumerable.Range(0, ThreadCount + 1).Select(i => $"splice-loop-{i}")
+            return Enumerable.Range(0, ThreadCount + 1).Select(i => $"splice-loop-{i}")
                 .Where(name => Count(after, name) != Count(before, name)).ToArray();
-            if (left.Length == 0)
-            {
-                break;
-            }
-            Assert.False(timeout.IsCancellationRequested, "Loop threads still running after the host was disposed: " + string.Join(", ", left));
-            await Task.Delay(50);
         }
+        await Poll.EventuallyAsync(() => Left().Length == 0,
+            () => "the loop threads to end after the host was disposed; still running: " + string.Join(", ", Left()), TimeSpan.FromSeconds(10));
     }
 }

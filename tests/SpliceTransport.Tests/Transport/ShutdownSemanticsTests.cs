@@ -86,13 +86,7 @@ public class ShutdownSemanticsTests
         Assert.Equal(1, host.Metrics.AcceptedConnections);
     }
 
-    private static async Task WaitForLogAsync(SpliceTestHost host, int eventId)
-    {
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
-        while (!host.Logs.Entries.Any(e => e.EventId.Id == eventId && e.Level == LogLevel.Debug))
-        {
-            Assert.True(DateTime.UtcNow < deadline, $"No Debug log with event id {eventId}:\n" + string.Join("\n", host.Logs.Entries));
-            await Task.Delay(10);
-        }
-    }
+    private static Task WaitForLogAsync(SpliceTestHost host, int eventId) =>
+        Poll.EventuallyAsync(() => host.Logs.Entries.Any(e => e.EventId.Id == eventId && e.Level == LogLevel.Debug),
+            () => $"a Debug log with event id {eventId}; the log:\n" + string.Join("\n", host.Logs.Entries), TimeSpan.FromSeconds(10));
 }

@@ -302,10 +302,8 @@ public sealed class SocketHandoffTests
             PipeReader input = connection.Transport.Input;
             // The app reads nothing until the pump has received the whole backlog: its flush past the limit waits.
             FaultInjectingSyscalls.SocketLog log = seam.For(handoff.Socket);
-            while (log.ReceivedBytes < backlog.Length)
-            {
-                await Task.Delay(10);
-            }
+            await Poll.EventuallyAsync(() => log.ReceivedBytes >= backlog.Length,
+                () => $"the pump to receive the whole backlog ({log.ReceivedBytes} of {backlog.Length} bytes)", Timeout);
             ReadResult read;
             Assert.True(await handoff.PauseReceivingAsync(CancellationToken.None).WaitAsync(Timeout));
             byte[] received;
