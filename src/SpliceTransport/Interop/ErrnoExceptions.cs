@@ -13,6 +13,16 @@ namespace SpliceTransport.Interop;
 /// </summary>
 internal static class ErrnoExceptions
 {
+    /// <summary>
+    /// What a failed call on a connection's socket means to Kestrel: a reset (the peer left, <see cref="Errno.IsConnectionReset"/>)
+    /// is the <see cref="ConnectionResetException"/> Kestrel's socket transport reports; anything else is the call's own error.
+    /// </summary>
+    public static IOException ForSocket(SyscallResult result, string syscall, string? detail = null)
+    {
+        SyscallException error = result.ToException(syscall, detail);
+        return result.IsConnectionReset ? new ConnectionResetException(error.Message, error) : error;
+    }
+
     /// <summary>What File.Open throws for a path it cannot open or stat: not found, denied, or the call's error.</summary>
     public static Exception ForFile(string path, int errno, string syscall) => errno switch
     {

@@ -100,19 +100,21 @@ internal sealed partial class SpliceConnection : ConnectionContext
     public Microsoft.Extensions.Logging.ILogger Logger => _context.Logger;
 
     /// <summary>
-    /// What a failed system call on the socket means for the connection, logged once: a reset (the peer left) as a
-    /// <see cref="ConnectionResetException"/> (event 106), anything else as the call's <see cref="SyscallException"/>
-    /// (event 107, Debug: Kestrel reports the aborted request itself). Both pumps end with it.
+    /// What a failed system call on the socket means for the connection (<see cref="ErrnoExceptions.ForSocket"/>), logged
+    /// once: a reset (the peer left) as event 106, anything else as event 107 (Debug: Kestrel reports the aborted
+    /// request itself). Both pumps end with it.
     /// </summary>
     public Exception SocketFailure(SyscallResult result, string syscall, string? detail = null)
     {
-        SyscallException error = result.ToException(syscall, detail);
-        if (result.IsConnectionReset)
+        IOException error = ErrnoExceptions.ForSocket(result, syscall, detail);
+        if (error is ConnectionResetException)
         {
             Log.ConnectionReset(Logger, ConnectionId);
-            return new ConnectionResetException(error.Message, error);
         }
-        Log.ConnectionError(Logger, ConnectionId, error);
+        else
+        {
+            Log.ConnectionError(Logger, ConnectionId, error);
+        }
         return error;
     }
 
