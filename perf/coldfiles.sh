@@ -52,8 +52,9 @@ cleanup_more() {
 # A throttled group for the servers' disk reads: cgroup v2 io.max, else v1 blkio.throttle.
 make_throttle() {
   local dev version file limit
-  dev=$(lsblk -no MAJ:MIN "$(findmnt -no SOURCE --target "$FILES_DIR")" 2>/dev/null | head -n1 | tr -d ' ')
-  [[ $(id -u) == 0 && -n $dev ]] || return 0
+  [[ $(id -u) == 0 ]] || return 0
+  dev=$(lsblk -no MAJ:MIN "$(findmnt -no SOURCE --target "$FILES_DIR")" 2>/dev/null | head -n1 | tr -d ' ' || true)
+  [[ -n $dev ]] || return 0
   if grep -qw io /sys/fs/cgroup/cgroup.controllers 2>/dev/null; then
     echo +io >/sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || true
     CGROUP=/sys/fs/cgroup/splice-cold-$$ version=v2 file=io.max limit="$dev rbps=$DISK_READ_BPS"

@@ -526,8 +526,7 @@ start_probe() {
   PROBE_PID=$!
 }
 stop_probe() {
-  kill -INT "$PROBE_PID" 2>/dev/null || true
-  wait "$PROBE_PID" 2>/dev/null || true
+  stop_pid "$PROBE_PID" INT
   PROBE_PID=""
 }
 

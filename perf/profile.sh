@@ -3,7 +3,7 @@
 # side by side, syscalls by name, context switches, thread-pool work items, loop wake-ups and CPU, and for
 # 4 KiB whose code the CPU time goes to; plus #10's two scheduling candidates as extra rows.
 #
-#   perf/profile.sh                  about 10 minutes; run it as `flock /work/perf.lock perf/profile.sh`
+#   perf/profile.sh                  about 10 minutes; measures holding /work/perf.lock
 #   perf/profile.sh --duration S     seconds of wrk per pass (default 4)
 #   perf/profile.sh --wait-quiet 300 first wait (up to 300 s) until others' work leaves the machine 90% idle
 #   perf/profile.sh --smoke          about 3 minutes, 1 s passes, 3 s warm-up: checks the script (results/profile-smoke*)
@@ -175,6 +175,7 @@ main() {
   detect_hardware_counters
   build_sample
   make_files
+  take_perf_lock
   wait_for_quiet
 
   local name

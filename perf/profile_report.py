@@ -228,7 +228,7 @@ def main():
         lines += ["## Exact commands", "",
                   "The client lines name the splice server's port; every server got the same command on its own "
                   "port. PID is the server's (nginx: master and worker).", "", "```",
-                  f"flock /work/perf.lock {meta.get('command', 'perf/profile.sh')}",
+                  meta.get('command', 'perf/profile.sh'),
                   *read_lines(f"{base}-commands.txt"), "```", ""]
     reading = "\n\n## Reading\n\n(to be written)\n"
     if os.path.exists(f"{base}.md"):

@@ -15,7 +15,7 @@ sys.dont_write_bytecode = True   # no perf/__pycache__ left behind in the tree
 from tables import (LABELS, RESULTS, SERVERS, cell, fmt, idle_growth, ratio, read_lines, read_meta,  # noqa: E402
                     read_rows, table)
 
-# Which path each server's file responses take (perf/README.md's "Peers" shows how this was checked with strace).
+# Which path each server's file responses take (perf/README.md's "Peers" says how this was checked with strace).
 SERVER_PATHS = {"splice": "headers written, file with sendfile(2)",
                 "sockets": "file read into buffers and written (Kestrel's socket transport)",
                 "nginx": "`sendfile on; tcp_nopush on;`: headers, then sendfile(2)",

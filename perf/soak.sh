@@ -58,7 +58,7 @@ parse_args() {
     case "$1" in
       --minutes) MINUTES=${2:?--minutes needs a number}; shift ;;
       --port) PORT[soak]=${2:?--port needs a number}; shift ;;
-      -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+      -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; SUMMARY_PRINTED=1; exit 0 ;;
       *) die "unknown argument '$1' (see --help)" ;;
     esac
     shift
@@ -292,8 +292,8 @@ evidence() {
 }
 
 main() {
+  begin_run soak                      # first: an argument error, too, ends with the one summary line
   parse_args "$@"
-  begin_run soak
   BASE_URL=$(server_url soak)
   install_packages_for wrk=wrk curl=curl taskset=util-linux ss=iproute2
   ulimit -n "$(ulimit -Hn)"   # wrk and the server together hold a few hundred sockets; raise anyway

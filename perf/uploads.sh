@@ -114,9 +114,9 @@ measure() {
       # The previous uploads' files deleted and the dirty page cache written back (sync): otherwise the writeback
       # of one server's 4 GiB would throttle the next one's writes and charge it CPU.
       for n in "${SERVERS[@]}"; do rm -f "$TMP_DIR/$n"/r*; done; sync
-      ticks=$(server_cpu_ticks "$name") t0=$EPOCHREALTIME
+      ticks=$(server_cpu_ticks "$name") t0=${EPOCHREALTIME/,/.}   # "." whatever the locale, for awk
       upload_all "$name" "$FILES_DIR/source.bin" "r${round}-"
-      t1=$EPOCHREALTIME ticks=$(($(server_cpu_ticks "$name") - ticks))
+      t1=${EPOCHREALTIME/,/.} ticks=$(($(server_cpu_ticks "$name") - ticks))
       row=$(awk -v c="$ticks" -v hz="$(getconf CLK_TCK)" -v t="$t0" -v u="$t1" 'BEGIN {printf "%.2f,%.3f", c / hz, u - t}')
       echo "$name,$round,$row,$((CLIENTS * FILE_SIZE[source])),$(spliced_bytes)" >>"$TMP_DIR/results.csv"
       log "$name round $round: $(tail -n 1 "$TMP_DIR/results.csv")"

@@ -33,7 +33,7 @@ internal static class ErrnoExceptions
 
     /// <summary>
     /// What Kestrel expects from a transport's bind: <see cref="AddressInUseException"/>, which it turns into "Failed to
-    /// bind to address …: address already in use." (and, for localhost, into trying the other address family).
+    /// bind to address …: address already in use."
     /// </summary>
     public static Exception ForBind(int errno, EndPoint endPoint)
     {
