@@ -162,16 +162,13 @@ take_perf_lock() {
   flock "$LOCK_FD"
 }
 
-# Builds the Go programs perf/<tool>/ into BIN_DIR with the Debian toolchain, caches in CACHE_DIR.
-#   build_go_tools <tool>...
-build_go_tools() {
-  local tool names="$*"
-  log "building perf/${names// / and perf/}"
+# Builds perf/gopeer (the Go peers: $BIN_DIR/gopeer server|idle|upload|proxy) with the Debian toolchain, caches in
+# CACHE_DIR.
+build_gopeer() {
+  log "building perf/gopeer"
   mkdir -p "$BIN_DIR"
-  for tool in "$@"; do
-    (cd "$PERF_DIR/$tool" && GOCACHE=$CACHE_DIR/go-build GOPATH=$CACHE_DIR/gopath GOTOOLCHAIN=local GOFLAGS= \
-        go build -o "$BIN_DIR/$tool" .) || die "go build of perf/$tool failed"
-  done
+  (cd "$PERF_DIR/gopeer" && GOCACHE=$CACHE_DIR/go-build GOPATH=$CACHE_DIR/gopath GOTOOLCHAIN=local GOFLAGS= \
+      go build -o "$BIN_DIR/gopeer" .) || die "go build of perf/gopeer failed"
 }
 
 # The lines every NAME-meta.txt starts with (the machine, the run's load and length, the command); the script

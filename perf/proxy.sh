@@ -8,7 +8,7 @@
 #   tcpproxy-sockets  samples/TcpProxy on Kestrel's socket transport (ForwardAsync copies through the pipes)
 #   haproxy-splice    HAProxy, mode tcp, option splice-request/splice-response, tune.pipesize 1048576
 #   haproxy-copy      HAProxy, mode tcp, no splice
-#   go                perf/goproxy: io.Copy between *net.TCPConn (Go splices TCPConn to TCPConn)
+#   go                perf/gopeer proxy: io.Copy between *net.TCPConn (Go splices TCPConn to TCPConn)
 # Every proxy runs on core 0 (one thread, one loop); nginx and wrk on core 1. Per proxy and round, wrk -t1 -c4
 # on the 256 MiB file (proxy CPU seconds per GB, from /proc) and wrk -t1 -c64 on the 4 KiB file (requests/s, p99).
 set -euo pipefail
@@ -32,8 +32,6 @@ ROUNDS=2
 DURATION_S=8
 
 write_haproxy_config() {
-  local splice=""
-  [[ $1 == haproxy-splice ]] && splice=$'    option splice-request\n    option splice-response'
   cat >"$TMP_DIR/$1.cfg" <<EOF
 global
     nbthread 1
@@ -46,7 +44,7 @@ defaults
     timeout server 60s
 listen proxy
     bind 127.0.0.1:${PORT[$1]}
-$splice
+$([[ $1 == haproxy-splice ]] && printf '    option splice-request\n    option splice-response')
     server upstream 127.0.0.1:${PORT[upstream]}
 EOF
 }
@@ -58,7 +56,7 @@ start() {
     upstream) cmd=$(SERVER_CORE=$CLIENT_CORE nginx_server_command "$TMP_DIR/nginx" "${PORT[upstream]}" "$UPSTREAM_CONNECTIONS") ;;
     tcpproxy-*) cmd="env DOTNET_gcServer=0 taskset -c $SERVER_CORE $SAMPLE_BIN --listen $listen --upstream $upstream --transport ${name#tcpproxy-} --Logging:LogLevel:TcpProxy=Warning" ;;
     haproxy-*) write_haproxy_config "$name"; cmd="taskset -c $SERVER_CORE haproxy -db -f $TMP_DIR/$name.cfg" ;;
-    go) cmd="env GOMAXPROCS=1 taskset -c $SERVER_CORE $BIN_DIR/goproxy -listen $listen -upstream $upstream" ;;
+    go) cmd="env GOMAXPROCS=1 taskset -c $SERVER_CORE $BIN_DIR/gopeer proxy -listen $listen -upstream $upstream" ;;
   esac
   start_server_process "$name" "$cmd"
   wait_for_port "$name"
@@ -90,21 +88,19 @@ write_report() {
 | proxy | CPU s/GB | ÷ HAProxy splice | ÷ TcpProxy sockets | GB/s | small req/s | small p99 ms | errors |
 |---|---|---|---|---|---|---|---|
 EOF
-  python3 - "$TMP_DIR/results.csv" <<'EOF'
+  PYTHONPATH=$PERF_DIR python3 - "$TMP_DIR/results.csv" <<'EOF'
 import csv, os, statistics as st, sys
+from tables import cell
 runs, hz = {}, os.sysconf("SC_CLK_TCK")
 for _, name, file, requests, nbytes, us, p99, errors, ticks in csv.reader(open(sys.argv[1])):
     runs.setdefault((name, file), []).append({"cpu": int(ticks) / hz / (int(nbytes) / 1e9), "gbps": int(nbytes) / int(us) / 1e3,
                                               "rps": int(requests) * 1e6 / int(us), "p99": int(p99) / 1000, "errors": int(errors)})
 def vals(name, file, key): return [run[key] for run in runs[name, file]]
-def cell(v, fmt):
-    m, lo, hi = st.median(v), min(v), max(v)
-    return fmt.format(m) if lo == hi else f"{fmt.format(m)} ({fmt.format(lo)}–{fmt.format(hi)})"
 base, sockets = st.median(vals("haproxy-splice", "large", "cpu")), st.median(vals("tcpproxy-sockets", "large", "cpu"))
 for name, label in {"tcpproxy-splice": "TcpProxy on SpliceTransport (ForwardAsync, splice-auto)", "tcpproxy-sockets": "TcpProxy on Kestrel sockets",
                     "haproxy-splice": "HAProxy, splice", "haproxy-copy": "HAProxy, no splice", "go": "Go io.Copy (splices TCPConn to TCPConn)"}.items():
     cpu = vals(name, "large", "cpu")
-    print(f"| {label} | {cell(cpu, '{:.3f}')} | {st.median(cpu) / base:.2f}× | {st.median(cpu) / sockets:.2f}× | {cell(vals(name, 'large', 'gbps'), '{:.2f}')} | "
+    print(f"| {label} | {cell(cpu, '{:.3f}'.format)} | {st.median(cpu) / base:.2f}× | {st.median(cpu) / sockets:.2f}× | {cell(vals(name, 'large', 'gbps'), '{:.2f}'.format)} | "
           f"{st.median(vals(name, 'small', 'rps')):,.0f} | {st.median(vals(name, 'small', 'p99')):.2f} | {sum(vals(name, 'large', 'errors') + vals(name, 'small', 'errors'))} |")
 EOF
   printf '\n## Commands\n\n```\n%s\n```\n' "$(<"$COMMANDS_FILE")"
@@ -118,7 +114,7 @@ main() {
   install_packages_for wrk=wrk nginx=nginx-light haproxy=haproxy go=golang-go curl=curl
   make_files
   build_sample
-  build_go_tools goproxy
+  build_gopeer
   start upstream
   local name round
   for name in "${PROXIES[@]}"; do start "$name"; done

@@ -50,12 +50,6 @@ NAME_GIVEN=0
 WAIT_QUIET_S=0      # --wait-quiet: how long to wait for an idle machine before measuring (0: don't)
 GCDUMP=0            # 1: dotnet-gcdump snapshots of the .NET idle servers, before and while holding
 
-
-
-usage() {
-  sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
-}
-
 parse_args() {
   while (($#)); do
     case "$1" in
@@ -66,7 +60,7 @@ parse_args() {
       --name) NAME=${2:?--name needs a name}; NAME_GIVEN=1; shift ;;
       --gcdump) GCDUMP=1 ;;
       --wait-quiet) WAIT_QUIET_S=${2:?--wait-quiet needs seconds}; shift ;;
-      -h|--help) usage; exit 0 ;;
+      -h|--help) sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
       *) die "unknown argument '$1' (see --help)" ;;
     esac
     shift
@@ -84,7 +78,6 @@ parse_args() {
 
 # ---------------------------------------------------------------------------------------------- set-up
 
-
 # dotnet-gcdump, only for --gcdump: a global tool from NuGet, into ~/.dotnet/tools.
 install_gcdump() {
   export PATH=$PATH:$HOME/.dotnet/tools
@@ -100,7 +93,6 @@ raise_fd_limit() {
   ((limit > IDLE_CONNECTIONS + 1000)) || die "open-file limit is $limit, too low for $IDLE_CONNECTIONS connections"
   FD_LIMIT=$limit
 }
-
 
 # --------------------------------------------------------------------------------------------- servers
 
@@ -120,7 +112,7 @@ start_server() {
       # the idle connections plus wrk's
       cmd=$(nginx_server_command "$TMP_DIR/nginx" "$port" $((IDLE_CONNECTIONS + 1024))) ;;
     go)
-      cmd="env GOMAXPROCS=1 taskset -c $SERVER_CORE $BIN_DIR/goserver -root $FILES_DIR -addr 127.0.0.1:$port" ;;
+      cmd="env GOMAXPROCS=1 taskset -c $SERVER_CORE $BIN_DIR/gopeer server -root $FILES_DIR -addr 127.0.0.1:$port" ;;
   esac
   start_server_process "$name" "$cmd" "$name ($purpose)"
 }
@@ -146,7 +138,6 @@ server_rss_kib() {
   done
   echo "$total"
 }
-
 
 # ------------------------------------------------------------------------------------------ measuring
 
@@ -231,7 +222,7 @@ measure_idle_memory() {
   local round=$1 name=$2 scenario="idle-$IDLE_CONNECTIONS"
   local out=$TMP_DIR/idle.out release=$TMP_DIR/idle.release dotnet=0
   is_dotnet_server "$name" && dotnet=1
-  local cmd=("$BIN_DIR/idleclient" -addr "127.0.0.1:${PORT[$name]}" -n "$IDLE_CONNECTIONS"
+  local cmd=("$BIN_DIR/gopeer" idle -addr "127.0.0.1:${PORT[$name]}" -n "$IDLE_CONNECTIONS"
              -release "$release" -max-hold "$((IDLE_READY_TIMEOUT_S + 60))s")
   ((round == 1)) && echo "client $name $scenario: taskset -c $CLIENT_CORE ${cmd[*]}" >>"$COMMANDS_FILE"
 
@@ -240,7 +231,7 @@ measure_idle_memory() {
   check_server "$name" plaintext-only
   # Priming: a few hundred connections, each making its request and closing, so that the code they run has
   # been compiled (and tiered up) before the baseline.
-  run_client "$TMP_DIR/prime.out" "$BIN_DIR/idleclient" -addr "127.0.0.1:${PORT[$name]}" -n "$IDLE_PRIME_CONNECTIONS" -max-hold 0s \
+  run_client "$TMP_DIR/prime.out" "$BIN_DIR/gopeer" idle -addr "127.0.0.1:${PORT[$name]}" -n "$IDLE_PRIME_CONNECTIONS" -max-hold 0s \
     || { cat "$TMP_DIR/prime.out" >&2; die "priming '$name' for $scenario failed"; }
   sleep "$IDLE_SETTLE_S"
   rm -f "$release"
@@ -335,27 +326,16 @@ run_rounds() {
 }
 
 write_metadata() {
-  local meta=$1
   {
     common_metadata
-    echo "mode=$MODE"
-    echo "rounds=$ROUNDS"
-    echo "duration_s=$DURATION_S"
-    echo "nginx=$(nginx -v 2>&1 | sed 's/^nginx version: //')"
-    echo "go=$(go version | awk '{print $3}')"
-    echo "commit=$BUILD_COMMIT"
-    echo "src_commit=$SRC_COMMIT"
-    echo "server_core=$SERVER_CORE"
-    echo "client_core=$CLIENT_CORE"
-    echo "idle_connections=$IDLE_CONNECTIONS"
-    echo "idle_gen0size=$IDLE_GEN0_SIZE"
-    echo "idle_prime_connections=$IDLE_PRIME_CONNECTIONS"
-    echo "warmup_window_s=$WARMUP_WINDOW_S"
-    echo "warmup_cap_s=$WARMUP_CAP_S"
-    echo "warmup_rule=none of the last $WARMUP_STABLE_WINDOWS windows more than $WARMUP_RISE_PCT% above the best before them and, for .NET, at least ${WARMUP_DOTNET_MIN_S} s and the count of JIT-compiled methods grown by at most $WARMUP_JIT_GROWTH_PCT% during them"
-    echo "only=$ONLY"
-    echo "gcdump=$GCDUMP"
-  } >"$meta"
+    printf '%s\n' "mode=$MODE" "rounds=$ROUNDS" "duration_s=$DURATION_S" \
+      "nginx=$(nginx -v 2>&1 | sed 's/^nginx version: //')" "go=$(go version | awk '{print $3}')" \
+      "commit=$BUILD_COMMIT" "src_commit=$SRC_COMMIT" "server_core=$SERVER_CORE" "client_core=$CLIENT_CORE" \
+      "idle_connections=$IDLE_CONNECTIONS" "idle_gen0size=$IDLE_GEN0_SIZE" "idle_prime_connections=$IDLE_PRIME_CONNECTIONS" \
+      "warmup_window_s=$WARMUP_WINDOW_S" "warmup_cap_s=$WARMUP_CAP_S" \
+      "warmup_rule=none of the last $WARMUP_STABLE_WINDOWS windows more than $WARMUP_RISE_PCT% above the best before them and, for .NET, at least ${WARMUP_DOTNET_MIN_S} s and the count of JIT-compiled methods grown by at most $WARMUP_JIT_GROWTH_PCT% during them" \
+      "only=$ONLY" "gcdump=$GCDUMP"
+  } >"$1"
 }
 
 main() {
@@ -371,7 +351,7 @@ main() {
   if ((GCDUMP)); then install_gcdump; fi
   raise_fd_limit
   build_sample
-  build_go_tools goserver idleclient
+  build_gopeer
   make_files
   if ((GCDUMP)); then rm -rf "${RESULTS_DIR:?}/$NAME-gcdump"; fi
 

@@ -8,11 +8,10 @@
 #            asks, the body is spliced socket -> kernel pipe -> file, with placeholders through Kestrel)
 #   sockets  the same sample on Kestrel's socket transport
 #   nginx    DAV PUT with client_body_in_file_only on: the body goes to a temporary file, then is renamed
-#   go       perf/uploadserver: net/http, io.Copy from the request body into an *os.File, then a rename
-# Each writes into a temporary file beside the target and renames it; none fsyncs (nginx never does for client
-# bodies), so the figures are the servers' own work, not the disk's: CPU seconds (utime + stime, /proc) per GiB
-# received and throughput (4 GiB ÷ the 4 uploads' wall time), median over rounds. The measuring part holds
-# /work/perf.lock (two perf runs never measure at once) and is stopped after 12 min.
+#   go       perf/gopeer upload: net/http, io.Copy from the request body into an *os.File, then a rename
+# Each saves into a temporary file beside the target, then renames it; none fsyncs (nginx never does for client
+# bodies): the figures are the servers' own work, not the disk's. CPU seconds (utime + stime) per GiB received and
+# throughput (4 GiB ÷ the 4 uploads' wall time), median over rounds. Measuring holds /work/perf.lock, 12 min at most.
 set -euo pipefail
 
 PERF_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -57,7 +56,7 @@ start_server() {
     splice|sockets) cmd=$(dotnet_server_command "$name" "$port" "" "--uploads $uploads --upload-fsync false") ;;
     nginx) write_dav_config "$conf" "$uploads"
            cmd="taskset -c $SERVER_CORE nginx -p $conf -c $conf/nginx.conf -e $conf/error.log -g 'daemon off;'" ;;
-    go) cmd="env GOMAXPROCS=1 taskset -c $SERVER_CORE $BIN_DIR/uploadserver -dir $uploads -addr 127.0.0.1:$port" ;;
+    go) cmd="env GOMAXPROCS=1 taskset -c $SERVER_CORE $BIN_DIR/gopeer upload -dir $uploads -addr 127.0.0.1:$port" ;;
   esac
   start_server_process "$name" "$cmd"
   wait_for_port "$name"
@@ -65,34 +64,30 @@ start_server() {
 
 # Uploads <file> CLIENTS times in parallel as <prefix>1…; checks 201 (nginx: 201 or 204) and each saved size.
 upload_all() {
-  local name=$1 file=$2 prefix=$3 i status size
+  local name=$1 file=$2 prefix=$3 i size
   local -a pids=()
   for ((i = 1; i <= CLIENTS; i++)); do
     taskset -c $CLIENT_CORE curl -sS --max-time 300 -o "$TMP_DIR/response-$i" -w '%{http_code}' -T "$file" \
       "$(server_url "$name")/upload/$prefix$i" >"$TMP_DIR/status-$i" 2>"$TMP_DIR/curl-$i.log" &
-    pids+=($!)
+    pids[i]=$!
   done
-  for i in "${!pids[@]}"; do wait "${pids[$i]}" || die "$name: curl $((i + 1)) failed: $(cat "$TMP_DIR/curl-$((i + 1)).log")"; done
+  for i in "${!pids[@]}"; do wait "${pids[i]}" || die "$name: curl $i failed: $(<"$TMP_DIR/curl-$i.log")"; done
   for ((i = 1; i <= CLIENTS; i++)); do
-    status=$(<"$TMP_DIR/status-$i")
-    [[ $status == 201 || $status == 204 ]] || die "$name: upload $prefix$i answered $status"
+    [[ $(<"$TMP_DIR/status-$i") == 20[14] ]] || die "$name: upload $prefix$i answered $(<"$TMP_DIR/status-$i")"
     size=$(stat -c %s "$TMP_DIR/$name/$prefix$i")
     [[ $size == $(stat -c %s "$file") ]] || die "$name: $prefix$i has $size bytes"
   done
 }
 
 # The bytes the last upload_all's responses say were spliced (the sample's "splicedBytes"; empty for the others).
-spliced_bytes() {
-  cat "$TMP_DIR"/response-* | { grep -o '"splicedBytes":[0-9]*' || true; } | awk -F: '{ s += $2; n++ } END { if (n) printf "%.0f\n", s }'
-}
+spliced_bytes() { cat "$TMP_DIR"/response-* | { grep -o '"splicedBytes":[0-9]*' || true; } | awk -F: '{ s += $2; n++ } END { if (n) printf "%.0f\n", s }'; }
 
 # The measuring part, run under the lock.
 measure() {
   begin_run uploads
   local name n round i count=${#SERVERS[@]} warm_until t0 t1 ticks row
   echo "server,round,cpu_s,wall_s,bytes,spliced_bytes" >"$TMP_DIR/results.csv"
-  # Every server is started and warmed first; then each round measures them one after another (the order
-  # rotating by round), so a slow drift of a shared machine hits all alike.
+  # All started and warmed first; then each round measures them in turn, the order rotating: a slow drift hits all alike.
   for name in "${SERVERS[@]}"; do
     log "$name: starting on 127.0.0.1:${PORT[$name]} (core $SERVER_CORE)"
     start_server "$name"
@@ -107,12 +102,10 @@ measure() {
   for ((round = 1; round <= ROUNDS; round++)); do
     for ((i = 0; i < count; i++)); do
       name=${SERVERS[(i + round - 1) % count]}
-      # One unmeasured upload of the measured size first: this Firecracker VM reports free guest memory to its host,
-      # and the first gigabytes written into memory free for a while fault back in inside the kernel's copy, charged
-      # to the server (perf record: the same memcpy, 3x the CPU). Memory freed a moment before is not yet reported.
+      # One unmeasured upload of that size first: this Firecracker VM hands long-free guest memory to its host, and it
+      # faults back in inside the kernel's copy, charged to the server (perf record: 3x the CPU); just freed, it has not.
       upload_all "$name" "$FILES_DIR/source.bin" warm; rm -f "$TMP_DIR/$name"/warm*
-      # The previous uploads' files deleted and the dirty page cache written back (sync): otherwise the writeback
-      # of one server's 4 GiB would throttle the next one's writes and charge it CPU.
+      # Earlier uploads deleted and written back (sync), or one server's writeback would throttle the next and cost it CPU.
       for n in "${SERVERS[@]}"; do rm -f "$TMP_DIR/$n"/r*; done; sync
       ticks=$(server_cpu_ticks "$name") t0=${EPOCHREALTIME/,/.}   # "." whatever the locale, for awk
       upload_all "$name" "$FILES_DIR/source.bin" "r${round}-"
@@ -162,7 +155,7 @@ main() {
   install_packages_for nginx=nginx-light go=golang-go curl=curl taskset=util-linux
   make_files
   build_sample
-  build_go_tools uploadserver
+  build_gopeer
   export SRC_COMMIT                   # the measuring part's result names the src/ built here
   take_perf_lock
   export LOCK_FD                      # so that the measuring part's servers do not inherit the lock

@@ -1,0 +1,3 @@
+module splicetransport/perf/gopeer
+
+go 1.19

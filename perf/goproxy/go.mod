@@ -1,3 +1,0 @@
-module splicetransport/perf/goproxy
-
-go 1.19

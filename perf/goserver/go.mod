@@ -1,3 +1,0 @@
-module splicetransport/perf/goserver
-
-go 1.19

@@ -1,3 +1,0 @@
-module splicetransport/perf/idleclient
-
-go 1.19

@@ -1,3 +1,0 @@
-module splicetransport/perf/uploadserver
-
-go 1.19
