@@ -22,16 +22,13 @@ COUNTS = [("pool", "work items"), ("syscalls", "syscalls"), ("voluntary", "volun
 
 def figures(row):
     secs = num(row["duration_us"]) / 1e6
-    out = {key: per_response(row, column, scale) for key, column, scale, _ in FIGURES}
-    return out | {"rps": num(row["requests"]) / secs if secs else None}
-
-
-def known(by_round, key):
-    return [f[key] for f in by_round.values() if f[key] is not None]
+    return {key: per_response(row, column, scale) for key, column, scale, _ in FIGURES} | {
+        "rps": num(row["requests"]) / secs if secs else None}
 
 
 def median_of(by_round, key):
-    return statistics.median(known(by_round, key)) if known(by_round, key) else None
+    vals = [f[key] for f in by_round.values() if f[key] is not None]
+    return statistics.median(vals) if vals else None
 
 
 def verdict(a, b, rounds):
@@ -66,26 +63,25 @@ def main():
     for row in read_rows(f"{base}.csv"):
         data[build_of[row["server"]]][int(row["pass"].removeprefix("round"))] = figures(row)
     a, b = data["A"], data["B"]
-    rounds = sorted({int(r["round"]) for r in round_rows})
-    info, order = {(int(r["round"]), r["build"]): r for r in round_rows}, {}
-    for r in round_rows:
-        order.setdefault(int(r["round"]), []).append(r["build"])
+    info = {(int(r["round"]), r["build"]): r for r in round_rows}
+    rounds = sorted({rnd for rnd, _ in info})
+    order = {rnd: " ".join(r["build"] for r in round_rows if int(r["round"]) == rnd) for rnd in rounds}
     line, lower, paired = verdict(a, b, rounds)
-    smoke = meta.get("smoke") == "1"
-    line += " [smoke run: checks the script; its figures and verdict mean nothing]" if smoke else ""
+    if smoke := meta.get("smoke") == "1":
+        line += " [smoke run: checks the script; its figures and verdict mean nothing]"
     labels = [(key, label) for key, _, _, label in FIGURES] + [("rps", "requests/s")]
     figure_table = table(
         [None] + [f"{x}: {meta[f'short_{x}']} ({meta[f'transport_{x}']})" for x in "AB"] + ["B ÷ A (medians)"],
-        [[label, cell(known(a, key), empty="n/a"), cell(known(b, key), empty="n/a"),
+        [[label, cell([f[key] for f in a.values()], empty="n/a"), cell([f[key] for f in b.values()], empty="n/a"),
           quotient(median_of(b, key), median_of(a, key), 3, "n/a")] for key, label in labels]
         + [["rounds in which B's CPU / response was below A's", None, None, f"{lower} of {paired}"]])
 
     def round_row(r):
         ca, cb = a.get(r, {}).get("cpu_us"), b.get(r, {}).get("cpu_us")
         if not ca or cb is None:
-            return [str(r), " ".join(order[r]), "–", "–", "–", None, None, None]
+            return [str(r), order[r], "–", "–", "–", None, None, None]
         ia, ib = info[(r, "A")], info[(r, "B")]
-        return [str(r), " ".join(order[r]), f"{ca:.1f}", f"{cb:.1f}", quotient(cb, ca, 3),
+        return [str(r), order[r], f"{ca:.1f}", f"{cb:.1f}", quotient(cb, ca, 3),
                 f"{ia['loadavg_1min']}, {ib['loadavg_1min']}", ia["warmup_requests_per_s"], ib["warmup_requests_per_s"]]
 
     path = "/plaintext" if meta["file"] == "plaintext" else f"/{meta['file']}.bin"

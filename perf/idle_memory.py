@@ -12,7 +12,8 @@ import sys
 from collections import defaultdict
 
 sys.dont_write_bytecode = True   # no perf/__pycache__ left behind in the tree
-from tables import LABELS, RESULTS, SERVERS, cell, idle_growth, ratio, read_meta, read_rows, table, two  # noqa: E402
+from tables import (LABELS, RESULTS, SERVERS, cell, idle_growth, ratio, read_lines, read_meta,  # noqa: E402
+                    read_rows, table, two)
 
 DOTNET = ["splice", "sockets"]
 TOP_TYPES = 30
@@ -41,14 +42,13 @@ def read_gcdump(path):
     """{type: [bytes, count]} and the GC heap total of a `dotnet-gcdump report`, size buckets folded into one
     type (the report prints each type's object size, an average over a size bucket, rounded, and its count)."""
     types, total = defaultdict(lambda: [0, 0]), None
-    with open(path) as f:
-        for line in f:
-            if "GC Heap bytes" in line:
-                total = int(line.split()[0].replace(",", ""))
-            elif (m := LINE.match(line)) and not ("Type" in line and "Object Bytes" in line):
-                entry = types[BUCKET.sub("", m.group(3))]
-                entry[0] += int(m.group(1).replace(",", "")) * int(m.group(2).replace(",", ""))
-                entry[1] += int(m.group(2).replace(",", ""))
+    for line in read_lines(path):
+        if "GC Heap bytes" in line:
+            total = int(line.split()[0].replace(",", ""))
+        elif (m := LINE.match(line)) and not ("Type" in line and "Object Bytes" in line):
+            size, count = (int(m[i].replace(",", "")) for i in (1, 2))
+            entry = types[BUCKET.sub("", m[3])]
+            entry[0], entry[1] = entry[0] + size * count, entry[1] + count
     return types, total
 
 
@@ -64,7 +64,7 @@ def type_breakdown(name, rows):
             if not all(os.path.exists(p) for p in paths):
                 continue
             used, n = used + 1, held_count[(server, rnd)]
-            (before, total_before), (held, total_held) = read_gcdump(paths[0]), read_gcdump(paths[1])
+            (before, total_before), (held, total_held) = map(read_gcdump, paths)
             if total_before is not None and total_held is not None:
                 totals.append((total_held - total_before) / n)
             for t in set(before) | set(held):
@@ -79,12 +79,10 @@ def type_breakdown(name, rows):
 
 def types_section(name, breakdown, growth, types_csv):
     """The gcdump tables of one run; writes every type to types_csv."""
+    head = ["run", "server", "type", "assembly", "bytes_per_connection", "objects_per_connection"]
     with open(types_csv, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["run", "server", "type", "assembly", "bytes_per_connection", "objects_per_connection"])
-        for s in DOTNET:
-            w.writerows([name, s, *short_type(t), f"{b:.1f}", f"{c:.3f}"] for t, b, c in breakdown.get(s, ([],))[0]
-                        if abs(b) >= 0.5 or abs(c) >= 0.005)
+        csv.writer(f).writerows([head] + [[name, s, *short_type(t), f"{b:.1f}", f"{c:.3f}"] for s in breakdown
+                                          for t, b, c in breakdown[s][0] if abs(b) >= 0.5 or abs(c) >= 0.005])
     out = [f"## Managed types kept alive per idle connection (run {name}, dotnet-gcdump)", "",
            "`dotnet-gcdump collect` before the connections were opened and while they were held, in each round; per "
            "type: (bytes in the held dump − bytes in the before dump) ÷ connections, median over rounds, bytes being "
@@ -92,8 +90,7 @@ def types_section(name, breakdown, growth, types_csv):
            "connection means one object per connection. gcdump's total is its own GC heap total; the types add up to "
            f"a little less, since the report rounds object sizes. Every type is in `{os.path.basename(types_csv)}`.",
            ""]
-    for s in [s for s in DOTNET if s in breakdown]:
-        types, total, used = breakdown[s]
+    for s, (types, total, used) in breakdown.items():
         groups = defaultdict(float)
         for t, b, _ in types:
             groups[owner(t)] += b

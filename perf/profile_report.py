@@ -37,6 +37,15 @@ ASSEMBLIES = [("ours", ("SpliceTransport",)), ("kestrel", ("Microsoft.AspNetCore
 RUNTIME_LIBRARIES = ("libcoreclr.so", "libclrjit.so", "libSystem.Native.so", "ld-linux", "libstdc++",
                      "libgcc", "libm.so", "[vdso]", "libclrgc", "libSystem.")
 LIBC = ("libc.so", "libc-", "libpthread")
+REPORT_LINE = re.compile(r"^\s*(\d+)\s+(\S+(?: tid \d+)?)\s+\[[.kgu]\]\s+(.*)$")   # samples, dso, symbol
+
+
+def by_scenario(rows):
+    """{scenario: {server: [its rows]}}, scenarios in first-seen order, servers in SERVER_ORDER (others last)."""
+    out = {}
+    for r in rows:
+        out.setdefault(r["scenario"], {}).setdefault(r["server"], []).append(r)
+    return {sc: {s: by[s] for s in sorted(by, key=lambda s: (SERVER_ORDER + [s]).index(s))} for sc, by in out.items()}
 
 
 def classify_assembly(assembly):
@@ -44,9 +53,10 @@ def classify_assembly(assembly):
 
 
 def classify(dso, symbol):
-    if dso.startswith("[kernel") or (dso.startswith("[") and not dso.startswith(("[JIT]", "[vdso]", "[unknown]"))):
+    """Whose code a sample fell in (a CATEGORIES key), from perf report's dso and symbol."""
+    if dso.startswith("[") and not dso.startswith(("[JIT]", "[vdso]", "[unknown]")):
         return "kernel"
-    if dso.startswith("[JIT]") or dso.startswith("perf-"):
+    if dso.startswith(("[JIT]", "perf-")):
         # "instance void [Assembly] Namespace.Type::Method(...)[Tier]": the declaring type's assembly is the
         # last "[...] " before the first "::" (parameters, which can name other assemblies, come after it).
         assemblies = re.findall(r"\[([^\]\s]+)\] ", symbol.split("::", 1)[0])
@@ -60,47 +70,36 @@ def classify(dso, symbol):
 
 
 def classify_report(server, scenario, sent, report_path, split_csv, top_txt):
-    samples, symbols = defaultdict(int), []
-    pattern = re.compile(r"^\s*(\d+)\s+(\S+(?: tid \d+)?)\s+\[[.kgu]\]\s+(.*)$")
+    symbols = []   # (samples, category, dso, symbol)
     with open(report_path, errors="replace") as report:
-        for line in report:
-            if m := pattern.match(line):
-                count, dso, symbol = int(m.group(1)), m.group(2), m.group(3).strip()
-                category = classify(dso, symbol)
-                samples[category] += count
-                symbols.append((count, category, dso, symbol))
-    total = sum(samples.values())
-    if total == 0:
+        for m in filter(None, map(REPORT_LINE.match, report)):
+            symbols.append((int(m[1]), classify(m[2], m[3].strip()), m[2], m[3].strip()))
+    samples = {c: sum(n for n, category, _, _ in symbols if category == c) for c in CATEGORIES}
+    if (total := sum(samples.values())) == 0:
         sys.exit(f"profile_report.py: no samples in {report_path} for {server} {scenario}")
     with open(split_csv, "a", newline="") as out:
-        csv.writer(out).writerows([server, scenario, sent, c, samples.get(c, 0)] for c in CATEGORIES)
-    symbols.sort(key=lambda s: -s[0])
+        csv.writer(out).writerows([server, scenario, sent, c, n] for c, n in samples.items())
     with open(top_txt, "a") as out:
         out.write(f"== {server} {scenario}: {total} samples of cpu-clock at {RECORD_FREQUENCY_HZ} Hz, "
                   f"{sent} responses; top {TOP_SYMBOLS} symbols (self)\n")
-        for count, category, dso, symbol in symbols[:TOP_SYMBOLS]:
-            out.write(f"{100 * count / total:6.2f}%  {category:<10} {dso:<28.28} {symbol[:160]}\n")
+        for n, category, dso, symbol in sorted(symbols, key=lambda s: -s[0])[:TOP_SYMBOLS]:
+            out.write(f"{100 * n / total:6.2f}%  {category:<10} {dso:<28.28} {symbol[:160]}\n")
         out.write("\n")
-
-
-def ordered(servers):
-    return sorted(servers, key=lambda s: SERVER_ORDER.index(s) if s in SERVER_ORDER else 99)
 
 
 def summary_tables(rows):
     lines = []
-    for scenario in dict.fromkeys(r["scenario"] for r in rows):
-        cells = {r["server"]: r for r in rows if r["scenario"] == scenario}
-        sample = next(iter(cells.values()))
-        big, counters = sample["file"].endswith("MiB"), any(num(c["instructions"]) for c in cells.values())
+    for scenario, by_server in by_scenario(rows).items():
+        cells = {s: server_rows[-1] for s, server_rows in by_server.items()}
+        first = next(iter(cells.values()))
+        big, counters = first["file"].endswith("MiB"), any(num(c["instructions"]) for c in cells.values())
         nginx_cpu = per_response(cells["nginx"], "task_clock_ms", 1000) if "nginx" in cells else None
         head = ["server", "responses/s", "CPU µs / response", "CPU vs nginx", "syscalls / response",
                 "loop wake-ups (epoll_wait returns) / response", "context switches / response",
                 "thread-pool work items / response"] + (["CPU s / GB"] if big else []) \
             + (["instructions / response", "cycles / response"] if counters else [])
         body = []
-        for server in ordered(cells):
-            c = cells[server]
+        for server, c in cells.items():
             cpu_us = per_response(c, "task_clock_ms", 1000)
             cols = [server, fmt(responses(c) / (num(c["duration_us"]) / 1e6), 0), fmt(cpu_us, 1),
                     quotient(cpu_us, nginx_cpu)] + [fmt(per_response(c, k)) for k in PER_RESPONSE]
@@ -108,23 +107,19 @@ def summary_tables(rows):
                 gb = num(c["bytes"]) / 1e9
                 cols.append(f"{num(c['task_clock_ms']) / 1000 / gb:.3f}" if gb else "–")
             body.append(cols + ([fmt(per_response(c, k), 0) for k in ("instructions", "cycles")] if counters else []))
-        lines += [f"### {sample['file']}, {sample['connections']} connections (`{scenario}`)\n"]
-        lines += table(head, body) + [""]
+        lines += [f"### {first['file']}, {first['connections']} connections (`{scenario}`)\n"] + table(head, body)
+        lines.append("")
     return lines
 
 
 def syscall_tables(rows, plain_rows):
     plain = {(r["scenario"], r["server"]): r for r in plain_rows}
-    by_cell, counted = defaultdict(dict), {}
-    for r in rows:
-        if r["syscall"] == "strace":
-            counted[(r["scenario"], r["server"])] = responses(r)
-        else:
-            by_cell[(r["scenario"], r["server"])][r["syscall"]] = (num(r["calls"]), num(r["errors"]) or 0)
     lines = []
-    for scenario in dict.fromkeys(r["scenario"] for r in rows):
-        servers = ordered({s for (sc, s) in counted if sc == scenario})
-        cells = {s: (by_cell[(scenario, s)], counted[(scenario, s)]) for s in servers}   # {server: (calls, n)}
+    for scenario, by_server in by_scenario(rows).items():
+        # {server: ({syscall: (calls, errors)}, responses)}, for the servers whose responses strace counted
+        cells = {s: ({r["syscall"]: (num(r["calls"]), num(r["errors"]) or 0) for r in rs if r["syscall"] != "strace"},
+                     [responses(r) for r in rs if r["syscall"] == "strace"][-1])
+                 for s, rs in by_server.items() if any(r["syscall"] == "strace" for r in rs)}
 
         def weight(name):
             return max(calls.get(name, (0, 0))[0] / n for calls, n in cells.values())
@@ -137,9 +132,9 @@ def syscall_tables(rows, plain_rows):
                  if c / n >= SYSCALL_MIN_PER_RESPONSE}
         names = sorted(names, key=lambda name: (-round(weight(name), 3), name))
         lines.append(f"#### `{scenario}`: calls per response (strace -c -f; errors in brackets)\n")
-        lines += table(["syscall"] + servers, [[name] + [per_call(s, name) for s in servers] for name in names])
+        lines += table(["syscall", *cells], [[name] + [per_call(s, name) for s in cells] for name in names])
         cachestat = [fmt(per_response(plain[(scenario, s)], "cachestat"), 3)
-                     if num(plain.get((scenario, s), {}).get("cachestat")) else "·" for s in servers]
+                     if num(plain.get((scenario, s), {}).get("cachestat")) else "·" for s in cells]
         if any(c != "·" for c in cachestat):
             lines.append(row(["cachestat (plain pass, tracepoint: strace 6.1 leaves it out)"] + cachestat))
         totals = [fmt(sum(c for c, _ in calls.values()) / n) for calls, n in cells.values()]
@@ -148,23 +143,15 @@ def syscall_tables(rows, plain_rows):
     return lines
 
 
-def micros(samples, n):
-    """µs of CPU per response from perf record's samples."""
-    return fmt(samples / RECORD_FREQUENCY_HZ * 1e6 / n, 1)
-
-
 def split_tables(rows):
-    cells, counted = defaultdict(dict), {}
-    for r in rows:
-        cells[(r["scenario"], r["server"])][r["category"]] = num(r["samples"])
-        counted[(r["scenario"], r["server"])] = num(r["requests"])
     lines = []
-    for scenario in dict.fromkeys(r["scenario"] for r in rows):
-        servers = ordered({s for (sc, s) in cells if sc == scenario})
-        used = [k for k in CATEGORIES if any(cells[(scenario, s)].get(k) for s in servers)]
+    for scenario, by_server in by_scenario(rows).items():
+        # {server: ({category: samples}, responses)}
+        cells = {s: ({r["category"]: num(r["samples"]) for r in rs}, num(rs[-1]["requests"]))
+                 for s, rs in by_server.items()}
+        used = [k for k in CATEGORIES if any(c.get(k) for c, _ in cells.values())]
         body = []
-        for s in servers:
-            c, n = cells[(scenario, s)], counted[(scenario, s)]
+        for s, (c, n) in cells.items():
             total, ours = sum(c.values()), c.get("ours", 0)
             shares = [f"{100 * ours / total:.1f}%", f"{100 * ours / (total - c.get('kernel', 0)):.1f}%"] \
                 if s != "nginx" else ["–", "–"]
@@ -175,6 +162,11 @@ def split_tables(rows):
         lines += table(["server"] + [CATEGORIES[k] for k in used] + ["total µs", "ours / total", "ours / user space"],
                        body) + [""]
     return lines
+
+
+def micros(samples, n):
+    """µs of CPU per response from perf record's samples."""
+    return fmt(samples / RECORD_FREQUENCY_HZ * 1e6 / n, 1)
 
 
 def main():

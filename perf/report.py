@@ -12,8 +12,8 @@ import statistics
 import sys
 
 sys.dont_write_bytecode = True   # no perf/__pycache__ left behind in the tree
-from tables import (LABELS, RESULTS, SERVERS, cell, fmt, idle_growth, ratio, read_lines, read_meta,  # noqa: E402
-                    read_rows, table)
+from tables import (LABELS, RESULTS, SERVERS, cell, fmt, idle_growth, quotient, ratio, read_lines,  # noqa: E402
+                    read_meta, read_rows, table)
 
 # Which path each server's file responses take (perf/README.md's "Peers" says how this was checked with strace).
 SERVER_PATHS = {"splice": "headers written, file with sendfile(2)",
@@ -25,6 +25,7 @@ NOISY_SPREAD = 0.10
 COLORS = {"splice": "#d62728", "sockets": "#1f77b4", "nginx": "#2ca02c", "go": "#9467bd"}
 BASELINES = ["sockets", "nginx"]  # ratios are given against these two
 CPU_PER_GB_MIN_BYTES = 100 * 1024 * 1024  # CPU s/GB is shown for files this large (100 MiB, 1 GiB)
+ERRORS = ("connect", "read", "write", "status", "timeout")   # wrk's socket errors, errors_* in the CSV
 
 
 def group(rows, kinds, column):
@@ -36,21 +37,23 @@ def group(rows, kinds, column):
     return out
 
 
-def spread(by_round):
-    """(max − min) ÷ median, or None with fewer than two values."""
-    vals = list((by_round or {}).values())
-    if len(vals) < 2 or statistics.median(vals) == 0:
-        return None
-    return (max(vals) - min(vals)) / abs(statistics.median(vals))
+def spreads(by_server):
+    """{server: (max − min) ÷ median} of the servers with two values or more and a median other than 0."""
+    out = {}
+    for s, by_round in by_server.items():
+        vals = list(by_round.values())
+        if len(vals) > 1 and statistics.median(vals):
+            out[s] = (max(vals) - min(vals)) / abs(statistics.median(vals))
+    return out
 
 
 def noise_cell(by_server):
     """'**noisy**: nginx 36%, splice 31%' when a server spreads by more than NOISY_SPREAD, else 'ok (≤ n%)'."""
-    spreads = {s: spread(by_server.get(s)) for s in SERVERS if spread(by_server.get(s)) is not None}
-    noisy = sorted(((v, s) for s, v in spreads.items() if v > NOISY_SPREAD), reverse=True)
+    found = spreads(by_server)
+    noisy = sorted(((v, s) for s, v in found.items() if v > NOISY_SPREAD), reverse=True)
     if noisy:
         return "**noisy**: " + ", ".join(f"{s} {v:.0%}" for v, s in noisy)
-    return f"ok (≤ {max(spreads.values()):.0%})" if spreads else "–"
+    return f"ok (≤ {max(found.values()):.0%})" if found else "–"
 
 
 def conns(n):
@@ -88,12 +91,11 @@ def memory_table(rows):
     before, held, count = (group(rows, {"idle"}, c) for c in ("rss_before_kib", "rss_held_kib", "connections_held"))
     lines = table(["server", "RSS growth, KiB per conn", "managed, KiB per conn", "native and other, KiB per conn",
                    "RSS growth ÷ sockets", "RSS growth ÷ nginx", "RSS before / holding, MiB", "connections held"],
-                  [[LABELS[s], cell(rss.get(s)), cell(growth["managed"].get(s)), cell(growth["native"].get(s)),
-                    ratio(rss.get(s), rss.get("sockets")), ratio(rss.get(s), rss.get("nginx")),
+                  [[LABELS[s], *(cell(growth[k].get(s)) for k in growth),
+                    *(ratio(rss.get(s), rss.get(b)) for b in BASELINES),
                     " / ".join(cell([x / 1024 for x in by[sc].get(s, {}).values()]) for by in (before, held)),
                     cell(count[sc].get(s))] for sc in held for s in SERVERS])
-    noisy = [f"{s} {spread(v):.0%}" for s, v in rss.items() if spread(v) is not None and spread(v) > NOISY_SPREAD]
-    if noisy:
+    if noisy := [f"{s} {v:.0%}" for s, v in spreads(rss).items() if v > NOISY_SPREAD]:
         lines += ["", f"**Noisy**: the RSS growth per connection spread by more than {NOISY_SPREAD:.0%} ((max − min) "
                       f"÷ median) for {', '.join(noisy)}."]
     return lines + [""]
@@ -101,18 +103,15 @@ def memory_table(rows):
 
 def warmup_section(path, meta):
     """Per server: how long its warm-up took and the requests/s of its windows."""
-    by_server = {}
-    for r in read_rows(path, optional=True):
-        by_server.setdefault(r["server"], []).append(r)
-    if not by_server:
+    if not (warm := read_rows(path, optional=True)):
         return []
     body = []
-    for s in [s for s in SERVERS if s in by_server]:
-        windows, rates = by_server[s], [float(w["requests_per_s"]) for w in by_server[s]]
-        last = windows[-1]
+    for s in [s for s in SERVERS if any(w["server"] == s for w in warm)]:
+        windows = [w for w in warm if w["server"] == s]
+        rates, last = [float(w["requests_per_s"]) for w in windows], windows[-1]
         took = f"{last['elapsed_s']} s" + ("" if last["steady"] == "yes" else " (**cap reached, still rising**)")
         body.append([LABELS[s], took, str(len(windows)), fmt(rates[0]), " ".join(fmt(v) for v in rates[-3:]),
-                     f"{rates[-1] / rates[0]:.2f}×" if rates[0] else "–",
+                     quotient(rates[-1], rates[0]),
                      " ".join(w.get("jit_compiled_methods") or "" for w in windows[-4:]).strip() or "–"])
     return ["## Warm-up to steady state", "",
             f"Once per server start, windows of {meta.get('warmup_window_s', '?')} s of `warmup.lua` (a fixed mix: "
@@ -137,15 +136,14 @@ def page_cache_note(rows):
 def error_notes(rows):
     notes = []
     for r in [r for r in rows if r["kind"] != "idle"]:
-        errors = {k: int(r[f"errors_{k}"]) for k in ("connect", "read", "write", "status", "timeout")}
-        if any(errors.values()):
-            detail = ", ".join(f"{k} {v}" for k, v in errors.items() if v)
-            notes.append(f"- round {r['round']}, {r['server']}, {r['scenario']}: {detail}")
+        if errors := [f"{k} {n}" for k in ERRORS if (n := int(r[f"errors_{k}"]))]:
+            notes.append(f"- round {r['round']}, {r['server']}, {r['scenario']}: {', '.join(errors)}")
     return notes or ["None."]
 
 
-def markdown(rows, meta, commands, warmup_path, svg_name):
-    info, load = {r["scenario"]: r for r in rows}, {"file", "plaintext"}
+def markdown(rows, base):
+    """NAME.md from NAME.csv's rows and the other raw files (base: results/NAME)."""
+    meta, info, load = read_meta(base + "-meta.txt"), {r["scenario"]: r for r in rows}, {"file", "plaintext"}
     big = [r for r in rows if r["kind"] == "file" and int(r["size_bytes"]) >= CPU_PER_GB_MIN_BYTES]
     rps, mbps = group(rows, load, "requests_per_s"), group(rows, {"file"}, "mb_per_s")
     only = f", only the scenarios starting with `{meta['only']}`" if meta.get("only") else ""
@@ -166,7 +164,7 @@ def markdown(rows, meta, commands, warmup_path, svg_name):
            f"median of a server in that row; above {NOISY_SPREAD:.0%} the row is marked **noisy**: read its figures "
            "as rough.", "",
            "Servers: " + "; ".join(f"**{LABELS[s]}**: {SERVER_PATHS[s]}" for s in SERVERS) + ".", ""]
-    out += warmup_section(warmup_path, meta)
+    out += warmup_section(base + "-warmup.csv", meta)
     out += metric_section("Requests per second", rps, info, "wrk `Requests/sec` (completed responses ÷ run time).")
     if rps:
         out += ["### Every server against Kestrel sockets and nginx (requests/s)", ""] + scenario_table(
@@ -185,8 +183,7 @@ def markdown(rows, meta, commands, warmup_path, svg_name):
         "Busy time of the server's and the client's core ÷ GB read by wrk. Over loopback the kernel charges a "
         "connection's TCP work (the receive path, the ACKs a sender handles under its socket lock) to whichever side "
         "runs it, so the server's own figure moves with its timing; this one counts all of it. Lower is better.")
-    rounds = len({r["round"] for r in rows if r["kind"] == "idle"})
-    if rounds:
+    if rounds := len({r["round"] for r in rows if r["kind"] == "idle"}):
         out += [f"## Memory holding {meta['idle_connections']} idle keep-alive connections", "",
                 f"A **fresh server for every round** (median of {rounds} round(s), with min–max), started for this "
                 f"alone and primed with {meta.get('idle_prime_connections', '?')} connections that each make one "
@@ -198,12 +195,11 @@ def markdown(rows, meta, commands, warmup_path, svg_name):
                 "forced, blocking, compacting full GC, from the sample's `/perf/gc`, mapped only with "
                 "`--perf-endpoints true`). **native and other** = growth of VmRSS read right after those forced GCs, "
                 "minus the managed growth: native memory, runtime data and GC-heap pages not holding live objects. "
-                "Lower is better.", ""]
-        out += memory_table(rows)
+                "Lower is better.", ""] + memory_table(rows)
     out += ["## wrk socket errors", ""] + error_notes(rows) + [""]
-    out += ["## Chart", "", f"![requests/s by file size]({os.path.basename(svg_name)})", ""] if mbps else []
+    out += ["## Chart", "", f"![requests/s by file size]({os.path.basename(base)}.svg)", ""] if mbps else []
     out += ["## Exact commands", "", "<details><summary>Servers, and every client command of round 1</summary>", "",
-            "```"] + commands + ["```", "", "</details>", ""]
+            "```", *read_lines(base + "-commands.txt"), "```", "", "</details>", ""]
     return "\n".join(out)
 
 
@@ -217,8 +213,7 @@ def svg(rows):
                 counts.append(int(r["connections"]))
     medians = {sc: {s: statistics.median(v.values()) for s, v in by.items()}
                for sc, by in group(rows, {"file"}, "requests_per_s").items()}
-    found = [v for by in medians.values() for v in by.values() if v > 0]
-    if not found:
+    if not (found := [v for by in medians.values() for v in by.values() if v > 0]):
         return None
     lo, hi = 10 ** math.floor(math.log10(min(found))), 10 ** math.ceil(math.log10(max(found)))
     width, panel_h, top, left, right, bottom = 960, 300, 75, 80, 20, 55
@@ -238,9 +233,8 @@ def svg(rows):
         return y0 + panel_h - (math.log10(value) - math.log10(lo)) / (math.log10(hi) - math.log10(lo)) * panel_h
 
     for level, level_name in enumerate(levels):
-        y0 = top + level * (panel_h + bottom)
+        y0, decade = top + level * (panel_h + bottom), lo
         out.append(f'<text x="{left}" y="{y0 - 4}" font-weight="bold">{level_name}</text>')
-        decade = lo
         while decade <= hi:
             y, tick = y_of(decade, y0), f"{decade:,.0f}" if decade >= 1 else f"{decade:g}"
             out += [f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>',
@@ -252,8 +246,7 @@ def svg(rows):
                 continue
             scenario, gx = f"file-{size}-c{counts[level]}", left + gi * group_w + group_w * 0.1
             for si, s in enumerate(SERVERS):
-                value = medians.get(scenario, {}).get(s)
-                if value and value > 0:
+                if (value := medians.get(scenario, {}).get(s)) and value > 0:
                     y = y_of(value, y0)
                     out.append(f'<rect x="{gx + si * bar_w:.1f}" y="{y:.1f}" width="{bar_w - 2:.1f}" '
                                f'height="{y0 + panel_h - y:.1f}" fill="{COLORS[s]}">'
@@ -268,8 +261,7 @@ def main():
     p.add_argument("--name", default="latest")
     base = os.path.join(RESULTS, p.parse_args().name)
     rows = read_rows(base + ".csv")
-    page = markdown(rows, read_meta(base + "-meta.txt"), read_lines(base + "-commands.txt"), base + "-warmup.csv",
-                    base + ".svg")
+    page = markdown(rows, base)
     with open(base + ".md", "w") as f:
         f.write(page)
     if chart := svg(rows):

@@ -8,7 +8,7 @@ CLIENTS concurrent downloads of one 100 MB file at it, each reading RATE bytes/s
 server's threads and VmRSS (/proc/<pid>/status) every second. A transport that parked a thread per waiting client
 would show hundreds of threads; one that buffered file bytes in user space, its memory growing with the clients.
 """
-import argparse, asyncio, os, resource, socket, subprocess, sys, time
+import argparse, asyncio, contextlib, os, resource, socket, subprocess, sys, time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,15 +29,13 @@ def status(pid, key):
 
 async def wait_for_port(port):
     for _ in range(START_TIMEOUT * 5):
-        try:
+        with contextlib.suppress(OSError):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(b"GET /big.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=0-0\r\n\r\n")
             answered = b"206" in await reader.readline()
             writer.close()
             if answered:
                 return
-        except OSError:
-            pass
         await asyncio.sleep(0.2)
     sys.exit(f"server on port {port} did not answer within {START_TIMEOUT}s")
 
@@ -57,9 +55,10 @@ async def slow_client(port, rate, stop, received):
 async def measure(transport, args):
     """One table row: threads before and max, RSS before and max, RSS growth over the second half (MB), MB/s."""
     port = PORTS[transport]
-    server = subprocess.Popen(["taskset", "-c", "0", str(PROJECT / "bin/Release/net10.0/StaticFileServer"), "--transport", transport,
-                               "--root", str(CACHE), "--urls", f"http://127.0.0.1:{port}"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env={**os.environ, "DOTNET_gcServer": "0"})
+    server = subprocess.Popen(["taskset", "-c", "0", str(PROJECT / "bin/Release/net10.0/StaticFileServer"),
+                               "--transport", transport, "--root", str(CACHE), "--urls", f"http://127.0.0.1:{port}"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                              env={**os.environ, "DOTNET_gcServer": "0"})
     try:
         await wait_for_port(port)
         base_threads, base_rss = status(server.pid, "Threads"), status(server.pid, "VmRSS")
@@ -71,8 +70,8 @@ async def measure(transport, args):
             rss.append(status(server.pid, "VmRSS"))
         stop.set()
         await asyncio.gather(*clients, return_exceptions=True)
-        return (transport, base_threads, max(threads), base_rss / 1024, max(rss) / 1024, (rss[-1] - rss[len(rss) // 2]) / 1024,
-                received[0] / args.duration / 1e6)
+        return (transport, base_threads, max(threads), base_rss / 1024, max(rss) / 1024,
+                (rss[-1] - rss[len(rss) // 2]) / 1024, received[0] / args.duration / 1e6)
     finally:
         # TERM, then KILL as perf/lib.sh's stop_pid: Kestrel's graceful shutdown may wait on connections still closing.
         server.terminate()
@@ -96,8 +95,9 @@ def main():
     resource.setrlimit(resource.RLIMIT_NOFILE, (resource.getrlimit(resource.RLIMIT_NOFILE)[1],) * 2)
     # Built every time (incrementally), so that the server measured is the src/ the result names.
     subprocess.run(["dotnet", "build", "-c", "Release", str(PROJECT), "-nologo", "-v", "q"], check=True)
-    src = (git("log", "-1", "--format=%h", "--", "src") or "unknown") + \
-        (" (plus uncommitted changes in src/ or samples/)" if git("status", "--porcelain", "--", "src", "samples") else "")
+    src = git("log", "-1", "--format=%h", "--", "src") or "unknown"
+    if git("status", "--porcelain", "--", "src", "samples"):
+        src += " (plus uncommitted changes in src/ or samples/)"
     CACHE.mkdir(parents=True, exist_ok=True)
     big = CACHE / "big.bin"
     if not big.exists() or big.stat().st_size != FILE_SIZE:

@@ -11,25 +11,22 @@ FILE_BYTES = {"4KiB": 4096, "64KiB": 65536, "1MiB": 1048576, "32MiB": 33554432}
 two = "{:.2f}".format
 
 
+def read_lines(path, optional=False):
+    """A file's lines without their ends; [] for a missing optional one."""
+    if optional and not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [line.rstrip("\n") for line in f]
+
+
 def read_meta(path, optional=False):
     """The key=value lines of a NAME-meta.txt; {} for a missing optional one."""
-    if optional and not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        return dict(line.rstrip("\n").partition("=")[::2] for line in f)
+    return dict(line.partition("=")[::2] for line in read_lines(path, optional))
 
 
 def read_rows(path, optional=False):
-    """The rows of a CSV file as dicts; [] for a missing optional one."""
-    if optional and not os.path.exists(path):
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def read_lines(path):
-    with open(path) as f:
-        return [line.rstrip("\n") for line in f]
+    """The rows of a CSV file as dicts (no field spans lines); [] for a missing optional one."""
+    return list(csv.DictReader(read_lines(path, optional)))
 
 
 def num(value):
@@ -44,15 +41,13 @@ def fmt(value, digits=2):
     """1,234 / 12.3 / 1.23 (digits below 10); – for None."""
     if value is None:
         return "–"
-    if value >= 100:
-        return f"{value:,.0f}"
-    return f"{value:.1f}" if value >= 10 else f"{value:.{digits}f}"
+    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else f"{value:.{digits}f}"
 
 
 def cell(vals, form=fmt, unit="", empty="–", always=False):
-    """The median of a list (or of a {round: value} dict's values) with (min–max) after it, left out for one
-    value and, unless always, for equal ones."""
-    vals = list((vals.values() if isinstance(vals, dict) else vals) or [])
+    """The median of a list (or of a {round: value} dict's values; None values left out) with (min–max) after it,
+    left out for one value and, unless always, for equal ones."""
+    vals = [v for v in ((vals.values() if isinstance(vals, dict) else vals) or []) if v is not None]
     if not vals:
         return empty
     text = form(statistics.median(vals)) + unit
@@ -61,10 +56,9 @@ def cell(vals, form=fmt, unit="", empty="–", always=False):
     return f"{text} ({form(min(vals))}–{form(max(vals))})"
 
 
-def ratio(by_round, base_by_round, always=False):
+def ratio(by_round, base, always=False):
     """Median of the per-round ratios (the servers alternate within a round) with their (min–max)."""
-    by_round, base = by_round or {}, base_by_round or {}
-    return cell([by_round[r] / base[r] for r in by_round if base.get(r)], two, "×", always=always)
+    return cell([v / base[r] for r, v in (by_round or {}).items() if base and base.get(r)], two, "×", always=always)
 
 
 def quotient(a, b, digits=2, empty="–"):
