@@ -166,23 +166,11 @@ write_metadata() {
     echo "perf=$(perf --version)"
     echo "hardware_counters=$HW_COUNTERS"
     for b in A B; do
-      echo "ref_$b=${REF[$b]}"
-      echo "sha_$b=${SHA[$b]}"
-      echo "short_$b=${SHORT[$b]}"
-      echo "src_commit_$b=${SRC_COMMIT[$b]}"
-      echo "transport_$b=${TRANSPORT[$b]}"
-      echo "server_$b=${KEY[$b]}"
+      printf '%s\n' "ref_$b=${REF[$b]}" "sha_$b=${SHA[$b]}" "short_$b=${SHORT[$b]}" "src_commit_$b=${SRC_COMMIT[$b]}" \
+        "transport_$b=${TRANSPORT[$b]}" "server_$b=${KEY[$b]}"
     done
-    echo "scenario=$SCENARIO"
-    echo "file=$FILE"
-    echo "connections=$CONNS"
-    echo "scheme=$URL_SCHEME"
-    echo "port=$AB_PORT"
-    echo "rounds=$ROUNDS"
-    echo "warmup_s=$WARMUP_S"
-    echo "duration_s=$DURATION_S"
-    echo "smoke=$SMOKE"
-    echo "script_commit=$(describe_commit)"
+    printf '%s\n' "scenario=$SCENARIO" "file=$FILE" "connections=$CONNS" "scheme=$URL_SCHEME" "port=$AB_PORT" \
+      "rounds=$ROUNDS" "warmup_s=$WARMUP_S" "duration_s=$DURATION_S" "smoke=$SMOKE" "script_commit=$(describe_commit)"
   } >"$RESULTS_DIR/ab-$NAME-meta.txt"
 }
 

@@ -18,8 +18,8 @@ readonly FILE_NAME=small-1000.bin
 readonly CAPTURE_START_TIMEOUT_S=15   # tshark must report "Capturing on" by then
 readonly CAPTURE_TAIL_S=1             # keep capturing this long after curl, to see the last ACKs and FINs
 
-# Serves one random file with the sample, captures its port with tshark (the probe lib.sh's cleanup stops with
-# INT, so that tshark writes its capture out) and fetches the file with curl.
+# Serves one random file with the sample, captures its port with tshark (a probe: lib.sh's cleanup stops it with
+# INT, so that it writes its capture out) and fetches the file with curl.
 capture() {
   mkdir -p "$TMP_DIR/root"
   head -c "$BODY_SIZE" /dev/urandom >"$TMP_DIR/root/$FILE_NAME"
@@ -52,29 +52,25 @@ analyse() {
 import sys
 segments, body, header_size = open(sys.argv[1]).read().splitlines(), open(sys.argv[2], "rb").read(), int(sys.argv[3])
 print("| frame | TCP flags | payload bytes | payload starts with |\n|---|---|---|---|")
-first = None
+first = None   # the first data segment's payload
 for frame, flags, length, *payload in (line.split() for line in segments if len(line.split()) >= 3):
     payload = bytes.fromhex(payload[0]) if payload else b""
     print(f"| {frame} | {flags} | {length} | `{payload[:16].decode('latin-1').encode('unicode_escape').decode()}` |")
     if first is None and int(length) > 0:
         first = payload
-print()
 if first is None:
-    print("**FAIL**: the server sent no data segment.")
+    print("\n**FAIL**: the server sent no data segment.")
     sys.exit(1)
 expected, end = header_size + len(body), first.find(b"\r\n\r\n")
 checks = {"starts with `HTTP/1.1 200`": first.startswith(b"HTTP/1.1 200"),
           "the file's first 64 bytes follow the blank line that ends the headers": end >= 0 and first[end + 4:end + 68] == body[:64],
           "payload length >= headers + file": len(first) >= expected}
-print(f"First data segment: {len(first)} payload bytes; response headers {header_size} bytes (curl's size_header) + file {len(body)} bytes = {expected}.")
-for what, ok in checks.items():
-    print(f"- {what}: {'yes' if ok else 'no'}")
-print()
-if all(checks.values()):
-    print("**PASS**: headers and the whole file left the server in one TCP segment.")
-else:
-    print("**FAIL**: headers and the start of the file did not leave in one TCP segment.")
-    sys.exit(1)
+print(f"\nFirst data segment: {len(first)} payload bytes; response headers {header_size} bytes (curl's size_header) + file {len(body)} bytes = {expected}.")
+print("\n".join(f"- {what}: {'yes' if ok else 'no'}" for what, ok in checks.items()))
+passed = all(checks.values())
+print("\n**PASS**: headers and the whole file left the server in one TCP segment." if passed
+      else "\n**FAIL**: headers and the start of the file did not leave in one TCP segment.")
+sys.exit(0 if passed else 1)
 EOF
 }
 

@@ -3,11 +3,10 @@
 #
 #   perf/coldfiles.sh [--rounds N] [--duration S]     results: perf/results/coldfiles.md
 #
-# For each server, side by side in one run: 32 connections on a hot 4 KiB file (wrk: p50, p99, max, req/s),
-# once alone and once while 4 clients download an evicted 1 GiB file (each its own quarter, by Range, at
-# about 32 MiB/s). This VM's disk is fast (the host caches it), so the servers' disk reads are throttled to
-# about 200 MiB/s, as a slow disk would be (a cgroup made and removed here; skipped, and the report says so,
-# without root). Servers, all pinned to core 0 (clients on core 1):
+# For each server, side by side in one run: 32 connections on a hot 4 KiB file (wrk: p50, p99, max, req/s), once
+# alone and once while 4 clients download an evicted 1 GiB file (each its own quarter, by Range, at about 32 MiB/s).
+# This VM's disk is fast (the host caches it), so the servers' disk reads are throttled to about 200 MiB/s, as a slow
+# disk's (a cgroup made and removed here; without root skipped, as the report says). Servers on core 0, clients on 1:
 #   splice            the sample on SpliceTransport (cachestat before each chunk, cold chunks read off the loop)
 #   splice-noprefetch the same with --SpliceTransport:PrefetchUncachedFiles=false (sendfile blocks the loop)
 #   sockets           the sample on Kestrel's socket transport
@@ -27,8 +26,7 @@ declare -A PORT=([splice]=18481 [splice-noprefetch]=18482 [sockets]=18483 [nginx
                  [splice-traced]=18486 [splice-noprefetch-traced]=18487)
 FILES=(hot cold)
 declare -A FILE_SIZE=([hot]=4096 [cold]=$((1024 * 1024 * 1024)))
-readonly HOT_CONNECTIONS=32
-readonly COLD_CLIENTS=4
+readonly HOT_CONNECTIONS=32 COLD_CLIENTS=4
 readonly COLD_RATE=32M                # per cold client (curl --limit-rate): a slow download, as over a WAN
 readonly DISK_READ_BPS=$((200 * 1024 * 1024))   # the servers' disk, throttled as a slow disk would be
 readonly DOTNET_WARMUP_S=40           # a .NET server pinned to one core needs ~30 s of load to reach steady speed
@@ -37,8 +35,7 @@ STARTUP_TIMEOUT_S=60                  # a server under strace starts slowly
 FD_LIMIT=$(ulimit -n)                 # nginx keeps the limit it inherits
 ROUNDS=2
 DURATION_S=8    # a cold client reads its 256 MiB quarter in 8 s at 32 MiB/s: it stays cold all run long
-CGROUP=""
-COLD_PIDS=()
+CGROUP="" COLD_PIDS=()
 THROTTLE="none (not root, or no blkio/io controller): the VM's fast disk makes cold reads cheap, read the figures as such"
 
 # lib.sh's cleanup calls this: the cold downloads, then the throttled group (what is still in it moved out first).
@@ -49,7 +46,7 @@ cleanup_more() {
   rmdir "$CGROUP" 2>/dev/null || true
 }
 
-# A throttled group for the servers' disk reads: cgroup v2 io.max, else v1 blkio.throttle.
+# A throttled group for the servers' disk reads (root only): cgroup v2 io.max, else v1 blkio.throttle.
 make_throttle() {
   local dev version file limit
   [[ $(id -u) == 0 ]] || return 0
@@ -71,12 +68,12 @@ make_throttle() {
 # throttled group. A -traced one runs under strace (seccomp-bpf: only sendfile stops the tracee; its time, -T,
 # is the kernel's), into TMP_DIR/<name>.strace.
 start_server() {
-  local name=$1 cmd extra="" pid
-  [[ $name == splice-noprefetch* ]] && extra=--SpliceTransport:PrefetchUncachedFiles=false
-  [[ $name == nginx-aio ]] && extra="aio threads;"
+  local name=$1 port=${PORT[$1]} cmd pid
   case "$name" in
-    splice*|sockets) cmd=$(dotnet_server_command "${name%%-*}" "${PORT[$name]}" "" "$extra") ;;
-    nginx*) cmd=$(nginx_server_command "$TMP_DIR/$name" "${PORT[$name]}" 1024 "$extra") ;;
+    splice-noprefetch*) cmd=$(dotnet_server_command splice "$port" "" --SpliceTransport:PrefetchUncachedFiles=false) ;;
+    splice*|sockets) cmd=$(dotnet_server_command "${name%%-*}" "$port") ;;
+    nginx) cmd=$(nginx_server_command "$TMP_DIR/$name" "$port" 1024) ;;
+    nginx-aio) cmd=$(nginx_server_command "$TMP_DIR/$name" "$port" 1024 "aio threads;") ;;
   esac
   [[ $name == *-traced ]] && cmd=${cmd/taskset -c $SERVER_CORE/taskset -c $SERVER_CORE strace -f --seccomp-bpf -T -e trace=sendfile -o $TMP_DIR/$name.strace}
   start_server_process "$name" "$cmd"
@@ -84,10 +81,13 @@ start_server() {
   if [[ -n $CGROUP ]]; then for pid in $(server_pids "$name"); do echo "$pid" >"$CGROUP/cgroup.procs"; done; fi
 }
 
-# One wrk run on the hot file: appends "<name> <round> alone|with p50_us p99_us max_us requests duration_us errors".
+# One wrk run on the hot file, alone or with the cold downloads from the same server running; appends
+# "<name> <round> alone|with p50_us p99_us max_us requests duration_us errors" to raw.txt.
 hot_run() {
   local -A r=()
+  [[ $3 == alone ]] || start_cold "$1"
   wrk_result r "$1" "$HOT_CONNECTIONS" hot.bin
+  [[ $3 == alone ]] || stop_cold
   echo "$1 $2 $3 ${r[p50_us]} ${r[p99_us]} ${r[max_us]} ${r[requests]} ${r[duration_us]} ${r[errors]}" >>"$TMP_DIR/raw.txt"
   log "$1 round $2, $3: p50/p99/max ${r[p50_us]} ${r[p99_us]} ${r[max_us]} us"
 }
@@ -110,16 +110,14 @@ start_cold() {
 stop_cold() { local pid; for pid in "${COLD_PIDS[@]}"; do stop_pid "$pid"; done; COLD_PIDS=(); }
 
 # The disk waits themselves, which latency percentiles only hint at on a noisy machine: a splice server under
-# strace with the cold downloads and the hot load running. Its loop threads are named splice-loop-N (kept, by
-# thread id, for the report), so sendfile's time on a loop is the time that loop's other connections waited.
+# strace during a hot run with the cold downloads. Its loop threads are named splice-loop-N (kept, by thread id,
+# for the report), so sendfile's time on a loop is the time that loop's other connections waited.
 loop_stalls() {
   local traced=$1-traced server t
   start_server "$traced"
   server=$(pgrep -P "${SERVER_PID[$traced]}" | head -n1)
-  start_cold "$traced"
   hot_run "$traced" stalls with
   for t in /proc/"$server"/task/*; do echo "${t##*/} $(<"$t/comm")"; done >"$TMP_DIR/$traced.threads"
-  stop_cold
   stop_pid "$server"
   stop_server "$traced"
 }
@@ -137,23 +135,22 @@ write_report() {
 | server | alone p50 | alone p99 | alone max | with cold p50 | with cold p99 | with cold max | × p99 | req/s alone → with cold | errors |
 |---|---|---|---|---|---|---|---|---|---|
 EOF
-  python3 - "$TMP_DIR" <<'EOF'
+  PYTHONPATH=$PERF_DIR python3 - "$TMP_DIR" <<'EOF'
 import re, statistics as st, sys
+from tables import cell
 tmp = sys.argv[1]
 label = {"splice": "splice (prefetch on, default)", "splice-noprefetch": "splice, PrefetchUncachedFiles=false",
          "sockets": "Kestrel sockets", "nginx": "nginx (sendfile, no aio)", "nginx-aio": "nginx, aio threads"}
-runs = {}   # name -> alone|with -> one list per column, a value per round
+runs = {}   # name -> alone|with -> one list per column (p50, p99, max, req/s, errors), a value per round
 for line in open(f"{tmp}/raw.txt"):
-    name, rnd, kind, *v = line.split()
-    p50, p99, mx, requests, us, errors = map(int, v)
-    for i, value in enumerate((p50, p99, mx, requests * 1000000 // us, errors)):
+    name, rnd, kind, p50, p99, mx, requests, us, errors = line.split()
+    for i, value in enumerate((int(p50), int(p99), int(mx), int(requests) * 1000000 // int(us), int(errors))):
         runs.setdefault(name, {}).setdefault(kind, [[] for _ in range(5)])[i].append(value)
 def ms(us): return f"{us / 1000:.2f}"
-def cell(v): return ms(st.median(v)) if min(v) == max(v) else f"{ms(st.median(v))} ({ms(min(v))}–{ms(max(v))})"
 for name in (n for n in label if n in runs):
     a, w = runs[name]["alone"], runs[name]["with"]
     ratio = st.median(x / max(y, 1) for x, y in zip(w[1], a[1]))
-    print(f"| {label[name]} | {cell(a[0])} | {cell(a[1])} | {cell(a[2])} | {cell(w[0])} | {cell(w[1])} | {cell(w[2])} | "
+    print(f"| {label[name]} | {' | '.join(cell(v, ms) for v in a[:3] + w[:3])} | "
           f"{ratio:.2f}× | {st.median(a[3]):,.0f} → {st.median(w[3]):,.0f} | {sum(a[4]) + sum(w[4])} |")
 print("\n## Disk waits on the event loops\n")
 print("Each splice server once more under `strace -f --seccomp-bpf -T -e trace=sendfile`, with the cold downloads and the hot load "
@@ -187,9 +184,7 @@ main() {
   for ((round = 1; round <= ROUNDS; round++)); do
     for name in "${SERVERS[@]}"; do
       hot_run "$name" "$round" alone
-      start_cold "$name"
       hot_run "$name" "$round" with
-      stop_cold
     done
   done
   for name in "${SERVERS[@]}"; do stop_server "$name"; done

@@ -1,29 +1,25 @@
--- wrk script for perf/profile.sh: report.lua's WRK_RESULT line, plus how many requests wrk wrote
--- (WRK_SENT sent=N). profile.sh divides the server's counts by this: when wrk stops, up to one request per
--- connection has been sent and handled by the server but not counted as completed, which with 256
--- connections and a slow, straced server is several percent of a run's responses.
+-- wrk script for perf/lib.sh's run_wrk (profile.sh, ab.sh): report.lua's WRK_RESULT, plus WRK_SENT sent=N, the
+-- requests wrk wrote, which the servers' counts are divided by: when wrk stops, up to one request per connection
+-- has been handled but not counted as completed (with 256 connections and a slow, straced server, several percent).
 local threads = {}
 local request_bytes
 
-setup = function(thread)
-  table.insert(threads, thread)
-end
+function setup(thread) table.insert(threads, thread) end
 
-init = function(args)
+function init(args)
   request_bytes = wrk.format()
   sent = 0            -- global: done() reads it from each thread with thread:get
 end
 
-request = function()
+function request()
   sent = sent + 1
   return request_bytes
 end
 
-local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
-dofile(here .. "report.lua")
+dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "report.lua")   -- the report.lua beside this file
 local report_done = done
 
-done = function(summary, latency, requests)
+function done(summary, latency, requests)
   local total = 0
   for _, thread in ipairs(threads) do total = total + thread:get("sent") end
   io.write(string.format("WRK_SENT sent=%d\n", total))

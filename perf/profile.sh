@@ -147,13 +147,9 @@ measure_cell() {
 write_metadata() {
   {
     common_metadata
-    echo "nginx=$(nginx -v 2>&1 | sed 's/^nginx version: //')"
-    echo "strace=$(strace -V | head -n1)"
-    echo "perf=$(perf --version)"
-    echo "hardware_counters=$HW_COUNTERS"
-    echo "commit=$BUILD_COMMIT"
-    echo "src_commit=$SRC_COMMIT"
-    echo "duration_s=$DURATION_S"
+    printf '%s\n' "nginx=$(nginx -v 2>&1 | sed 's/^nginx version: //')" "strace=$(strace -V | head -n1)" \
+      "perf=$(perf --version)" "hardware_counters=$HW_COUNTERS" "commit=$BUILD_COMMIT" "src_commit=$SRC_COMMIT" \
+      "duration_s=$DURATION_S"
     echo "warmup=$(awk -F, 'NR > 1 && $5 != "" {printf "%s%s %ss (%s)", sep, $1, $3, ($5 == "yes" ? "steady" : "at the cap"); sep = "; "}' "$WARMUP_CSV")"
   } >"$RESULTS_DIR/$NAME-meta.txt"
 }

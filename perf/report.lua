@@ -1,7 +1,7 @@
--- Prints wrk's totals as one machine-readable line for perf/run.sh:
+-- wrk's done() hook, used directly (wrk -s perf/report.lua) and loaded by pipeline.lua and counted.lua: wrk's
+-- totals as the one line perf/lib.sh's read_wrk_result parses:
 --   WRK_RESULT requests=… bytes=… duration_us=… p99_us=… connect=… read=… write=… status=… timeout=… p50_us=… max_us=…
--- Used directly (wrk -s perf/report.lua) and loaded by perf/pipeline.lua.
-done = function(summary, latency, requests)
+function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
     "WRK_RESULT requests=%d bytes=%d duration_us=%d p99_us=%d connect=%d read=%d write=%d status=%d timeout=%d p50_us=%d max_us=%d\n",

@@ -21,13 +21,11 @@ declare -A PORT=([soak]=5317)         # soak runs use 5300-5399, so they do not 
 MINUTES=2
 readonly SAMPLE_INTERVAL_S=60         # one row of the table per minute of load
 readonly WARMUP_S=15                  # mixed load before the baseline, so JIT tiering, pools and buffers settle
-readonly DRAIN_TIMEOUT_S=10           # after the load, the server's connections must be gone by then...
-readonly SETTLE_S=1                   # ...and then this pause lets its last closes finish before sampling
+readonly DRAIN_TIMEOUT_S=10 SETTLE_S=1   # after the load: connections gone by then, then a pause for the last closes
 readonly MAX_ITERATIONS=100000        # every load loop is bounded in count as well as by the clock
 readonly RETRY_PAUSE_S=1              # after a client run that failed at once, e.g. on a dead server
 readonly EVIDENCE_LINES=40            # at most this many lines of each kind of failure are printed
-readonly WRK_RUN_S=15                 # wrk runs one after another: connections open and close all along
-readonly WRK_MIN_RUN_S=2              # a shorter remainder is not worth a run
+readonly WRK_RUN_S=15 WRK_MIN_RUN_S=2   # back-to-back wrk runs, so connections come and go; a shorter one is not worth it
 readonly WRK_TIMEOUT=10s              # loopback answers in milliseconds: a response this late is an error
 declare -A CONNECTIONS=([plaintext]=32 [pipelined]=8 [file-4KiB]=16 [file-1MiB]=8)   # of each wrk load
 readonly PIPELINE_DEPTH=16            # requests per write (perf/pipeline.lua; TechEmpower's depth)
@@ -36,8 +34,7 @@ readonly ABORT_RATE=50M               # curl's M is MiB: 64 MiB takes 1.3 s, lon
 readonly ABORT_AFTER_S=(0.05 0.1 0.2 0.4)   # ...so curl's --max-time, each of these in turn, ends it mid-body
 readonly ABORT_RANGE_START=1048577    # 1 MiB + 1: an odd offset, aligned with no page or block size
 readonly CURL_TIMED_OUT=28            # curl's exit status when --max-time ends it: the intended abort
-readonly SLOW_READERS=4               # each takes the 64 MiB file at SLOW_RATE: the server's sends wait on a
-readonly SLOW_RATE=4M                 # full socket most of the time (the buffers hold far less); it must complete
+readonly SLOW_READERS=4 SLOW_RATE=4M  # the server's sends wait on a full socket most of the time; each must complete
 readonly SLOW_START_S=20              # 64 MiB at 4 MiB/s takes 16 s: a slow download starts only this long before the end
 readonly SLOW_MAX_TIME_S=60           # far past 16 s: a download this slow means a stalled server
 FILES=(4KiB 1MiB 64MiB)               # random bytes, made once and cached with perf/run.sh's
@@ -47,8 +44,8 @@ readonly FD_MARGIN=16                 # descriptors after drain may exceed the b
 readonly THREAD_MARGIN=4              # threads at the end may exceed the baseline by this much, once the pool
 readonly THREAD_SETTLE_TIMEOUT_S=30   # has retired the workers it added (after 20 s idle), or after this long
 readonly RSS_GROWTH_LIMIT_MIB=20      # mean RSS of the second half of the minutes over the first half
-# RSS should follow what the server holds, not when its GC last ran: workstation GC (the Web SDK's default
-# server GC lets gen0 grow to 200 MiB here) with a 1 MiB gen0 budget, so garbage never piles up for long.
+# Workstation GC (the Web SDK's server GC lets gen0 grow to 200 MiB here) with a 1 MiB gen0 budget: RSS follows
+# what the server holds, not when its GC last ran.
 readonly GC_ENV=DOTNET_GCgen0size=0x100000
 
 SERVER_EXIT="" SUMMARY_PRINTED=0 LOAD_PIDS=() ROWS=() FAIL_REASONS=()   # ROWS: one table row per sample
@@ -69,6 +66,12 @@ parse_args() {
 
 server_alive() { kill -0 "${SERVER_PID[soak]}" 2>/dev/null; }
 proc_status() { awk -v key="$1:" '$1 == key {print $2}' "/proc/${SERVER_PID[soak]}/status"; }
+stop_load() { local pid; for pid in "${LOAD_PIDS[@]}"; do stop_pid "$pid"; done; LOAD_PIDS=(); }
+log_count() { grep -c "^$1: " "$TMP_DIR/soak.log" || true; }
+field() { local -a f; read -ra f <<<"$1"; echo "${f[$2]}"; }   # field <row> <index>
+mib() { awk -v k="$1" 'BEGIN {printf "%.0f", k / 1024}'; }     # mib <KiB>
+# Server-side sockets of the port that still hold a descriptor (TIME-WAIT holds none; LISTEN is expected).
+open_server_sockets() { ss -Htan "( sport = :${PORT[soak]} )" | awk '$1 != "LISTEN" && $1 != "TIME-WAIT"' | wc -l; }
 
 # lib.sh's cleanup calls this: the load loops, and the one summary line even when the script stops early.
 cleanup_more() {
@@ -76,10 +79,9 @@ cleanup_more() {
   ((SUMMARY_PRINTED)) || echo "soak: FAIL (${DIED:-stopped early; see the messages above})"
 }
 
-# A loop, in a background subshell until LOAD_DEADLINE: one client run after another (run_client: the client in the
-# background and the loop waiting, so that TERM, and INT from Ctrl-C, stop both), a line per run in <dir>/<name>.log:
-# wrk's WRK_RESULT (perf/report.lua), or WRK_FAILED with its output kept in failures.txt; for a 64 MiB download
-# "ABORT|SLOW exit=<curl's> http=<status> bytes=<got>" (an abort's intended end is curl's exit 28, its --max-time).
+# In the background until LOAD_DEADLINE, one client run after another (run_client, so TERM and Ctrl-C's INT stop the
+# client too), a line each in <dir>/<name>.log: wrk's WRK_RESULT, or WRK_FAILED with its output in failures.txt; for
+# a 64 MiB download "ABORT|SLOW exit=<curl's> http=<status> bytes=<got>" (an abort's intended end is curl's exit 28).
 #   client_loop <dir> <name> wrk <path> [pipeline depth]     client_loop <dir> <name> abort|slow
 client_loop() {
   local dir=$1 name=$2 kind=$3 path=${4:-} depth=${5:-1} out=$1/$2.out i remaining status http bytes cmd
@@ -125,11 +127,8 @@ start_load() {
   for ((i = 0; i < SLOW_READERS; i++)); do client_loop "$dir" "slow-$i" slow & LOAD_PIDS+=($!); done
 }
 
-stop_load() { local pid; for pid in "${LOAD_PIDS[@]}"; do stop_pid "$pid"; done; LOAD_PIDS=(); }
-
-# Waits for the loops to end by themselves (a last slow download may run up to SLOW_MAX_TIME_S past the
-# deadline), then stops any still running; then, if the server still runs, waits until it has closed every
-# connection (at most DRAIN_TIMEOUT_S) and SETTLE_S more. False if the server has exited.
+# Waits for the loops to end (a last slow download may run SLOW_MAX_TIME_S past the deadline) and stops any left;
+# then lets a running server close every connection (DRAIN_TIMEOUT_S at most), plus SETTLE_S. False if it exited.
 finish_load() {
   local limit=$((LOAD_DEADLINE + SLOW_MAX_TIME_S + STOP_TIMEOUT_S)) pid deadline
   for pid in "${LOAD_PIDS[@]}"; do
@@ -142,22 +141,17 @@ finish_load() {
   sleep "$SETTLE_S"
 }
 
-# Server-side sockets of the port that still hold a descriptor (TIME-WAIT holds none; LISTEN is expected).
-open_server_sockets() { ss -Htan "( sport = :${PORT[soak]} )" | awk '$1 != "LISTEN" && $1 != "TIME-WAIT"' | wc -l; }
-
 # Waits, at most THREAD_SETTLE_TIMEOUT_S, until the thread pool has retired the workers the load added.
 settle_threads() {
   local limit=$(($(field "${ROWS[0]}" 3) + THREAD_MARGIN)) deadline=$((EPOCHSECONDS + THREAD_SETTLE_TIMEOUT_S)) threads
-  threads=$(proc_status Threads 2>/dev/null) || return 0   # exited: the end row will say
-  ((threads > limit)) || return 0
+  threads=$(proc_status Threads 2>/dev/null) && ((threads > limit)) || return 0   # exited: the end row will say
   log "$threads threads; waiting up to ${THREAD_SETTLE_TIMEOUT_S}s for the thread pool to retire idle workers"
   while ((EPOCHSECONDS < deadline)) && threads=$(proc_status Threads 2>/dev/null) && ((threads > limit)); do sleep 1; done
 }
 
 # Sums client logs: "requests client_errors aborted abort_other". Requests: wrk's responses and every download
-# started; errors: wrk's socket errors and non-2xx/3xx, failed wrk runs and slow downloads; aborted: downloads
-# aborted as intended (curl's exit 28, or complete), abort_other: ended otherwise (not an error: a client that
-# walks away may see anything).
+# started; errors: wrk's socket errors and non-2xx/3xx, failed wrk runs and slow downloads; aborted: ended as intended
+# (curl's exit 28, or complete); abort_other: otherwise (no error: a client that walks away may see anything).
 tally() {
   { cat "$@" 2>/dev/null || true; } | awk -v slow_bytes="${FILE_SIZE[64MiB]}" -v timed_out="$CURL_TIMED_OUT" '
     { delete f; for (i = 2; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] } }
@@ -183,9 +177,7 @@ load_breakdown() {
   done | paste -sd ';' | sed 's/;/; /g'
 }
 
-log_count() { grep -c "^$1: " "$TMP_DIR/soak.log" || true; }
-
-# sample <label> <results dir>: one table row from the server's /proc entry, the results so far and its log:
+# sample <label> <results dir>: a table row from the server's /proc entry, the client logs so far and its log:
 #   label elapsed_s fds threads rss_kib requests client_errors log_fail log_crit log_warn aborted abort_other
 sample() {
   local fds=- threads=- rss=- requests errors aborted other
@@ -203,64 +195,49 @@ note_server_exit() {
   SERVER_EXIT="exit status $status, $1"; log "the server exited $1 (exit status $status)"
 }
 
-# MINUTES of load with a row each minute (false when the server exits), then the drain and the end row.
+# MINUTES of load with a row each minute (until the server exits, if it does), then the drain.
 run_minutes() {
-  log "soak: $MINUTES min of load; a sample every ${SAMPLE_INTERVAL_S}s"
   local minute
+  log "soak: $MINUTES min of load; a sample every ${SAMPLE_INTERVAL_S}s"
   SOAK_STARTED=$EPOCHSECONDS
   start_load "$TMP_DIR/soak" $((MINUTES * SAMPLE_INTERVAL_S))
   for ((minute = 1; minute <= MINUTES; minute++)); do
     while ((EPOCHSECONDS < SOAK_STARTED + minute * SAMPLE_INTERVAL_S)) && server_alive; do sleep 1; done
-    server_alive || { note_server_exit "during minute $minute"; stop_load; break; }
+    server_alive || { note_server_exit "during minute $minute"; stop_load; return 0; }
     sample "min-$minute" "$TMP_DIR/soak"
     log "minute $minute: $(field "${ROWS[-1]}" 6) client errors, $(($(field "${ROWS[-1]}" 7) + $(field "${ROWS[-1]}" 8))) log errors so far"
   done
-  if [[ -z $SERVER_EXIT ]]; then
-    log "load ends; waiting for the clients, then for connections to drain"
-    if finish_load; then settle_threads; else note_server_exit "as the load ended"; fi
-  fi
-  sample end "$TMP_DIR/soak"
+  log "load ends; waiting for the clients, then for connections to drain"
+  if finish_load; then settle_threads; else note_server_exit "as the load ended"; fi
 }
 
-field() { local -a f; read -ra f <<<"$1"; echo "${f[$2]}"; }   # field <row> <index>
-mib() { awk -v k="$1" "BEGIN {printf \"$2\", k / 1024}"; }     # mib <KiB> <printf format>
-
-print_table() {
-  echo "| sample | s | fds | threads | RSS MiB | requests | client errors | log fail | log crit | log warn | aborted downloads (other endings) |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|"
-  printf '%s\n' "${ROWS[@]}" | awk '{ if ($5 != "-") $5 = sprintf("%.1f", $5 / 1024)
-    printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s (%s) |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 }'
-}
-
-# Decides PASS or FAIL from ROWS (the first row is the baseline, the last the drained end, the ones between are the
-# minutes of load); sets SUMMARY, the one summary line.
+# PASS or FAIL from ROWS (the baseline, the minutes of load, the drained end); sets SUMMARY, the one summary line.
 judge() {
   local -a b e
   read -ra b <<<"${ROWS[0]}"
   read -ra e <<<"${ROWS[-1]}"
-  local minutes=("${ROWS[@]:1:${#ROWS[@]}-2}") half first second growth
+  local minutes=("${ROWS[@]:1:${#ROWS[@]}-2}") first second growth verdict=PASS reasons=""
   ((e[6] == 0)) || FAIL_REASONS+=("${e[6]} client errors")
   ((e[7] + e[8] == 0)) || FAIL_REASONS+=("$((e[7] + e[8])) server log errors (fail/crit)")
   TOTAL_ERRORS=$((TOTAL_ERRORS + e[6] + e[7] + e[8]))
-  half=$((${#minutes[@]} / 2))
   if [[ -n $SERVER_EXIT ]]; then
     FAIL_REASONS+=("the server exited: $SERVER_EXIT")
-    TOTAL_ERRORS=$((TOTAL_ERRORS + 1)) FDS="${b[2]}->exited" THREADS="${b[3]}->exited" RSS="$(mib "${b[4]}" %.0f)->exited"
+    TOTAL_ERRORS=$((TOTAL_ERRORS + 1)) FDS="${b[2]}->exited" THREADS="${b[3]}->exited" RSS="$(mib "${b[4]}")->exited"
   else
     FDS="${b[2]}->${e[2]}" THREADS="${b[3]}->${e[3]}"
     ((e[2] - b[2] <= FD_MARGIN)) || FAIL_REASONS+=("fds grew by $((e[2] - b[2])) (limit $FD_MARGIN; $(open_server_sockets) server sockets still open)")
     ((e[3] - b[3] <= THREAD_MARGIN)) || FAIL_REASONS+=("threads grew by $((e[3] - b[3])) (limit $THREAD_MARGIN)")
-    if ((half == 0)); then
-      RSS="$(mib "${b[4]}" %.0f)->$(mib "${e[4]}" %.0f) MiB (not judged: fewer than 2 minutes)"
-    else   # the mean RSS of the second half of the minutes against that of the first half
-      read -r first second < <(printf '%s\n' "${minutes[@]}" | awk -v h="$half" '{ rss[NR] = $5 }
-        END { for (i = 1; i <= h; i++) { a += rss[i]; b += rss[NR - h + i] }; printf "%.1f %.1f\n", a / h / 1024, b / h / 1024 }')
+    if ((${#minutes[@]} < 2)); then
+      RSS="$(mib "${b[4]}")->$(mib "${e[4]}") MiB (not judged: fewer than 2 minutes)"
+    else   # the mean RSS of the minutes' second half against their first half's, and any growth over the limit
+      read -r first second growth < <(printf '%s\n' "${minutes[@]}" | awk -v h=$((${#minutes[@]} / 2)) -v limit="$RSS_GROWTH_LIMIT_MIB" '
+        { rss[NR] = $5 }
+        END { for (i = 1; i <= h; i++) { a += rss[i]; b += rss[NR - h + i] }; a = sprintf("%.1f", a / h / 1024); b = sprintf("%.1f", b / h / 1024)
+              printf "%s %s %s\n", a, b, (b - a > limit ? sprintf("%.1f", b - a) : "") }')
       RSS="$first->$second MiB"
-      growth=$(awk -v a="$first" -v b="$second" -v limit="$RSS_GROWTH_LIMIT_MIB" 'BEGIN { if (b - a > limit) printf "%.1f", b - a }')
       [[ -z $growth ]] || FAIL_REASONS+=("RSS grew by $growth MiB from the first half of the minutes to the second (limit $RSS_GROWTH_LIMIT_MIB)")
     fi
   fi
-  local verdict=PASS reasons=""
   ((${#FAIL_REASONS[@]} == 0)) || verdict=FAIL reasons=" ($(printf '%s; ' "${FAIL_REASONS[@]}" | sed 's/; $//'))"
   SUMMARY="soak: $verdict$reasons $MINUTES min, ${e[5]} requests, $TOTAL_ERRORS errors, fds $FDS, threads $THREADS, rss $RSS"
 }
@@ -276,7 +253,10 @@ write_result_file() {
 
 Rows: \`start\` after warm-up and drain (the baseline), one per minute of load, \`end\` after the load stopped and connections drained. Requests and errors are cumulative over the soak (the start row: warm-up); wrk's counts arrive when each $WRK_RUN_S s run ends.
 
-$(print_table)
+| sample | s | fds | threads | RSS MiB | requests | client errors | log fail | log crit | log warn | aborted downloads (other endings) |
+|---|---|---|---|---|---|---|---|---|---|---|
+$(printf '%s\n' "${ROWS[@]}" | awk '{ if ($5 != "-") $5 = sprintf("%.1f", $5 / 1024)
+  printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s (%s) |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 }')
 
 Clients over the soak: $(load_breakdown "$TMP_DIR/soak").
 
@@ -306,18 +286,13 @@ main() {
   wait_for_port soak
   check_server soak
   log "server pid ${SERVER_PID[soak]} answers correctly; warming up for ${WARMUP_S}s"
-
   # The same load for WARMUP_S, then the drain and the start row (the baseline, with the warm-up's counts).
   SOAK_STARTED=$EPOCHSECONDS
   start_load "$TMP_DIR/warmup" "$WARMUP_S"
   finish_load || note_server_exit "during warm-up"
   sample start "$TMP_DIR/warmup"
-  if [[ -z $SERVER_EXIT ]]; then
-    run_minutes
-  else
-    sample end "$TMP_DIR/soak"      # no soak: an end row of nothing, so the table has its usual ends
-  fi
-
+  [[ -n $SERVER_EXIT ]] || run_minutes
+  sample end "$TMP_DIR/soak"          # after a fatal warm-up, an end row of nothing: the table keeps its usual ends
   # Warm-up errors count too: they are errors all the same.
   TOTAL_ERRORS=$(tally "$TMP_DIR"/warmup/*.log | awk '{print $2}')
   ((TOTAL_ERRORS == 0)) || FAIL_REASONS+=("$TOTAL_ERRORS client errors during warm-up")
