@@ -1,5 +1,4 @@
 using System.Collections.Concurrent;
-using SpliceTransport.Interop;
 
 namespace SpliceTransport.Files;
 
@@ -19,10 +18,6 @@ namespace SpliceTransport.Files;
 /// and then live as long as the transport; an idle one costs its stack reservation and nothing else. A read
 /// queued while all are busy waits its turn: the disk is then the bottleneck, and more threads would only
 /// lengthen its queue. The continuation of each read (the rest of the send) runs on the thread pool, never here.
-///
-/// The threads run <see cref="NiceIncrement"/> nice levels below the process: a cold read waits for the disk, and
-/// the CPU it does use (reading the chunk into the page cache) can wait behind the hot
-/// requests' loops and workers when they compete for a core.
 /// </summary>
 internal sealed class DiskThreads : IDisposable
 {
@@ -33,24 +28,12 @@ internal sealed class DiskThreads : IDisposable
     /// </summary>
     public const int MaxThreads = 16;
 
-    /// <summary>
-    /// How far below the process's priority a disk thread runs: 10 nice levels, about a tenth of the CPU share of
-    /// a loop or a pool worker when they compete (CFS weights 110 against 1024), and never starved. With four cold
-    /// downloads beside hot 4 KiB requests on one core, the hot p99 rose ×1.91 instead of ×2.12 (median of six
-    /// alternated rounds; perf/results/issue19-limits.md).
-    /// </summary>
-    public const int NiceIncrement = 10;
-
     private const string ThreadNamePrefix = "splice-disk-";
 
-    private readonly Syscalls _syscalls;
     private readonly BlockingCollection<ColdRead> _queue = new();
     private readonly Lock _startLock = new();
     private int _threads;
     private int _idle;
-
-    /// <param name="syscalls">Where the threads lower their priority (the default: the real system call).</param>
-    public DiskThreads(Syscalls? syscalls = null) => _syscalls = syscalls ?? Syscalls.Default;
 
     /// <summary>Threads started so far (for tests).</summary>
     public int ThreadCount => Volatile.Read(ref _threads);
@@ -101,9 +84,6 @@ internal sealed class DiskThreads : IDisposable
 
     private void Run()
     {
-        // A result left unread on purpose: a thread that keeps the process's priority (a seccomp profile refusing
-        // nice) still reads correctly, only with a larger share of a busy core.
-        _ = _syscalls.LowerThreadPriority(NiceIncrement);
         while (true)
         {
             Interlocked.Increment(ref _idle);

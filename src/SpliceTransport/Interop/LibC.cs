@@ -19,13 +19,6 @@ internal static unsafe partial class LibC
     [LibraryImport(Library, SetLastError = true)]
     public static partial int fcntl(SafeHandle fd, int cmd, int arg);
 
-    /// <summary>
-    /// nice(2): adds to the calling thread's nice value (Linux keeps one per thread) and returns the new one, which
-    /// may be -1 on success: only errno tells a failure. Values past 19 stop at 19.
-    /// </summary>
-    [LibraryImport(Library, SetLastError = true)]
-    public static partial int nice(int increment);
-
     /// <summary>The errno of the last failed call on this thread.</summary>
     public static int LastErrno => Marshal.GetLastPInvokeError();
 }

@@ -41,12 +41,6 @@ internal unsafe partial class Syscalls
     public virtual SyscallResult DescriptorLimit() => Run(new DescriptorLimitCall());
 
     /// <summary>
-    /// nice(2) by <paramref name="increment"/>: lowers the scheduling priority of the calling thread only (Linux keeps a
-    /// nice value per thread). The count is 0.
-    /// </summary>
-    public virtual SyscallResult LowerThreadPriority(int increment) => Run(new NiceCall(increment));
-
-    /// <summary>
     /// A new TCP or Unix stream socket for <paramref name="endPoint"/>'s family: non-blocking (the loops never block
     /// on it) and close-on-exec. The descriptor number is the count.
     /// </summary>
@@ -133,13 +127,6 @@ internal unsafe partial class Syscalls
     private readonly struct DescriptorLimitCall : ICall
     {
         public nint Invoke() => LibC.DescriptorLimit(out long limit) == 0 ? (nint)limit : -1;
-    }
-
-    private readonly struct NiceCall(int increment) : ICall
-    {
-        // The new nice value can itself be -1 (a process at -11 made 10 lower), so only errno tells a failure
-        // (the generated stub clears errno before the call).
-        public nint Invoke() => LibC.nice(increment) != -1 || LibC.LastErrno == 0 ? 0 : -1;
     }
 
     private readonly struct SocketCall(int family) : ICall

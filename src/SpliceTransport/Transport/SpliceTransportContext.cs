@@ -20,7 +20,7 @@ internal sealed class SpliceTransportContext : IDisposable
         Logger = logger;
         Metrics = metrics;
         Syscalls = options.Syscalls;
-        DiskThreads = new DiskThreads(options.Syscalls);
+        DiskThreads = new DiskThreads();
         Residency = new FileResidency(options.PrefetchUncachedFiles, options.Syscalls, DiskThreads, metrics, logger);
         Pipes = new PipePool(metrics, options.Syscalls, options.SplicePipeSize, options.MaxIdlePipes);
         Files = new OpenFileCache(options.OpenFileCacheSize, OpenFileCache.DefaultInactive, options.Syscalls);

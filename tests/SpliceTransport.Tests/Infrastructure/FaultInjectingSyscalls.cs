@@ -16,7 +16,7 @@ namespace SpliceTransport.Tests.Infrastructure;
 /// <see cref="MaxSendFileBytes"/>) and errors returned instead of the call (<see cref="AcceptFault"/>,
 /// <see cref="SendFileFault"/>, <see cref="SendMessageFault"/>, <see cref="ReceiveFault"/>, <see cref="SetOptionFault"/>,
 /// <see cref="ReadFileFault"/>, <see cref="SpliceFault"/>, <see cref="TeeFault"/>, <see cref="CreatePipeErrno"/>,
-/// <see cref="SetPipeSizeErrno"/>, <see cref="LowerThreadPriorityErrno"/>), short splices (<see cref="MaxSpliceBytes"/>, legal at any time). Splices are
+/// <see cref="SetPipeSizeErrno"/>), short splices (<see cref="MaxSpliceBytes"/>, legal at any time). Splices are
 /// counted per socket, in and out, so a test can prove bytes were spliced. Not short reads and not EAGAIN: the pumps take
 /// both to mean "wait for the next epoll edge", which a socket that is not really empty or full never raises.
 /// Real EAGAIN is counted instead (<see cref="SendFileWouldBlock"/>, <see cref="SendMessageWouldBlock"/>).
@@ -198,9 +198,6 @@ internal sealed unsafe class FaultInjectingSyscalls : Syscalls
 
     /// <summary>When set, F_SETPIPE_SZ fails with this errno (EPERM past pipe-user-pages-soft) instead of being called.</summary>
     public int? SetPipeSizeErrno { get; set; }
-
-    /// <summary>When set, nice(2) fails with this errno (EPERM: a seccomp profile that refuses it) instead of being called.</summary>
-    public int? LowerThreadPriorityErrno { get; set; }
 
     /// <summary>When set, fallocate(2) fails with this errno (ENOSPC: a disk that cannot hold an upload).</summary>
     public int? PreallocateErrno { get; set; }
@@ -507,9 +504,6 @@ internal sealed unsafe class FaultInjectingSyscalls : Syscalls
         Interlocked.Increment(ref _preallocateCalls);
         return PreallocateErrno is int errno ? InjectedGlobal(SyscallResult.Failure(errno)) : base.Preallocate(file, offset, length);
     }
-
-    public override SyscallResult LowerThreadPriority(int increment) =>
-        LowerThreadPriorityErrno is int errno ? InjectedGlobal(SyscallResult.Failure(errno)) : base.LowerThreadPriority(increment);
 
     public override SyscallResult SetPipeSize(SafeHandle pipe, int size) =>
         SetPipeSizeErrno is int errno ? InjectedGlobal(SyscallResult.Failure(errno)) : base.SetPipeSize(pipe, size);

@@ -1,6 +1,5 @@
+using SpliceTransport.Transport;
 using SpliceTransport.Files;
-using SpliceTransport.Interop;
-using SpliceTransport.Tests.Infrastructure;
 
 namespace SpliceTransport.Tests.Unit;
 
@@ -98,40 +97,6 @@ public class DiskThreadsTests
         disk.Set();
 
         Assert.Equal(1, await queued.WaitAsync(Wait));
-    }
-
-    [Fact]
-    public async Task ItsThreadsRunTenNiceLevelsBelowTheProcess()
-    {
-        using var threads = new DiskThreads();
-        int process = NiceOf("/proc/self/stat");
-
-        int reader = await threads.RunAsync(() => NiceOf("/proc/thread-self/stat")).WaitAsync(Wait);
-
-        // Linux caps nice at 19; the test's own thread keeps the process's value.
-        Assert.Equal(Math.Min(19, process + DiskThreads.NiceIncrement), reader);
-        Assert.Equal(process, NiceOf("/proc/thread-self/stat"));
-    }
-
-    [Fact]
-    public async Task AThreadThatCannotLowerItsPriorityStillReads()
-    {
-        var syscalls = new FaultInjectingSyscalls { LowerThreadPriorityErrno = Errno.EPERM };
-        using var threads = new DiskThreads(syscalls);
-        int process = NiceOf("/proc/self/stat");
-
-        int reader = await threads.RunAsync(() => NiceOf("/proc/thread-self/stat")).WaitAsync(Wait);
-
-        Assert.Equal(process, reader);
-        Assert.Equal(7, await threads.RunAsync(() => 7).WaitAsync(Wait));
-    }
-
-    /// <summary>Field 19 of a /proc stat file, the nice value, counted after the command name's closing parenthesis.</summary>
-    private static int NiceOf(string statPath)
-    {
-        string stat = File.ReadAllText(statPath);
-        string[] fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-        return int.Parse(fields[19 - 3], System.Globalization.CultureInfo.InvariantCulture);
     }
 
     private static void InterlockedMax(ref int target, int value)
