@@ -16,7 +16,8 @@ FIGURES = [("cpu_us", "task_clock_ms", 1000, "CPU µs / response (task-clock, al
            ("pool", "pool_work_items", 1, "thread-pool work items / response"),
            ("syscalls", "syscalls", 1,
             "system calls / response (raw_syscalls:sys_enter, all threads, spinning included)"),
-           ("voluntary", "voluntary_context_switches", 1, "voluntary context switches / response")]
+           ("voluntary", "voluntary_context_switches", 1, "voluntary context switches / response"),
+           ("allocated", "allocated_bytes", 1, "managed bytes allocated / response (GC.GetTotalAllocatedBytes)")]
 COUNTS = [("pool", "work items"), ("syscalls", "syscalls"), ("voluntary", "voluntary context switches")]
 
 
@@ -69,7 +70,10 @@ def main():
     line, lower, paired = verdict(a, b, rounds)
     if smoke := meta.get("smoke") == "1":
         line += " [smoke run: checks the script; its figures and verdict mean nothing]"
-    labels = [(key, label) for key, _, _, label in FIGURES] + [("rps", "requests/s")]
+    # Allocated bytes only where a build measured them (perf/ab.sh runs before the sample reported them had none).
+    labels = [(key, label) for key, _, _, label in FIGURES
+              if key != "allocated" or median_of(a, key) is not None or median_of(b, key) is not None]
+    labels += [("rps", "requests/s")]
     figure_table = table(
         [None] + [f"{x}: {meta[f'short_{x}']} ({meta[f'transport_{x}']})" for x in "AB"] + ["B ÷ A (medians)"],
         [[label, cell([f[key] for f in a.values()], empty="n/a"), cell([f[key] for f in b.values()], empty="n/a"),

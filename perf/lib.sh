@@ -488,12 +488,14 @@ context_switches() {
   echo "$all $voluntary"
 }
 
-# ThreadPool.CompletedWorkItemCount of a .NET server (its own /perf/threadpool request included); "" for nginx,
-# and for a sample without the endpoint (before --perf-endpoints had it).
-pool_work_items() {
+# "work_items allocated_bytes" of a .NET server so far (ThreadPool.CompletedWorkItemCount, its own /perf/threadpool
+# request included, and GC.GetTotalAllocatedBytes); "" for nginx; a field is "" where the sample lacks it (older
+# commits in perf/ab.sh).
+pool_counters() {
   is_dotnet_server "$1" || return 0
-  taskset -c $CLIENT_CORE curl -sk --max-time 10 "$(server_url "$1")/perf/threadpool" \
-    | sed -n 's/.*"completedWorkItems":\([0-9]*\).*/\1/p'
+  local json
+  json=$(taskset -c $CLIENT_CORE curl -sk --max-time 10 "$(server_url "$1")/perf/threadpool")
+  echo "$(sed -n 's/.*"completedWorkItems":\([0-9]*\).*/\1/p' <<<"$json") $(sed -n 's/.*"allocatedBytes":\([0-9]*\).*/\1/p' <<<"$json")"
 }
 
 # One wrk run on CLIENT_CORE; echoes "requests bytes duration_us sent" (sent: requests wrk wrote, counted.lua).
@@ -528,29 +530,31 @@ stop_probe() {
 }
 
 # The columns of the rows plain_pass appends to CSV.
-readonly PLAIN_PASS_CSV_HEADER="server,scenario,file,connections,pass,requests,sent,bytes,duration_us,task_clock_ms,cpu_ticks,context_switches,pool_work_items,syscalls,epoll_wait_returns,perf_context_switches,instructions,cycles,cachestat,voluntary_context_switches"
+readonly PLAIN_PASS_CSV_HEADER="server,scenario,file,connections,pass,requests,sent,bytes,duration_us,task_clock_ms,cpu_ticks,context_switches,pool_work_items,syscalls,epoll_wait_returns,perf_context_switches,instructions,cycles,cachestat,voluntary_context_switches,allocated_bytes"
 
 # One counted wrk run: CPU, context switches (all, and voluntary), pool work items, syscall entries and
 # epoll_wait returns over the run, as one row of CSV (divided per response by the reports).
 #   plain_pass <server> <scenario> <file, or plaintext> <connections> [pass label, default plain]
 plain_pass() {
   local name=$1 scenario=$2 file=$3 conns=$4 pass=${5:-plain} stat_out=$TMP_DIR/stat.csv
-  local ctx_before ctx_after vol_before vol_after pool_before pool_after ticks_before ticks_after wrk
-  pool_before=$(pool_work_items "$name")
+  local ctx_before ctx_after vol_before vol_after pool_before pool_after alloc_before alloc_after ticks_before ticks_after wrk
+  read -r pool_before alloc_before <<<"$(pool_counters "$name")"
   read -r ctx_before vol_before < <(context_switches "$name"); ticks_before=$(server_cpu_ticks "$name")
   grep -qF "perf stat:" "$COMMANDS_FILE" || echo "perf stat: perf stat -x, -o FILE -e $STAT_EVENTS -p PID" >>"$COMMANDS_FILE"
   start_probe perf stat -x, -o "$stat_out" -e "$STAT_EVENTS" -p "$(attach_pids "$name")"
   wrk=$(run_wrk "$name" "$scenario" "$file" "$conns" "$pass")
   stop_probe
   read -r ctx_after vol_after < <(context_switches "$name"); ticks_after=$(server_cpu_ticks "$name")
-  pool_after=$(pool_work_items "$name")
+  read -r pool_after alloc_after <<<"$(pool_counters "$name")"
   local -A stat=()
   local value event
   while IFS=, read -r value _ event _; do
     [[ -n $event ]] && stat[$event]=$value
   done < <(grep -v '^#' "$stat_out" | grep ,)
-  local pool=""; [[ -n $pool_before && -n $pool_after ]] && pool=$((pool_after - pool_before))
+  local pool="" allocated=""
+  [[ -n $pool_before && -n $pool_after ]] && pool=$((pool_after - pool_before))
+  [[ -n $alloc_before && -n $alloc_after ]] && allocated=$((alloc_after - alloc_before))
   read -r requests bytes duration_us sent <<<"$wrk"
-  echo "$name,$scenario,$file,$conns,$pass,$requests,$sent,$bytes,$duration_us,${stat[task-clock]:-},$((ticks_after - ticks_before)),$((ctx_after - ctx_before)),$pool,${stat[raw_syscalls:sys_enter]:-},${stat[syscalls:sys_exit_epoll_wait]:-},${stat[context-switches]:-},${stat[instructions]:-},${stat[cycles]:-},${stat[syscalls:sys_enter_cachestat]:-},$((vol_after - vol_before))" >>"$CSV"
+  echo "$name,$scenario,$file,$conns,$pass,$requests,$sent,$bytes,$duration_us,${stat[task-clock]:-},$((ticks_after - ticks_before)),$((ctx_after - ctx_before)),$pool,${stat[raw_syscalls:sys_enter]:-},${stat[syscalls:sys_exit_epoll_wait]:-},${stat[context-switches]:-},${stat[instructions]:-},${stat[cycles]:-},${stat[syscalls:sys_enter_cachestat]:-},$((vol_after - vol_before)),$allocated" >>"$CSV"
   log "  $name $pass: $requests responses ($sent sent), $(awk -v t="${stat[task-clock]:-0}" -v n="$sent" 'BEGIN {printf "%.1f", 1000 * t / n}') us CPU each"
 }

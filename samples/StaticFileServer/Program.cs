@@ -223,14 +223,18 @@ internal static class PerfEndpoints
 
     /// <summary>
     /// Work items the thread pool has completed since start (every queued callback and continuation counts,
-    /// including this request's own). perf/profile.sh reads it before and after a counted run: the difference
-    /// divided by the responses is the pool hops per response (issue #10).
+    /// including this request's own), and the managed bytes allocated since start. perf/ab.sh and perf/profile.sh
+    /// read it before and after a counted run: the differences divided by the responses are the pool hops (issue
+    /// #10) and the bytes allocated per response, counts that the machine's load cannot move.
     /// </summary>
     public static IResult ThreadPoolProgress() => Results.Json(new
     {
         completedWorkItems = ThreadPool.CompletedWorkItemCount,
         pendingWorkItems = ThreadPool.PendingWorkItemCount,
         threads = ThreadPool.ThreadCount,
+        // Not precise: a precise count stops every thread; the few KiB each thread's allocation context holds
+        // unreported are nothing beside a run's gigabytes.
+        allocatedBytes = GC.GetTotalAllocatedBytes(precise: false),
     });
 }
 
