@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """perf/ab_report.py --name NAME: results/ab-NAME.md from perf/ab.sh's ab-NAME.csv, -rounds.csv, -meta.txt and
 -commands.txt; prints its table and verdict. Per response: see tables.responses. B is kept when its counts (work
-items, syscalls, voluntary context switches) fall — one by more than COUNT_TOLERANCE, none rising by more — and its
+items, syscalls, voluntary context switches, and allocated bytes where both builds report them) fall — one by more than COUNT_TOLERANCE, none rising by more — and its
 CPU per response is below A's in more than half of the rounds."""
 import os
 import statistics
@@ -18,7 +18,8 @@ FIGURES = [("cpu_us", "task_clock_ms", 1000, "CPU µs / response (task-clock, al
             "system calls / response (raw_syscalls:sys_enter, all threads, spinning included)"),
            ("voluntary", "voluntary_context_switches", 1, "voluntary context switches / response"),
            ("allocated", "allocated_bytes", 1, "managed bytes allocated / response (GC.GetTotalAllocatedBytes)")]
-COUNTS = [("pool", "work items"), ("syscalls", "syscalls"), ("voluntary", "voluntary context switches")]
+COUNTS = [("pool", "work items"), ("syscalls", "syscalls"), ("voluntary", "voluntary context switches"),
+          ("allocated", "allocated bytes")]
 
 
 def figures(row):
@@ -37,6 +38,8 @@ def verdict(a, b, rounds):
     moved = {"fall": [], "rise": [], "unchanged (±1%)": [], "n/a": []}
     for key, label in COUNTS:
         ma, mb = median_of(a, key), median_of(b, key)
+        if key == "allocated" and ma is None and mb is None:
+            continue   # runs from before the sample reported allocations: the verdict they had
         if not ma or mb is None:
             moved["n/a"].append(label)
         else:
@@ -89,6 +92,7 @@ def main():
                 f"{ia['loadavg_1min']}, {ib['loadavg_1min']}", ia["warmup_requests_per_s"], ib["warmup_requests_per_s"]]
 
     path = "/plaintext" if meta["file"] == "plaintext" else f"/{meta['file']}.bin"
+    counted_allocations = ", allocated bytes" if any(key == "allocated" for key, _ in labels) else ""
     lines = [f"# A/B: {meta['short_A']} against {meta['short_B']}, `{meta['scenario']}` (perf/ab.sh)", ""]
     lines += ["**Smoke run** (`--smoke`): 1 round pair, 2 s of warm-up, 2 s measured. It checks the script; the "
               "figures and the verdict mean nothing.", ""] if smoke else []
@@ -109,8 +113,9 @@ def main():
         "(`ThreadPool.CompletedWorkItemCount`) before and after (n/a where a build lacks it); voluntary context "
         "switches: `/proc/PID/task/*/status`, all threads. Each cell is the median over the rounds with (min–max).",
         "", *figure_table, "", f"**{line}**", "",
-        "Kept means: its counts fall (at least one of work items, syscalls and voluntary context switches by more "
-        "than 1%, and none rises by more than 1%) and its CPU per response is below A's in more than half of the "
+        f"Kept means: its counts fall (at least one of work items, syscalls{counted_allocations} and voluntary "
+        "context switches by more than 1%, and none rises by more than 1%) and its CPU per response is below A's in "
+        "more than half of the "
         "rounds. The counts barely depend on how busy the machine is; CPU time does, and the ABBA rounds make each "
         "build meet the same drifts.", "", "### Rounds", ""]
     lines += table(["round", "order", "A CPU µs / response", "B CPU µs / response", "B ÷ A",
