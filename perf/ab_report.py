@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """perf/ab_report.py --name NAME: results/ab-NAME.md from perf/ab.sh's ab-NAME.csv, -rounds.csv, -meta.txt and
 -commands.txt; prints its table and verdict. Per response: see tables.responses. B is kept when its counts (work
-items, syscalls, voluntary context switches, and allocated bytes where both builds report them) fall — one by more than COUNT_TOLERANCE, none rising by more — and its
-CPU per response is below A's in more than half of the rounds."""
+items, syscalls, voluntary context switches, and allocated bytes where both builds report them) fall — one by more
+than COUNT_TOLERANCE, none rising by more — and its CPU per response is below A's in more than half of the rounds."""
 import os
 import statistics
 import sys
