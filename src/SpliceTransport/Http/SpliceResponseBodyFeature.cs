@@ -1,4 +1,5 @@
 using System.IO.Pipelines;
+using System.Runtime.CompilerServices;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
@@ -116,7 +117,10 @@ internal sealed class SpliceResponseBodyFeature : IHttpResponseBodyFeature
         }
     }
 
-    private async Task<FileSegment?> SendZeroCopyAsync(CachedFile file, string path, long offset, long length, CancellationToken cancellationToken)
+    // Pooled: its box (the state machine with every local) would be a new object for each response that waits for
+    // its file, and SendFileAsync awaits the ValueTask exactly once, as pooling requires.
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<FileSegment?> SendZeroCopyAsync(CachedFile file, string path, long offset, long length, CancellationToken cancellationToken)
     {
         SpliceOutputWriter output = _connection.OutputWriter;
         PipeWriter body = _kestrel.Writer;

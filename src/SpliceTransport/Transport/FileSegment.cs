@@ -14,8 +14,11 @@ internal sealed class FileSegment
     private readonly TaskCompletionSource<bool> _completion =
         new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-    /// <summary>Guards the progress waiter against the pump's progress and completion.</summary>
-    private readonly Lock _progressLock = new();
+    /// <summary>
+    /// Guards the progress waiter against the pump's progress and completion: the completion source itself, private
+    /// and never locked elsewhere, so that a segment (one per file response) needs no lock object of its own.
+    /// </summary>
+    private object ProgressLock => _completion;
 
     /// <summary>The one waiter of <see cref="WhenRemainingAtMost"/>, if any: the response body flushing.</summary>
     private TaskCompletionSource<bool>? _progress;
@@ -75,7 +78,7 @@ internal sealed class FileSegment
         {
             return Completion;
         }
-        lock (_progressLock)
+        lock (ProgressLock)
         {
             if (IsCompleted)
             {
@@ -132,7 +135,7 @@ internal sealed class FileSegment
             return;
         }
         TaskCompletionSource<bool>? reached = null;
-        lock (_progressLock)
+        lock (ProgressLock)
         {
             if (_progress is not null && left <= _progressTarget)
             {
@@ -166,7 +169,7 @@ internal sealed class FileSegment
     private void EndProgress()
     {
         TaskCompletionSource<bool>? waiter;
-        lock (_progressLock)
+        lock (ProgressLock)
         {
             waiter = _progress;
             _progress = null;
