@@ -107,7 +107,7 @@ start_cold() {
   sleep $COLD_HEAD_START_S
 }
 
-stop_cold() { local pid; for pid in "${COLD_PIDS[@]}"; do stop_pid "$pid"; done; COLD_PIDS=(); }
+stop_cold() { stop_pids COLD_PIDS; }
 
 # The disk waits themselves, which latency percentiles only hint at on a noisy machine: a splice server under
 # strace during a hot run with the cold downloads. Its loop threads are named splice-loop-N (kept, by thread id,

@@ -98,6 +98,14 @@ stop_pid() {
   wait "$pid" 2>/dev/null || true
 }
 
+# stop_pid for every PID in the array named <array>, which is then emptied (a script's background clients).
+stop_pids() {
+  local -n to_stop=$1
+  local pid
+  for pid in "${to_stop[@]}"; do stop_pid "$pid"; done
+  to_stop=()
+}
+
 # The helpers below read the sourcing script's globals of the same names where they need them: PORT[server],
 # FILES and FILE_SIZE[name], FD_LIMIT, CSV, DURATION_S, WRK_TIMEOUT, WARMUP_CSV, WAIT_QUIET_S; URL_SCHEME is http
 # unless a script sets https (perf/ab.sh's HTTPS scenarios).
@@ -138,9 +146,13 @@ dotnet_server_command() {
 # Writes nginx's configuration into <dir> and prints its command line, pinned to SERVER_CORE, in the foreground.
 #   nginx_server_command <dir> <port> <worker_connections> [more http directives, e.g. "aio threads;"]
 nginx_server_command() {
-  local dir=$1 port=$2
-  write_nginx_config "$dir" "$port" "$3" "${4:-}"
-  echo "taskset -c $SERVER_CORE nginx -p $dir -c $dir/nginx.conf -e $dir/error.log -g 'daemon off;'"
+  write_nginx_config "$1" "$2" "$3" "${4:-}"
+  nginx_command "$1"
+}
+
+# The command line of nginx with the configuration in <dir>/nginx.conf (a script's own, e.g. uploads.sh's DAV).
+nginx_command() {
+  echo "taskset -c $SERVER_CORE nginx -p $1 -c $1/nginx.conf -e $1/error.log -g 'daemon off;'"
 }
 
 # Starts <command> (a string, run with exec so that $! is the server itself) in the background as server <name>,
@@ -532,8 +544,8 @@ stop_probe() {
 # The columns of the rows plain_pass appends to CSV.
 readonly PLAIN_PASS_CSV_HEADER="server,scenario,file,connections,pass,requests,sent,bytes,duration_us,task_clock_ms,cpu_ticks,context_switches,pool_work_items,syscalls,epoll_wait_returns,perf_context_switches,instructions,cycles,cachestat,voluntary_context_switches,allocated_bytes"
 
-# One counted wrk run: CPU, context switches (all, and voluntary), pool work items, syscall entries and
-# epoll_wait returns over the run, as one row of CSV (divided per response by the reports).
+# One counted wrk run: CPU, context switches (all, and voluntary), pool work items, syscall entries, epoll_wait
+# returns and managed bytes allocated over the run, as one row of CSV (divided per response by the reports).
 #   plain_pass <server> <scenario> <file, or plaintext> <connections> [pass label, default plain]
 plain_pass() {
   local name=$1 scenario=$2 file=$3 conns=$4 pass=${5:-plain} stat_out=$TMP_DIR/stat.csv

@@ -66,7 +66,7 @@ parse_args() {
 
 server_alive() { kill -0 "${SERVER_PID[soak]}" 2>/dev/null; }
 proc_status() { awk -v key="$1:" '$1 == key {print $2}' "/proc/${SERVER_PID[soak]}/status"; }
-stop_load() { local pid; for pid in "${LOAD_PIDS[@]}"; do stop_pid "$pid"; done; LOAD_PIDS=(); }
+stop_load() { stop_pids LOAD_PIDS; }
 log_count() { grep -c "^$1: " "$TMP_DIR/soak.log" || true; }
 field() { local -a f; read -ra f <<<"$1"; echo "${f[$2]}"; }   # field <row> <index>
 mib() { awk -v k="$1" 'BEGIN {printf "%.0f", k / 1024}'; }     # mib <KiB>

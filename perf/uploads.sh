@@ -55,7 +55,7 @@ start_server() {
   case "$name" in
     splice|sockets) cmd=$(dotnet_server_command "$name" "$port" "" "--uploads $uploads --upload-fsync false") ;;
     nginx) write_dav_config "$conf" "$uploads"
-           cmd="taskset -c $SERVER_CORE nginx -p $conf -c $conf/nginx.conf -e $conf/error.log -g 'daemon off;'" ;;
+           cmd=$(nginx_command "$conf") ;;
     go) cmd="env GOMAXPROCS=1 taskset -c $SERVER_CORE $BIN_DIR/gopeer upload -dir $uploads -addr 127.0.0.1:$port" ;;
   esac
   start_server_process "$name" "$cmd"
