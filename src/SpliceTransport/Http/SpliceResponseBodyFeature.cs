@@ -29,10 +29,9 @@ namespace SpliceTransport.Http;
 /// </summary>
 internal sealed class SpliceResponseBodyFeature : IHttpResponseBodyFeature
 {
-    // The request's: set again by BeginRequest when the connection's next HTTP/1.x request reuses this feature.
-    private IHttpResponseBodyFeature _kestrel;
-    private HttpContext _context;
+    private readonly IHttpResponseBodyFeature _kestrel;
     private readonly IZeroCopyOutputFeature _connection;
+    private readonly HttpContext _context;
     private readonly SpliceTransportOptions _options;
     private readonly SpliceMetrics _metrics;
     private readonly ILogger _logger;
@@ -49,17 +48,6 @@ internal sealed class SpliceResponseBodyFeature : IHttpResponseBodyFeature
         _options = options;
         _metrics = metrics;
         _logger = logger;
-    }
-
-    /// <summary>
-    /// Serves the next request of the same HTTP/1.x connection. Kestrel starts it only once the previous request's
-    /// application has returned, and with it every SendFileAsync of that request.
-    /// </summary>
-    public void BeginRequest(IHttpResponseBodyFeature kestrel, HttpContext context)
-    {
-        _kestrel = kestrel;
-        _context = context;
-        _queued = null;
     }
 
     public Stream Stream => _kestrel.Stream;

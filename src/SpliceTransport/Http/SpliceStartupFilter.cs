@@ -41,33 +41,12 @@ internal sealed class SpliceStartupFilter(IOptions<SpliceTransportOptions> optio
                     && context.Features.Get<IZeroCopyOutputFeature>() is { } connection
                     && context.Features.Get<IHttpResponseBodyFeature>() is { } kestrelBody)
                 {
-                    context.Features.Set<IHttpResponseBodyFeature>(ResponseBodyFor(context, connection, kestrelBody, transportOptions, logger));
+                    context.Features.Set<IHttpResponseBodyFeature>(
+                        new SpliceResponseBodyFeature(kestrelBody, connection, context, transportOptions, metrics, logger));
                 }
                 return nextMiddleware(context);
             });
             next(app);
         };
-    }
-
-    /// <summary>
-    /// The body feature for this request: on HTTP/1.x the connection's, reused request after request as Kestrel
-    /// reuses its own features, since a connection's HTTP/1.x requests run one after another (an object fewer per
-    /// request); a new one for each HTTP/2 or HTTP/3 stream, which run at once on one connection.
-    /// </summary>
-    private SpliceResponseBodyFeature ResponseBodyFor(HttpContext context, IZeroCopyOutputFeature connection,
-        IHttpResponseBodyFeature kestrelBody, SpliceTransportOptions transportOptions, ILogger logger)
-    {
-        if (!ZeroCopyEligibility.IsHttp1(context))
-        {
-            return new SpliceResponseBodyFeature(kestrelBody, connection, context, transportOptions, metrics, logger);
-        }
-        if (connection.ReusableResponseBody is SpliceResponseBodyFeature reused)
-        {
-            reused.BeginRequest(kestrelBody, context);
-            return reused;
-        }
-        var created = new SpliceResponseBodyFeature(kestrelBody, connection, context, transportOptions, metrics, logger);
-        connection.ReusableResponseBody = created;
-        return created;
     }
 }

@@ -15,7 +15,8 @@ internal static class ZeroCopyEligibility
     /// </summary>
     public static string? ConnectionFallbackReason(HttpContext context, bool isTransportPipeOwned)
     {
-        if (!IsHttp1(context))
+        string protocol = context.Request.Protocol;
+        if (!HttpProtocol.IsHttp11(protocol) && !HttpProtocol.IsHttp10(protocol))
         {
             return FallbackReasons.Protocol;
         }
@@ -24,15 +25,5 @@ internal static class ZeroCopyEligibility
             return context.Features.Get<ITlsHandshakeFeature>() is not null ? FallbackReasons.Tls : FallbackReasons.TransportWrapped;
         }
         return null;
-    }
-
-    /// <summary>
-    /// HTTP/1.0 or HTTP/1.1: the protocols that carry a body as raw bytes, and whose requests on one connection
-    /// run one after another.
-    /// </summary>
-    public static bool IsHttp1(HttpContext context)
-    {
-        string protocol = context.Request.Protocol;
-        return HttpProtocol.IsHttp11(protocol) || HttpProtocol.IsHttp10(protocol);
     }
 }

@@ -1,5 +1,4 @@
 using Microsoft.AspNetCore.Connections;
-using Microsoft.AspNetCore.Http.Features;
 using SpliceTransport.Files;
 
 namespace SpliceTransport.Transport;
@@ -24,12 +23,6 @@ internal interface IZeroCopyOutputFeature
 
     /// <summary>The transport's cache of open file descriptors.</summary>
     OpenFileCache Files { get; }
-
-    /// <summary>
-    /// The HTTP layer's response body feature for this connection's HTTP/1.x requests, kept here to be reused by
-    /// the next request (they run one after another); null until the first.
-    /// </summary>
-    IHttpResponseBodyFeature? ReusableResponseBody { get; set; }
 
     /// <summary>Aborts the connection: it is reset, and every pending file completes as not sent.</summary>
     void Abort(ConnectionAbortedException abortReason);

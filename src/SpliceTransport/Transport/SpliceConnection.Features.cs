@@ -37,8 +37,6 @@ internal sealed partial class SpliceConnection :
 
     public int EventLoopIndex => Loop.Index;
 
-    public IHttpResponseBodyFeature? ReusableResponseBody { get; set; }
-
     /// <summary>
     /// A <see cref="System.Net.Sockets.Socket"/> over the connection's descriptor, for apps that set socket
     /// options. It does not own the descriptor (disposing it closes nothing), and it must not be used for
