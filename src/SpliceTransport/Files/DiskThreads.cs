@@ -1,5 +1,4 @@
 using System.Collections.Concurrent;
-using System.IO.Pipelines;
 
 namespace SpliceTransport.Files;
 
@@ -18,8 +17,7 @@ namespace SpliceTransport.Files;
 /// Threads are started on demand, one for each read queued while none is idle, up to <see cref="MaxThreads"/>,
 /// and then live as long as the transport; an idle one costs its stack reservation and nothing else. A read
 /// queued while all are busy waits its turn: the disk is then the bottleneck, and more threads would only
-/// lengthen its queue. The continuation of each read runs on the thread pool, or on the scheduler the caller names
-/// (a cold chunk's send goes on on its connection's loop), never here.
+/// lengthen its queue. The continuation of each read (the rest of the send) runs on the thread pool, never here.
 /// </summary>
 internal sealed class DiskThreads : IDisposable
 {
@@ -45,14 +43,12 @@ internal sealed class DiskThreads : IDisposable
 
     /// <summary>
     /// Runs <paramref name="read"/> on one of these threads and completes with its result; an exception it throws
-    /// faults the task. The task completes, and its continuations run, on <paramref name="completeOn"/> if given
-    /// (an event loop: the continuation must not block it), otherwise on the thread pool. After
-    /// <see cref="Dispose"/> it throws <see cref="ObjectDisposedException"/>.
+    /// faults the task. After <see cref="Dispose"/> it throws <see cref="ObjectDisposedException"/>.
     /// </summary>
-    public Task<T> RunAsync<T>(Func<T> read, PipeScheduler? completeOn = null)
+    public Task<T> RunAsync<T>(Func<T> read)
     {
         ArgumentNullException.ThrowIfNull(read);
-        var job = new ColdRead<T>(read, completeOn);
+        var job = new ColdRead<T>(read);
         try
         {
             _queue.Add(job);
@@ -110,22 +106,10 @@ internal sealed class DiskThreads : IDisposable
         public abstract void Execute();
     }
 
-    private sealed class ColdRead<T> : ColdRead
+    private sealed class ColdRead<T>(Func<T> read) : ColdRead
     {
-        private readonly Func<T> _read;
-        private readonly PipeScheduler? _completeOn;
-        private readonly TaskCompletionSource<T> _completion;
-        private T? _result;
-        private Exception? _error;
-
-        public ColdRead(Func<T> read, PipeScheduler? completeOn)
-        {
-            _read = read;
-            _completeOn = completeOn;
-            // Continuations never run on this thread, which must be free for the next read: on the thread pool
-            // (asynchronous continuations), or inline where the completion runs, on _completeOn.
-            _completion = new(completeOn is null ? TaskCreationOptions.RunContinuationsAsynchronously : TaskCreationOptions.None);
-        }
+        // Continuations run on the thread pool, never on this thread, which must be free for the next read.
+        private readonly TaskCompletionSource<T> _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
         public Task<T> Task => _completion.Task;
 
@@ -133,31 +117,11 @@ internal sealed class DiskThreads : IDisposable
         {
             try
             {
-                _result = _read();
+                _completion.SetResult(read());
             }
             catch (Exception exception)
             {
-                _error = exception;
-            }
-            if (_completeOn is null)
-            {
-                Complete();
-            }
-            else
-            {
-                _completeOn.Schedule(static job => ((ColdRead<T>)job!).Complete(), this);
-            }
-        }
-
-        private void Complete()
-        {
-            if (_error is null)
-            {
-                _completion.SetResult(_result!);
-            }
-            else
-            {
-                _completion.SetException(_error);
+                _completion.SetException(exception);
             }
         }
     }

@@ -1,5 +1,4 @@
 using System.Buffers;
-using System.IO.Pipelines;
 using System.Runtime.InteropServices;
 using Microsoft.Extensions.Logging;
 using SpliceTransport.Interop;
@@ -124,12 +123,12 @@ internal sealed class FileResidency
 
     /// <summary>
     /// Reads <paramref name="count"/> bytes from <paramref name="offset"/> into the page cache on one of the
-    /// <see cref="DiskThreads"/>, and completes on <paramref name="completeOn"/> (the connection's loop) when they
-    /// are there. Stops early at the end of the file (sendfile then finds the truncation); a read error is returned,
-    /// with its errno. The caller keeps <paramref name="file"/> open until the task completes.
+    /// <see cref="DiskThreads"/>, and completes, on the thread pool, when they are there. Stops early at the
+    /// end of the file (sendfile then finds the truncation); a read error is returned, with its errno. The caller
+    /// keeps <paramref name="file"/> open until the task completes.
     /// </summary>
-    public Task<SyscallResult> WarmAsync(SafeHandle file, long offset, long count, PipeScheduler completeOn) =>
-        _readThreads.RunAsync(() => Warm(file, offset, count), completeOn);
+    public Task<SyscallResult> WarmAsync(SafeHandle file, long offset, long count) =>
+        _readThreads.RunAsync(() => Warm(file, offset, count));
 
     /// <summary>Threads started for cold reads so far (for tests).</summary>
     internal int ColdReadThreadCount => _readThreads.ThreadCount;

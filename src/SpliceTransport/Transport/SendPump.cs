@@ -295,7 +295,7 @@ internal sealed class SendPump
                     else
                     {
                         await PrefetchAsync(file, chunk);
-                        sentThisTurn = 0; // The pump now runs in a turn of its own on the loop.
+                        sentThisTurn = 0; // The pump now runs on the thread pool, off the loop's turn.
                     }
                     checkedThrough = file.Offset + chunk;
                 }
@@ -367,15 +367,12 @@ internal sealed class SendPump
 
     /// <summary>
     /// Reads a cold chunk into the page cache off the loop (see <see cref="FileResidency"/>); the pump goes on on
-    /// the connection's loop, where sendfile then finds the pages cached. A read error is the file's, reported as
-    /// sendfile's would be. The connection may shut down meanwhile: the loop's next step sees it.
-    ///
-    /// Why the loop and not the thread pool: each chunk resumed on the pool was a work item, after which a worker
-    /// spins for more (sched_yield on a server given one core), on the core the hot requests need.
+    /// the thread pool, and sendfile then finds the pages cached. A read error is the file's, reported as sendfile's
+    /// would be. The connection may shut down meanwhile: the loop's next step sees it.
     /// </summary>
     private async ValueTask PrefetchAsync(FileSegment file, long count)
     {
-        SyscallResult read = await _connection.Residency.WarmAsync(file.File, file.Offset, count, _connection.Loop).ConfigureAwait(false);
+        SyscallResult read = await _connection.Residency.WarmAsync(file.File, file.Offset, count).ConfigureAwait(false);
         if (!read.IsSuccess)
         {
             throw new FileReadException(file, read.ToException("pread", file.Path));

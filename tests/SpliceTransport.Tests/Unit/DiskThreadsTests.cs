@@ -35,57 +35,6 @@ public class DiskThreadsTests
         Assert.NotEqual(reader.Id, continuation.Id);
     }
 
-    [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public async Task AReadGivenASchedulerCompletesThereWithItsContinuationInline(bool throws)
-    {
-        using var threads = new DiskThreads();
-        using var loop = new ThreadScheduler("test-loop");
-
-        using var attached = new ManualResetEventSlim(false);
-        Task<(string? Name, bool Faulted)> done = threads.RunAsync(() =>
-            {
-                attached.Wait(Wait);
-                return throws ? throw new IOException("disk") : 1;
-            }, loop)
-            // Synchronously: where the read's completion runs its continuations.
-            .ContinueWith(read => (Thread.CurrentThread.Name, read.IsFaulted),
-                CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
-        attached.Set();
-        (string? name, bool faulted) = await done.WaitAsync(Wait);
-
-        Assert.Equal("test-loop", name);
-        Assert.Equal(throws, faulted);
-        Assert.Equal(1, loop.Scheduled);
-    }
-
-    /// <summary>A scheduler with one thread of its own, as an event loop is.</summary>
-    private sealed class ThreadScheduler : System.IO.Pipelines.PipeScheduler, IDisposable
-    {
-        private readonly System.Collections.Concurrent.BlockingCollection<(Action<object?>, object?)> _work = new();
-        private int _scheduled;
-
-        public ThreadScheduler(string name) =>
-            new Thread(() =>
-            {
-                foreach ((Action<object?> action, object? state) in _work.GetConsumingEnumerable())
-                {
-                    action(state);
-                }
-            }) { IsBackground = true, Name = name }.Start();
-
-        public int Scheduled => Volatile.Read(ref _scheduled);
-
-        public override void Schedule(Action<object?> action, object? state)
-        {
-            Interlocked.Increment(ref _scheduled);
-            _work.Add((action, state));
-        }
-
-        public void Dispose() => _work.CompleteAdding();
-    }
-
     [Fact]
     public async Task BlockedReadsStartAtMostTheCapOfThreadsAndTheRestWaitTheirTurn()
     {
