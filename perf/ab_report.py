@@ -115,9 +115,8 @@ def main():
         "", *figure_table, "", f"**{line}**", "",
         f"Kept means: its counts fall (at least one of work items, syscalls{counted_allocations} and voluntary "
         "context switches by more than 1%, and none rises by more than 1%) and its CPU per response is below A's in "
-        "more than half of the "
-        "rounds. The counts barely depend on how busy the machine is; CPU time does, and the ABBA rounds make each "
-        "build meet the same drifts.", "", "### Rounds", ""]
+        "more than half of the rounds. The counts barely depend on how busy the machine is; CPU time does, and the "
+        "ABBA rounds make each build meet the same drifts.", "", "### Rounds", ""]
     lines += table(["round", "order", "A CPU µs / response", "B CPU µs / response", "B ÷ A",
                     "load average (1 min) at A's, B's start", "A warm-up req/s", "B warm-up req/s"],
                    [round_row(r) for r in rounds])

@@ -500,14 +500,14 @@ context_switches() {
   echo "$all $voluntary"
 }
 
-# "work_items allocated_bytes" of a .NET server so far (ThreadPool.CompletedWorkItemCount, its own /perf/threadpool
-# request included, and GC.GetTotalAllocatedBytes); "" for nginx; a field is "" where the sample lacks it (older
-# commits in perf/ab.sh).
+# "work_items,allocated_bytes" of a .NET server so far (ThreadPool.CompletedWorkItemCount, its own /perf/threadpool
+# request included, and GC.GetTotalAllocatedBytes); "" for nginx; a field is empty where the sample lacks it (older
+# commits in perf/ab.sh). Comma-separated, read with IFS=, so that an empty first field stays the first.
 pool_counters() {
   is_dotnet_server "$1" || return 0
   local json
   json=$(taskset -c $CLIENT_CORE curl -sk --max-time 10 "$(server_url "$1")/perf/threadpool")
-  echo "$(sed -n 's/.*"completedWorkItems":\([0-9]*\).*/\1/p' <<<"$json") $(sed -n 's/.*"allocatedBytes":\([0-9]*\).*/\1/p' <<<"$json")"
+  echo "$(sed -n 's/.*"completedWorkItems":\([0-9]*\).*/\1/p' <<<"$json"),$(sed -n 's/.*"allocatedBytes":\([0-9]*\).*/\1/p' <<<"$json")"
 }
 
 # One wrk run on CLIENT_CORE; echoes "requests bytes duration_us sent" (sent: requests wrk wrote, counted.lua).
@@ -550,14 +550,14 @@ readonly PLAIN_PASS_CSV_HEADER="server,scenario,file,connections,pass,requests,s
 plain_pass() {
   local name=$1 scenario=$2 file=$3 conns=$4 pass=${5:-plain} stat_out=$TMP_DIR/stat.csv
   local ctx_before ctx_after vol_before vol_after pool_before pool_after alloc_before alloc_after ticks_before ticks_after wrk
-  read -r pool_before alloc_before <<<"$(pool_counters "$name")"
+  IFS=, read -r pool_before alloc_before <<<"$(pool_counters "$name")"
   read -r ctx_before vol_before < <(context_switches "$name"); ticks_before=$(server_cpu_ticks "$name")
   grep -qF "perf stat:" "$COMMANDS_FILE" || echo "perf stat: perf stat -x, -o FILE -e $STAT_EVENTS -p PID" >>"$COMMANDS_FILE"
   start_probe perf stat -x, -o "$stat_out" -e "$STAT_EVENTS" -p "$(attach_pids "$name")"
   wrk=$(run_wrk "$name" "$scenario" "$file" "$conns" "$pass")
   stop_probe
   read -r ctx_after vol_after < <(context_switches "$name"); ticks_after=$(server_cpu_ticks "$name")
-  read -r pool_after alloc_after <<<"$(pool_counters "$name")"
+  IFS=, read -r pool_after alloc_after <<<"$(pool_counters "$name")"
   local -A stat=()
   local value event
   while IFS=, read -r value _ event _; do
