@@ -1,31 +1,35 @@
-"""What perf/'s report scripts share: the raw files, "median (min–max)" cells, ratios, markdown tables, the division
-per response and the growth per idle connection. Standard library only."""
+"""What perf/'s report scripts share: the raw files, "median (min–max)" cells, markdown tables and the division per
+response. Standard library only."""
 import csv
 import os
 import statistics
+import sys
+from pathlib import Path
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-SERVERS = ["splice", "sockets", "nginx", "go"]
-LABELS = {"splice": "splice (SpliceTransport)", "sockets": "sockets (Kestrel)", "nginx": "nginx", "go": "Go net/http"}
 FILE_BYTES = {"4KiB": 4096, "64KiB": 65536, "1MiB": 1048576, "32MiB": 33554432}
 two = "{:.2f}".format
 
 
+def name_arg(default=None):
+    """NAME from a report's command line, `--name NAME`, or the default without arguments; anything else: usage."""
+    if len(sys.argv) == 3 and sys.argv[1] == "--name" or len(sys.argv) == 1 and default:
+        return sys.argv[2] if len(sys.argv) == 3 else default
+    script = os.path.basename(sys.argv[0])
+    sys.exit(f"usage: python3 perf/{script} --name NAME" + (f" (default {default})" if default else ""))
+
+
 def read_lines(path, optional=False):
     """A file's lines without their ends; [] for a missing optional one."""
-    if optional and not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [line.rstrip("\n") for line in f]
+    return [] if optional and not os.path.exists(path) else Path(path).read_text().splitlines()
 
 
-def read_meta(path, optional=False):
-    """The key=value lines of a NAME-meta.txt; {} for a missing optional one."""
+def read_meta(path, optional=False):   # a NAME-meta.txt's key=value lines
     return dict(line.partition("=")[::2] for line in read_lines(path, optional))
 
 
 def read_rows(path, optional=False):
-    """The rows of a CSV file as dicts (no field spans lines); [] for a missing optional one."""
+    """The rows of a CSV file as dicts (no field spans lines)."""
     return list(csv.DictReader(read_lines(path, optional)))
 
 
@@ -39,26 +43,18 @@ def num(value):
 
 def fmt(value, digits=2):
     """1,234 / 12.3 / 1.23 (digits below 10); – for None."""
-    if value is None:
-        return "–"
-    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else f"{value:.{digits}f}"
+    return "–" if value is None else (f"{value:,.0f}" if value >= 100 else f"{value:.1f}" if value >= 10
+                                      else f"{value:.{digits}f}")
 
 
 def cell(vals, form=fmt, unit="", empty="–", always=False):
     """The median of a list (or of a {round: value} dict's values; None values left out) with (min–max) after it,
     left out for one value and, unless always, for equal ones."""
-    vals = [v for v in ((vals.values() if isinstance(vals, dict) else vals) or []) if v is not None]
-    if not vals:
+    if not (vals := [v for v in ((vals.values() if isinstance(vals, dict) else vals) or []) if v is not None]):
         return empty
     text = form(statistics.median(vals)) + unit
-    if len(vals) == 1 or not always and min(vals) == max(vals):
-        return text
-    return f"{text} ({form(min(vals))}–{form(max(vals))})"
-
-
-def ratio(by_round, base, always=False):
-    """Median of the per-round ratios (the servers alternate within a round) with their (min–max)."""
-    return cell([v / base[r] for r, v in (by_round or {}).items() if base and base.get(r)], two, "×", always=always)
+    single = len(vals) == 1 or not always and min(vals) == max(vals)
+    return text if single else f"{text} ({form(min(vals))}–{form(max(vals))})"
 
 
 def quotient(a, b, digits=2, empty="–"):
@@ -76,10 +72,9 @@ def table(head, rows):
 
 
 def responses(row):
-    """Responses of one pass: the requests wrk sent (counted.lua; the server handled the last one on each
-    connection although wrk stopped before counting its response), or for files of 1 MiB and more the bytes wrk
-    read over the file's size (downloads still running when wrk stops cost CPU and syscalls too; headers are
-    < 0.03% of the bytes)."""
+    """Responses of one pass: the requests wrk sent (counted.lua; the server handled the last one on each connection
+    although wrk stopped before counting its response), or for files of 1 MiB and more the bytes wrk read over the
+    file's size (downloads still running when wrk stops cost CPU and syscalls too; headers are < 0.03% of them)."""
     size = FILE_BYTES.get(row.get("file") or row["scenario"].split("-")[0])
     if size and size >= FILE_BYTES["1MiB"] and num(row.get("bytes")):
         return num(row["bytes"]) / size
@@ -90,25 +85,3 @@ def per_response(row, column, scale=1):
     """row[column] × scale ÷ responses(row); None when either is missing."""
     value, n = num(row.get(column)), responses(row)
     return value * scale / n if value is not None and n else None
-
-
-def idle_growth(rows):
-    """{"rss", "managed", "native": {server: {round: KiB per connection}}} of perf/run.sh's idle rows: (held −
-    before) ÷ connections held; managed from /perf/gc's live bytes, native (and other) = VmRSS right after those
-    forced GCs − managed."""
-    out = {"rss": {}, "managed": {}, "native": {}}
-    for r in rows:
-        n = num(r.get("connections_held")) if r["kind"] == "idle" else None
-        if not n or n < 0:
-            continue
-
-        def growth(column, scale=1.0):
-            held, before = num(r.get(column.format("held"))), num(r.get(column.format("before")))
-            return None if held is None or before is None else (held - before) * scale / n
-
-        managed, rss_gc = growth("managed_{}_bytes", 1 / 1024), growth("rss_{}_gc_kib")
-        native = rss_gc - managed if managed is not None and rss_gc is not None else None
-        for key, value in (("rss", growth("rss_{}_kib")), ("managed", managed), ("native", native)):
-            if value is not None:
-                out[key].setdefault(r["server"], {})[r["round"]] = value
-    return out
