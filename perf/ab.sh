@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # perf/ab.sh — does a change cost less? The sample at two commits, alternated round by round on the same pinned cores,
-# with the counts per response that do not depend on how busy the machine is next to the CPU time that does.
-# Method, scenarios and verdict: perf/README.md ("ab.sh").
+# with the counts per response that do not depend on how busy the machine is next to the CPU time that does
+# (method, scenarios and verdict: perf/README.md, "ab.sh").
 #   perf/ab.sh REF-A REF-B [SCENARIO] [--rounds N] [--warmup S] [--duration S] [--name NAME] [--wait-quiet S] [--smoke]
 #   perf/ab.sh REF-A REF-B [SCENARIO] [--transport-a splice|sockets] [--transport-b splice|sockets]
 set -euo pipefail

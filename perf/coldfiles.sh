@@ -18,6 +18,7 @@ readonly DISK_READ_BPS=$((200 * 1024 * 1024))   # a slow disk's: this VM's is fa
 readonly DOTNET_WARMUP_S=40           # a .NET server pinned to one core needs ~30 s of load to reach steady speed
 readonly COLD_HEAD_START_S=1          # the cold downloads start first, so the hot run sees them from its start
 FD_LIMIT=$(ulimit -n)                 # nginx keeps the limit it inherits
+STARTUP_TIMEOUT_S=60                  # a server under strace starts slowly
 ROUNDS=2 DURATION_S=8                 # a cold client takes 8 s for its 256 MiB at 32 MiB/s: cold all run long
 CGROUP="" COLD_PIDS=()
 THROTTLE="none (not root, or no blkio/io controller): the VM's fast disk makes cold reads cheap, read the figures as such"

@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
-# perf/profile.sh — the cost map of a response: per response, for splice, sockets and nginx side by side, CPU,
-# syscalls (and by name), context switches, thread-pool work items and loop wake-ups.
-# Servers, scenarios and passes: perf/README.md ("profile.sh"). Measures holding /work/perf.lock, about 10 minutes.
+# perf/profile.sh — the cost map of a response: CPU, syscalls (and by name), context switches, pool work items and
+# loop wake-ups per response, splice, sockets and nginx side by side (perf/README.md, "profile.sh"; ~10 minutes).
 #   perf/profile.sh [--duration S] [--wait-quiet S] [--smoke]
 set -euo pipefail
 
@@ -99,6 +98,7 @@ main() {
       "perf=$(perf --version)" "hardware_counters=$HW_COUNTERS" "duration_s=$DURATION_S"
     echo "warmup=$(awk -F, 'NR > 1 && $5 != "" {printf "%s%s %ss (%s)", sep, $1, $3, ($5 == "yes" ? "steady" : "at the cap"); sep = "; "}' "$WARMUP_CSV")"
   } >"$RESULTS_DIR/$NAME-meta.txt"
+  rm -f "$RESULTS_DIR/$NAME-split.csv" "$RESULTS_DIR/$NAME-top.txt"   # an older profile.sh's, not this run's
   cp "$CSV" "$RESULTS_DIR/$NAME.csv"
   cp "$SYSCALLS_CSV" "$RESULTS_DIR/$NAME-syscalls.csv"
   cp "$WARMUP_CSV" "$RESULTS_DIR/$NAME-warmup.csv"

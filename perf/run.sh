@@ -232,6 +232,7 @@ main() {
   make_files
   echo "$CSV_HEADER" >"$RAW_CSV"
   echo "$WARMUP_CSV_HEADER" >"$WARMUP_CSV"
+  take_perf_lock
   wait_for_quiet
   run_rounds
   # The raw results and what produced them: `python3 perf/report.py --name NAME` redraws NAME.md from these alone.

@@ -118,6 +118,7 @@ run_load() {
 # errors, non-2xx/3xx and failed runs, failed slow downloads; aborted: curl's exit 28 or complete; abort_other: else.
 tally() {
   { cat "$1/clients.log" 2>/dev/null || true; } | awk -v by_kind="${2:-}" -v size="${FILE_SIZE[64MiB]}" -v timed_out=$CURL_TIMED_OUT '
+    BEGIN { nk = split("plaintext pipelined file-4KiB file-1MiB abort slow", kinds); for (i in kinds) n[kinds[i]] = 0 }
     { k = $1; sub(/-[0-9]+$/, "", k); if (!(k in n)) { kinds[++nk] = k; n[k] = e[k] = a[k] = o[k] = 0 }
       delete f; for (i = 2; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] } }
     k == "abort" { n[k]++; if (f["exit"] == timed_out || f["exit"] == 0) a[k]++; else o[k]++; next }

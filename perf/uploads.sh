@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
 # perf/uploads.sh — 4 parallel 1 GiB uploads (curl -T), side by side (issue #11; perf/README.md).
-#
 #   perf/uploads.sh [--rounds N]        results: perf/results/uploads.md
 set -euo pipefail
 

@@ -58,14 +58,22 @@ public class CoalescingTests(FileFixture files) : IClassFixture<FileFixture>
         }));
         await using var connection = await RawHttpConnection.ConnectAsync(host.Port);
 
-        await connection.SendAsync(RawHttpConnection.Get("/parts"));
-        (int status, _) = await connection.ReadHeadAsync();
-        Assert.Equal(200, status);
-        Assert.Equal(4, await connection.DrainAsync(4));
-        Assert.Equal(1, DataSegmentsReceived(connection.Socket));
-        sendTheRest.SetResult();
-        Assert.Equal(4, await connection.DrainAsync(4));
-        Assert.Equal(2, DataSegmentsReceived(connection.Socket));
+        try
+        {
+            await connection.SendAsync(RawHttpConnection.Get("/parts"));
+            (int status, _) = await connection.ReadHeadAsync();
+            Assert.Equal(200, status);
+            Assert.Equal(4, await connection.DrainAsync(4));
+            Assert.Equal(1, DataSegmentsReceived(connection.Socket));
+            sendTheRest.SetResult();
+            Assert.Equal(4, await connection.DrainAsync(4));
+            Assert.Equal(2, DataSegmentsReceived(connection.Socket));
+        }
+        finally
+        {
+            // A failed assert must not leave the handler waiting: the host would wait out its stop timeout.
+            sendTheRest.TrySetResult();
+        }
     }
 
     private static long DataSegmentsReceived(Socket socket)
