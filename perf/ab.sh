@@ -23,7 +23,6 @@ WARMUP_S=30           # a .NET server pinned to one core needs ~30 s of load to 
 DURATION_S=10 SCENARIO=file-4KiB-c32 NAME="" SMOKE=0 WAIT_QUIET_S=0   # the other options' defaults
 declare -A REF=() TRANSPORT=([A]=splice [B]=splice) SHA=() SHORT=() SRC_COMMIT=() BIN=() KEY=() PORT=()
 
-positive_integer() { [[ $2 =~ ^[1-9][0-9]*$ ]] || die "$1 needs a whole number of at least 1, not '$2'"; echo "$2"; }
 transport_name() { [[ $2 == splice || $2 == sockets ]] || die "$1 must be splice or sockets, not '$2'"; echo "$2"; }
 
 parse_args() {

@@ -56,16 +56,18 @@ cleanup() {
 # The usage lines of the script's header (those starting "#   perf/"), on stderr; exits with $1 (default 2).
 usage() { grep '^#   perf/' "$0" | sed 's/^#   /usage: /' >&2; exit "${1:-2}"; }
 
-# The options a script takes of --rounds N (ROUNDS) and --duration S (DURATION_S); anything else: usage.
+# positive_integer echoes the value $2 of option $1 if it is a whole number of at least 1, and dies naming both
+# otherwise. parse_options: the options a script takes of --rounds N and --duration S; anything else: usage.
 #   parse_options "--rounds --duration" "$@"
+positive_integer() { [[ $2 =~ ^[1-9][0-9]*$ ]] || die "$1 needs a whole number of at least 1, not '$2'"; echo "$2"; }
 parse_options() {
   local allowed=" $1 "
   shift
   while (($#)); do
-    [[ $allowed == *" $1 "* && $# -ge 2 && $2 =~ ^[1-9][0-9]*$ ]] || usage
+    [[ $allowed == *" $1 "* && $# -ge 2 ]] || usage
     case "$1" in
-      --rounds) ROUNDS=$2 ;;
-      --duration) DURATION_S=$2 ;;
+      --rounds) ROUNDS=$(positive_integer --rounds "$2") ;;
+      --duration) DURATION_S=$(positive_integer --duration "$2") ;;
     esac
     shift 2
   done

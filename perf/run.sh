@@ -91,9 +91,9 @@ file_cached_pct() {
 measure_wrk() {
   local round=$1 name=$2 scenario=$3 kind=$4 size=$5 path=$6 conns=$7 depth=$8
   local url="http://127.0.0.1:${PORT[$name]}$path" out=$TMP_DIR/wrk.out
-  local args=(wrk -t1 -c"$conns" -d"${DURATION_S}s" --timeout "$WRK_TIMEOUT" --latency -s "$PERF_DIR/report.lua" "$url")
-  ((depth == 1)) || args=(wrk -t1 -c"$conns" -d"${DURATION_S}s" --timeout "$WRK_TIMEOUT" --latency
-                          -s "$PERF_DIR/pipeline.lua" "$url" -- "$depth")
+  local script=(-s "$PERF_DIR/report.lua" "$url")
+  ((depth == 1)) || script=(-s "$PERF_DIR/pipeline.lua" "$url" -- "$depth")
+  local args=(wrk -t1 -c"$conns" -d"${DURATION_S}s" --timeout "$WRK_TIMEOUT" --latency "${script[@]}")
   ((round == 1)) && echo "client $name $scenario: taskset -c $CLIENT_CORE ${args[*]}" >>"$COMMANDS_FILE"
   require_alive "$name" "before $scenario"
   local ticks cores
@@ -106,7 +106,7 @@ measure_wrk() {
   ((r[status] == 0)) || { cat "$out" >&2; die "server '$name' answered ${r[status]} requests with a non-2xx status in $scenario"; }
   awk -v round="$round" -v name="$name" -v scenario="$scenario" -v kind="$kind" -v size="$size" \
       -v conns="$conns" -v depth="$depth" -v req="${r[requests]}" -v bytes="${r[bytes]}" \
-      -v dur_us="${r[duration_us]}" -v p99_us="${r[p99_us]}" -v ticks="$ticks" -v hz="$(getconf CLK_TCK)" \
+      -v dur_us="${r[duration_us]}" -v p99_us="${r[p99_us]}" -v ticks="$ticks" -v hz="$CLK_TCK" \
       -v errors="${r[connect]},${r[read]},${r[write]},${r[status]},${r[timeout]}" \
       -v cached="$(file_cached_pct "$kind" "$path")" -v cores_ticks="$cores" 'BEGIN {
         secs = dur_us / 1e6; cpu = ticks / hz; gb = bytes / 1e9
@@ -223,7 +223,7 @@ main() {
   ARGS="$*"
   parse_args "$@"
   begin_run perf
-  RAW_CSV=$TMP_DIR/raw.csv WARMUP_CSV=$TMP_DIR/warmup.csv
+  RAW_CSV=$TMP_DIR/raw.csv WARMUP_CSV=$TMP_DIR/warmup.csv CLK_TCK=$(getconf CLK_TCK)
   install_packages_for wrk=wrk nginx=nginx-light go=golang-go curl=curl taskset=util-linux python3=python3
   raise_fd_limit "$WANTED_FD_LIMIT"
   ((FD_LIMIT > IDLE_CONNECTIONS + 1000)) || die "open-file limit is $FD_LIMIT, too low for $IDLE_CONNECTIONS connections"
